@@ -1,0 +1,137 @@
+//! Request parsing at the edge: JSON bodies and query strings into typed requests, with
+//! every failure a problem document naming the field.
+
+use crate::error::ApiError;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use kernel::limits::REQUEST_BODY_BYTES_MAX;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+
+/// A JSON body: 400 `malformed_request` if it is not JSON (or not declared as JSON), 422
+/// `validation_failed` naming the field if it has the wrong shape. Keeps the raw bytes for
+/// idempotency fingerprints.
+#[derive(Debug)]
+pub struct ApiJson<T> {
+    pub value: T,
+    pub raw: Bytes,
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|mime| {
+                let mime = mime.trim().to_ascii_lowercase();
+                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+            });
+        if !is_json {
+            return Err(ApiError::malformed("the body must be JSON with Content-Type: application/json"));
+        }
+        let raw = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::payload_too_large(REQUEST_BODY_BYTES_MAX)
+            } else {
+                ApiError::malformed(rejection.body_text())
+            }
+        })?;
+        let value = parse_json(&raw)?;
+        Ok(Self { value, raw })
+    }
+}
+
+/// Parses JSON, telling syntax errors (400) from shape errors (422, with the field's path).
+pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(raw);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let message = without_position(&inner.to_string());
+                let field = match missing_field(&message) {
+                    Some(name) if path == "." => name.to_owned(),
+                    Some(name) => format!("{path}.{name}"),
+                    None if path == "." => "body".to_owned(),
+                    None => path,
+                };
+                ApiError::validation(field, message)
+            }
+            _ => ApiError::malformed(format!("the body is not valid JSON: {}", without_position(&inner.to_string()))),
+        }
+    })?;
+    deserializer
+        .end()
+        .map_err(|e| ApiError::malformed(format!("the body is not valid JSON: {}", without_position(&e.to_string()))))?;
+    Ok(value)
+}
+
+fn without_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.strip_suffix('`')
+}
+
+/// The query string as a map; each route parses its own parameters so errors name them.
+#[derive(Debug, Default)]
+pub struct QueryMap(pub HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
+            .map_err(|e| ApiError::malformed(format!("the query string is malformed: {e}")))?;
+        let mut map = HashMap::new();
+        for (key, value) in pairs {
+            if map.insert(key.clone(), value).is_some() {
+                return Err(ApiError::validation(key, "is given more than once"));
+            }
+        }
+        Ok(Self(map))
+    }
+}
+
+impl QueryMap {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    /// The parameter parsed as a code (SKU or warehouse), if present.
+    pub fn code<C: std::str::FromStr<Err = kernel::CodeError>>(&self, key: &str) -> Result<Option<C>, ApiError> {
+        self.get(key)
+            .map(|raw| raw.parse::<C>().map_err(|e| ApiError::validation(key, e.to_string())))
+            .transpose()
+    }
+
+    pub fn page(&self) -> Result<kernel::PageRequest, ApiError> {
+        kernel::PageRequest::parse(self.get("limit"), self.get("next")).map_err(|(f, m)| ApiError::validation(f, m))
+    }
+}
+
+/// Checks free text: at most [`kernel::limits::TEXT_CHARS_MAX`] characters, and not blank when
+/// required.
+pub fn check_text(field: &str, value: &str, required: bool, errors: &mut Vec<crate::error::FieldError>) {
+    let chars = value.chars().count();
+    if required && value.trim().is_empty() {
+        errors.push(crate::error::FieldError { field: field.to_owned(), message: "must not be empty".into() });
+    } else if chars > kernel::limits::TEXT_CHARS_MAX {
+        errors.push(crate::error::FieldError {
+            field: field.to_owned(),
+            message: format!("must be at most {} characters", kernel::limits::TEXT_CHARS_MAX),
+        });
+    }
+}

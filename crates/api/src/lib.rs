@@ -1,0 +1,74 @@
+//! Stockroom's HTTP API: the only crate that knows HTTP.
+//!
+//! Routes per context (`routes/`), request parsing at the edge ([`extract`]), API keys and
+//! scopes ([`auth`]), problem documents ([`error`], the one place errors become HTTP),
+//! idempotency keys ([`idempotency`]) and the OpenAPI document ([`openapi`]).
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod idempotency;
+pub mod openapi;
+pub mod routes;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request};
+use kernel::Clock;
+use kernel::limits::REQUEST_BODY_BYTES_MAX;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::Arc;
+use std::time::Duration;
+use store::Db;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+/// Longest a request may take before it is answered with 503; well above any use case's
+/// normal time, short enough that a stuck dependency does not pile up requests.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub clock: Arc<dyn Clock>,
+    /// SHA-256 of the admin key given by flag or environment, if any.
+    pub admin_key_hash: Option<String>,
+    pub metrics: PrometheusHandle,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("db", &self.db).field("clock", &self.clock).finish_non_exhaustive()
+    }
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let v1 = routes::v1_routes().route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key));
+    Router::new()
+        .merge(routes::health::routes())
+        .merge(openapi::routes())
+        .nest("/v1", v1)
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .with_state(state)
+        .layer(axum::middleware::from_fn(routes::record_metrics))
+        .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+        .layer(CatchPanicLayer::custom(|_panic| {
+            tracing::error!("a request handler panicked");
+            axum::response::IntoResponse::into_response(error::ApiError::internal())
+        }))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+        }))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetSensitiveRequestHeadersLayer::new([axum::http::header::AUTHORIZATION]))
+}

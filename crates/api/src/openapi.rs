@@ -1,0 +1,50 @@
+//! The OpenAPI document (`/openapi.json`) and the docs page (`/docs`).
+
+use crate::AppState;
+use crate::routes::{health, inventory, ledger, reservations};
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_swagger_ui::SwaggerUi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Stockroom", description = "Inventory, order and fulfillment backbone. Errors are RFC 9457 problem documents."),
+    paths(
+        health::health, health::ready, health::metrics_text,
+        inventory::item_create, inventory::item_get,
+        inventory::warehouse_create, inventory::warehouse_list, inventory::warehouse_get, inventory::warehouse_patch,
+        inventory::receipt_create, inventory::adjustment_create, inventory::transfer_create,
+        inventory::stock_one, inventory::stock_batch,
+        reservations::reservation_create, reservations::reservation_get,
+        reservations::reservation_confirm, reservations::reservation_release, reservations::reservation_fulfill,
+        ledger::movements, ledger::events, ledger::reconciliation,
+    ),
+    components(schemas(crate::error::Problem, crate::error::FieldError, warehouse::ShortLine)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "items"), (name = "warehouses"), (name = "stock"), (name = "reservations"),
+        (name = "ledger"), (name = "operations")
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/openapi.json", get(|| async { Json(document()) }))
+        .merge(SwaggerUi::new("/docs").url("/docs/openapi.json", document()))
+}

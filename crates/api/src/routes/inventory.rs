@@ -1,0 +1,496 @@
+//! Items, warehouses, receipts, adjustments, transfers and stock levels.
+
+use crate::AppState;
+use crate::auth::Principal;
+use crate::error::{ApiError, FieldError};
+use crate::extract::{ApiJson, QueryMap, check_text};
+use crate::idempotency::{Answer, run_write};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use kernel::limits::{LINES_PER_REQUEST_MAX, QUANTITY_MAX, STOCK_BATCH_SKUS_MAX};
+use kernel::{Quantity, SkuCode, WarehouseCode};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use warehouse::adjustment::{Adjustment, AdjustmentView, Change};
+use warehouse::item::{Item, NewItem};
+use warehouse::receipt::{Receipt, ReceiptLine, ReceiptView};
+use warehouse::site::{NewWarehouse, PRIORITY_DEFAULT, Warehouse, WarehousePatch};
+use warehouse::stock::StockView;
+use warehouse::transfer::{Transfer, TransferLine, TransferView};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/items", post(item_create))
+        .route("/items/{sku}", get(item_get))
+        .route("/warehouses", post(warehouse_create).get(warehouse_list))
+        .route("/warehouses/{code}", get(warehouse_get).patch(warehouse_patch))
+        .route("/receipts", post(receipt_create))
+        .route("/adjustments", post(adjustment_create))
+        .route("/transfers", post(transfer_create))
+        .route("/stock", get(stock_batch))
+        .route("/stock/{sku}", get(stock_one))
+}
+
+fn finish(errors: Vec<FieldError>) -> Result<(), ApiError> {
+    if errors.is_empty() { Ok(()) } else { Err(ApiError::validation_many(errors)) }
+}
+
+fn field_error(errors: &mut Vec<FieldError>, field: impl Into<String>, message: impl Into<String>) {
+    errors.push(FieldError { field: field.into(), message: message.into() });
+}
+
+fn check_lines<T>(lines: &[T], errors: &mut Vec<FieldError>) {
+    if lines.is_empty() || lines.len() > LINES_PER_REQUEST_MAX {
+        field_error(errors, "lines", format!("must have 1 to {LINES_PER_REQUEST_MAX} lines"));
+    }
+}
+
+fn path_sku(raw: &str) -> Result<SkuCode, ApiError> {
+    SkuCode::parse(raw).map_err(|_| ApiError::not_found(format!("item {raw} does not exist")))
+}
+
+fn path_warehouse(raw: &str) -> Result<WarehouseCode, ApiError> {
+    WarehouseCode::parse(raw).map_err(|_| ApiError::not_found(format!("warehouse {raw} does not exist")))
+}
+
+// ---------------------------------------------------------------- items
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[schema(example = json!({"sku": "TSHIRT-RED-M", "name": "T-shirt red M", "weight_grams": 180, "track_lots": false}))]
+pub struct CreateItem {
+    #[schema(value_type = String, example = "TSHIRT-RED-M")]
+    pub sku: SkuCode,
+    pub name: String,
+    pub weight_grams: Option<i64>,
+    #[serde(default)]
+    pub track_lots: bool,
+}
+
+/// Creates an item (SKU).
+#[utoipa::path(post, path = "/v1/items", tag = "items", request_body = CreateItem,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for repeats")),
+    responses((status = 201, body = Item), (status = 409, body = crate::error::Problem, description = "Duplicate SKU"),
+              (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
+pub async fn item_create(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    body: ApiJson<CreateItem>,
+) -> Result<Response, ApiError> {
+    let req = body.value;
+    let mut errors = Vec::new();
+    check_text("name", &req.name, true, &mut errors);
+    if let Some(w) = req.weight_grams
+        && !(0..=QUANTITY_MAX).contains(&w)
+    {
+        field_error(&mut errors, "weight_grams", format!("must be between 0 and {QUANTITY_MAX}"));
+    }
+    finish(errors)?;
+    let new = NewItem { sku: req.sku, name: req.name, weight_grams: req.weight_grams, track_lots: req.track_lots };
+    run_write(&state, &principal, "POST /v1/items", &headers, &body.raw, move |tx, now| {
+        let new = new.clone();
+        Box::pin(async move {
+            let item = warehouse::item::item_create(tx, new, now).await?;
+            Ok(Answer::json(StatusCode::CREATED, &item))
+        })
+    })
+    .await
+}
+
+/// Reads an item.
+#[utoipa::path(get, path = "/v1/items/{sku}", tag = "items", params(("sku" = String, Path)),
+    responses((status = 200, body = Item), (status = 404, body = crate::error::Problem)), security(("bearer" = [])))]
+pub async fn item_get(State(state): State<AppState>, Path(sku): Path<String>) -> Result<Json<Item>, ApiError> {
+    Ok(Json(warehouse::item::item_get(state.db.reader(), &path_sku(&sku)?).await?))
+}
+
+// ---------------------------------------------------------------- warehouses
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[schema(example = json!({"code": "BER-1", "name": "Berlin", "country": "DE", "latitude": 52.52, "longitude": 13.40, "priority": 10, "active": true}))]
+pub struct CreateWarehouse {
+    #[schema(value_type = String, example = "BER-1")]
+    pub code: WarehouseCode,
+    pub name: String,
+    pub country: Option<String>,
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    /// Lower is preferred; default 100.
+    pub priority: Option<i64>,
+    pub active: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[schema(example = json!({"priority": 5, "active": false}))]
+pub struct PatchWarehouse {
+    pub name: Option<String>,
+    pub priority: Option<i64>,
+    pub active: Option<bool>,
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    pub country: Option<String>,
+}
+
+/// Largest warehouse priority; priorities are small ranks, not arbitrary numbers.
+const PRIORITY_MAX: i64 = 1_000_000;
+
+fn check_site(
+    name: Option<&str>,
+    country: Option<&str>,
+    latitude: Option<f64>,
+    longitude: Option<f64>,
+    priority: Option<i64>,
+    errors: &mut Vec<FieldError>,
+) {
+    if let Some(name) = name {
+        check_text("name", name, true, errors);
+    }
+    if let Some(country) = country
+        && !(country.len() == 2 && country.bytes().all(|b| b.is_ascii_uppercase()))
+    {
+        field_error(errors, "country", "must be an ISO 3166-1 alpha-2 code such as DE");
+    }
+    if let Some(lat) = latitude
+        && !(-90.0..=90.0).contains(&lat)
+    {
+        field_error(errors, "latitude", "must be between -90 and 90");
+    }
+    if let Some(lon) = longitude
+        && !(-180.0..=180.0).contains(&lon)
+    {
+        field_error(errors, "longitude", "must be between -180 and 180");
+    }
+    if let Some(p) = priority
+        && !(0..=PRIORITY_MAX).contains(&p)
+    {
+        field_error(errors, "priority", format!("must be between 0 and {PRIORITY_MAX}"));
+    }
+}
+
+/// Creates a warehouse.
+#[utoipa::path(post, path = "/v1/warehouses", tag = "warehouses", request_body = CreateWarehouse,
+    params(("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 201, body = Warehouse), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn warehouse_create(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    body: ApiJson<CreateWarehouse>,
+) -> Result<Response, ApiError> {
+    let req = body.value;
+    let mut errors = Vec::new();
+    check_site(Some(&req.name), req.country.as_deref(), req.latitude, req.longitude, req.priority, &mut errors);
+    finish(errors)?;
+    let new = NewWarehouse {
+        code: req.code,
+        name: req.name,
+        country: req.country,
+        latitude: req.latitude,
+        longitude: req.longitude,
+        priority: req.priority.unwrap_or(PRIORITY_DEFAULT),
+        active: req.active.unwrap_or(true),
+    };
+    run_write(&state, &principal, "POST /v1/warehouses", &headers, &body.raw, move |tx, now| {
+        let new = new.clone();
+        Box::pin(async move {
+            let created = warehouse::site::warehouse_create(tx, new, now).await?;
+            Ok(Answer::json(StatusCode::CREATED, &created))
+        })
+    })
+    .await
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct WarehousePage {
+    pub items: Vec<Warehouse>,
+    pub next: Option<String>,
+}
+
+/// Lists warehouses by code.
+#[utoipa::path(get, path = "/v1/warehouses", tag = "warehouses",
+    params(("limit" = Option<u32>, Query), ("next" = Option<String>, Query)),
+    responses((status = 200, body = WarehousePage)), security(("bearer" = [])))]
+pub async fn warehouse_list(State(state): State<AppState>, query: QueryMap) -> Result<Json<WarehousePage>, ApiError> {
+    let page = query.page()?;
+    let rows = warehouse::site::warehouses_list(state.db.reader(), page.after.as_deref(), page.limit).await?;
+    let page = kernel::Page::from_rows(rows, page.limit, |w| w.code.clone());
+    Ok(Json(WarehousePage { items: page.items, next: page.next }))
+}
+
+/// Reads a warehouse.
+#[utoipa::path(get, path = "/v1/warehouses/{code}", tag = "warehouses", params(("code" = String, Path)),
+    responses((status = 200, body = Warehouse), (status = 404, body = crate::error::Problem)), security(("bearer" = [])))]
+pub async fn warehouse_get(State(state): State<AppState>, Path(code): Path<String>) -> Result<Json<Warehouse>, ApiError> {
+    Ok(Json(warehouse::site::warehouse_get(state.db.reader(), &path_warehouse(&code)?).await?))
+}
+
+/// Changes any of name, priority, active, latitude, longitude, country.
+#[utoipa::path(patch, path = "/v1/warehouses/{code}", tag = "warehouses", params(("code" = String, Path)), request_body = PatchWarehouse,
+    responses((status = 200, body = Warehouse), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn warehouse_patch(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(code): Path<String>,
+    headers: HeaderMap,
+    body: ApiJson<PatchWarehouse>,
+) -> Result<Response, ApiError> {
+    let code = path_warehouse(&code)?;
+    let req = body.value;
+    let mut errors = Vec::new();
+    check_site(req.name.as_deref(), req.country.as_deref(), req.latitude, req.longitude, req.priority, &mut errors);
+    finish(errors)?;
+    let patch = WarehousePatch {
+        name: req.name,
+        priority: req.priority,
+        active: req.active,
+        latitude: req.latitude,
+        longitude: req.longitude,
+        country: req.country,
+    };
+    run_write(&state, &principal, "PATCH /v1/warehouses", &headers, &body.raw, move |tx, now| {
+        let (code, patch) = (code.clone(), patch.clone());
+        Box::pin(async move {
+            let updated = warehouse::site::warehouse_update(tx, &code, patch, now).await?;
+            Ok(Answer::json(StatusCode::OK, &updated))
+        })
+    })
+    .await
+}
+
+// ---------------------------------------------------------------- receipts
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct ReceiptLineRequest {
+    #[schema(value_type = String, example = "TSHIRT-RED-M")]
+    pub sku: SkuCode,
+    #[schema(value_type = i64, example = 10, minimum = 1, maximum = 1000000000)]
+    pub quantity: Quantity,
+    pub lot: Option<String>,
+    /// A date, `YYYY-MM-DD`.
+    pub expires_on: Option<String>,
+    pub bin: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[schema(example = json!({"warehouse": "BER-1", "reference": "PO-1", "lines": [{"sku": "TSHIRT-RED-M", "quantity": 10}]}))]
+pub struct CreateReceipt {
+    #[schema(value_type = String)]
+    pub warehouse: WarehouseCode,
+    pub reference: Option<String>,
+    pub lines: Vec<ReceiptLineRequest>,
+}
+
+fn check_date(field: String, raw: &str, errors: &mut Vec<FieldError>) {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    if time::Date::parse(raw, &format).is_err() {
+        field_error(errors, field, "must be a date YYYY-MM-DD");
+    }
+}
+
+/// Receives goods into a warehouse.
+#[utoipa::path(post, path = "/v1/receipts", tag = "stock", request_body = CreateReceipt,
+    params(("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 201, body = ReceiptView), (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
+pub async fn receipt_create(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    body: ApiJson<CreateReceipt>,
+) -> Result<Response, ApiError> {
+    let req = body.value;
+    let mut errors = Vec::new();
+    check_lines(&req.lines, &mut errors);
+    if let Some(r) = &req.reference {
+        check_text("reference", r, true, &mut errors);
+    }
+    for (i, line) in req.lines.iter().enumerate() {
+        for (name, value) in [("lot", &line.lot), ("bin", &line.bin)] {
+            if let Some(v) = value {
+                check_text(&format!("lines[{i}].{name}"), v, true, &mut errors);
+            }
+        }
+        if let Some(d) = &line.expires_on {
+            check_date(format!("lines[{i}].expires_on"), d, &mut errors);
+        }
+    }
+    finish(errors)?;
+    let receipt = Receipt {
+        warehouse: req.warehouse,
+        reference: req.reference,
+        lines: req
+            .lines
+            .into_iter()
+            .map(|l| ReceiptLine { sku: l.sku, quantity: l.quantity, lot: l.lot, expires_on: l.expires_on, bin: l.bin })
+            .collect(),
+    };
+    run_write(&state, &principal, "POST /v1/receipts", &headers, &body.raw, move |tx, now| {
+        let receipt = receipt.clone();
+        Box::pin(async move {
+            let view = warehouse::receipt::receive(tx, receipt, now).await?;
+            Ok(Answer::json(StatusCode::CREATED, &view))
+        })
+    })
+    .await
+}
+
+// ---------------------------------------------------------------- adjustments
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[schema(example = json!({"warehouse": "BER-1", "sku": "TSHIRT-RED-M", "delta": -3, "reason": "damaged"}))]
+pub struct CreateAdjustment {
+    #[schema(value_type = String)]
+    pub warehouse: WarehouseCode,
+    #[schema(value_type = String)]
+    pub sku: SkuCode,
+    /// Units to add (positive) or remove (negative); exactly one of `delta` and `counted`.
+    pub delta: Option<i64>,
+    /// Sets on hand to this counted figure.
+    pub counted: Option<i64>,
+    pub reason: Option<String>,
+}
+
+/// Corrects on hand by a delta or to a counted figure.
+#[utoipa::path(post, path = "/v1/adjustments", tag = "stock", request_body = CreateAdjustment,
+    params(("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 201, body = AdjustmentView), (status = 409, body = crate::error::Problem, description = "Would take on hand below reserved"),
+              (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
+pub async fn adjustment_create(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    body: ApiJson<CreateAdjustment>,
+) -> Result<Response, ApiError> {
+    let req = body.value;
+    let mut errors = Vec::new();
+    let change = match (req.delta, req.counted) {
+        (Some(delta), None) if delta != 0 && delta.abs() <= QUANTITY_MAX => Some(Change::Delta(delta)),
+        (Some(_), None) => {
+            field_error(&mut errors, "delta", format!("must be non-zero and between -{QUANTITY_MAX} and {QUANTITY_MAX}"));
+            None
+        }
+        (None, Some(counted)) if (0..=QUANTITY_MAX).contains(&counted) => Some(Change::Counted(counted)),
+        (None, Some(_)) => {
+            field_error(&mut errors, "counted", format!("must be between 0 and {QUANTITY_MAX}"));
+            None
+        }
+        (Some(_), Some(_)) => {
+            field_error(&mut errors, "counted", "give either delta or counted, not both");
+            None
+        }
+        (None, None) => {
+            field_error(&mut errors, "delta", "one of delta or counted is required");
+            None
+        }
+    };
+    if let Some(r) = &req.reason {
+        check_text("reason", r, true, &mut errors);
+    }
+    finish(errors)?;
+    let adjustment = Adjustment {
+        warehouse: req.warehouse,
+        sku: req.sku,
+        change: change.expect("checked above"),
+        reason: req.reason,
+    };
+    run_write(&state, &principal, "POST /v1/adjustments", &headers, &body.raw, move |tx, now| {
+        let adjustment = adjustment.clone();
+        Box::pin(async move {
+            let view = warehouse::adjustment::adjust(tx, adjustment, now).await?;
+            Ok(Answer::json(StatusCode::CREATED, &view))
+        })
+    })
+    .await
+}
+
+// ---------------------------------------------------------------- transfers
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct TransferLineRequest {
+    #[schema(value_type = String)]
+    pub sku: SkuCode,
+    #[schema(value_type = i64, minimum = 1, maximum = 1000000000)]
+    pub quantity: Quantity,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[schema(example = json!({"from": "BER-1", "to": "MUC-1", "lines": [{"sku": "TSHIRT-RED-M", "quantity": 5}]}))]
+pub struct CreateTransfer {
+    #[schema(value_type = String)]
+    pub from: WarehouseCode,
+    #[schema(value_type = String)]
+    pub to: WarehouseCode,
+    pub reference: Option<String>,
+    pub lines: Vec<TransferLineRequest>,
+}
+
+/// Moves available stock between warehouses in one transaction.
+#[utoipa::path(post, path = "/v1/transfers", tag = "stock", request_body = CreateTransfer,
+    params(("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 201, body = TransferView), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn transfer_create(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    body: ApiJson<CreateTransfer>,
+) -> Result<Response, ApiError> {
+    let req = body.value;
+    let mut errors = Vec::new();
+    check_lines(&req.lines, &mut errors);
+    if let Some(r) = &req.reference {
+        check_text("reference", r, true, &mut errors);
+    }
+    finish(errors)?;
+    let transfer = Transfer {
+        from: req.from,
+        to: req.to,
+        reference: req.reference,
+        lines: req.lines.into_iter().map(|l| TransferLine { sku: l.sku, quantity: l.quantity }).collect(),
+    };
+    run_write(&state, &principal, "POST /v1/transfers", &headers, &body.raw, move |tx, now| {
+        let transfer = transfer.clone();
+        Box::pin(async move {
+            let view = warehouse::transfer::transfer(tx, transfer, now).await?;
+            Ok(Answer::json(StatusCode::CREATED, &view))
+        })
+    })
+    .await
+}
+
+// ---------------------------------------------------------------- stock
+
+/// Stock of one SKU across warehouses; totals count active warehouses only.
+#[utoipa::path(get, path = "/v1/stock/{sku}", tag = "stock", params(("sku" = String, Path)),
+    responses((status = 200, body = StockView), (status = 404, body = crate::error::Problem)), security(("bearer" = [])))]
+pub async fn stock_one(State(state): State<AppState>, Path(sku): Path<String>) -> Result<Json<StockView>, ApiError> {
+    Ok(Json(warehouse::stock::stock_view(state.db.reader(), &path_sku(&sku)?).await?))
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct StockBatch {
+    pub items: Vec<StockView>,
+}
+
+/// Stock of up to 1000 SKUs in one query; unknown SKUs are left out.
+#[utoipa::path(get, path = "/v1/stock", tag = "stock",
+    params(("skus" = String, Query, description = "Comma-separated SKU codes, 1 to 1000"), ("warehouse" = Option<String>, Query)),
+    responses((status = 200, body = StockBatch), (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
+pub async fn stock_batch(State(state): State<AppState>, query: QueryMap) -> Result<Json<StockBatch>, ApiError> {
+    let raw = query.get("skus").ok_or_else(|| ApiError::validation("skus", "is required"))?;
+    let parts: Vec<&str> = raw.split(',').filter(|s| !s.is_empty()).collect();
+    if parts.is_empty() || parts.len() > STOCK_BATCH_SKUS_MAX {
+        return Err(ApiError::validation("skus", format!("must list 1 to {STOCK_BATCH_SKUS_MAX} SKUs")));
+    }
+    let skus = parts
+        .iter()
+        .map(|s| SkuCode::parse(*s).map_err(|e| ApiError::validation("skus", format!("{s}: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let warehouse = query.code::<WarehouseCode>("warehouse")?;
+    let items = warehouse::stock::stock_views(state.db.reader(), &skus, warehouse.as_ref()).await?;
+    Ok(Json(StockBatch { items }))
+}

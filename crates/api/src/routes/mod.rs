@@ -1,0 +1,43 @@
+//! Routes, one module per area of the API.
+
+pub mod health;
+pub mod inventory;
+pub mod ledger;
+pub mod reservations;
+
+use crate::AppState;
+use crate::error::ApiError;
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use std::time::Instant;
+
+pub fn v1_routes() -> Router<AppState> {
+    Router::new().merge(inventory::routes()).merge(reservations::routes()).merge(ledger::routes())
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such path")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+/// Counts requests and their latency per route and status.
+pub async fn record_metrics(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [("method", method), ("route", route), ("status", status)];
+    metrics::counter!("stockroom_http_requests_total", &labels).increment(1);
+    metrics::histogram!("stockroom_http_request_seconds", &labels).record(started.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,192 @@
+//! Reservations: hold, read, confirm, release, fulfill.
+
+use crate::AppState;
+use crate::auth::Principal;
+use crate::error::{ApiError, FieldError};
+use crate::extract::{ApiJson, check_text};
+use crate::idempotency::{Answer, run_write};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use kernel::limits::{LINES_PER_REQUEST_MAX, RESERVATION_TTL_SECONDS_DEFAULT, RESERVATION_TTL_SECONDS_MAX};
+use kernel::{Quantity, ReservationId, SkuCode, WarehouseCode};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use warehouse::reservation::{HoldCommand, HoldLine, Reservation};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/reservations", post(reservation_create))
+        .route("/reservations/{id}", get(reservation_get))
+        .route("/reservations/{id}/confirm", post(reservation_confirm))
+        .route("/reservations/{id}/release", post(reservation_release))
+        .route("/reservations/{id}/fulfill", post(reservation_fulfill))
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct HoldLineRequest {
+    #[schema(value_type = String, example = "TSHIRT-RED-M")]
+    pub sku: SkuCode,
+    #[schema(value_type = i64, example = 2, minimum = 1, maximum = 1000000000)]
+    pub quantity: Quantity,
+    /// Omit to let the server choose (warehouse priority, then stock), possibly splitting.
+    #[schema(value_type = Option<String>, example = "BER-1")]
+    pub warehouse: Option<WarehouseCode>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[schema(example = json!({"reference": "cart-123", "ttl_seconds": 900, "lines": [{"sku": "TSHIRT-RED-M", "quantity": 2, "warehouse": "BER-1"}]}))]
+pub struct CreateReservation {
+    pub reference: Option<String>,
+    /// 1 to 604800; default 900.
+    pub ttl_seconds: Option<i64>,
+    pub lines: Vec<HoldLineRequest>,
+}
+
+/// Parses a reservation request into a hold command (with a fresh id).
+pub fn hold_command(req: CreateReservation) -> Result<HoldCommand, ApiError> {
+    let mut errors = Vec::new();
+    if req.lines.is_empty() || req.lines.len() > LINES_PER_REQUEST_MAX {
+        errors.push(FieldError { field: "lines".into(), message: format!("must have 1 to {LINES_PER_REQUEST_MAX} lines") });
+    }
+    let ttl_seconds = req.ttl_seconds.unwrap_or(RESERVATION_TTL_SECONDS_DEFAULT);
+    if !(1..=RESERVATION_TTL_SECONDS_MAX).contains(&ttl_seconds) {
+        errors.push(FieldError {
+            field: "ttl_seconds".into(),
+            message: format!("must be between 1 and {RESERVATION_TTL_SECONDS_MAX}"),
+        });
+    }
+    if let Some(r) = &req.reference {
+        check_text("reference", r, false, &mut errors);
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation_many(errors));
+    }
+    Ok(HoldCommand {
+        id: ReservationId::new(),
+        reference: req.reference.unwrap_or_default(),
+        ttl_seconds,
+        lines: req
+            .lines
+            .into_iter()
+            .map(|l| HoldLine { sku: l.sku, quantity: l.quantity, warehouse: l.warehouse })
+            .collect(),
+    })
+}
+
+/// Holds stock, all lines or nothing.
+#[utoipa::path(post, path = "/v1/reservations", tag = "reservations", request_body = CreateReservation,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Holds once however often it is sent")),
+    responses((status = 201, body = Reservation),
+              (status = 409, body = crate::error::Problem, description = "insufficient_stock, with the short lines",
+               example = json!({"type": "urn:stockroom:problem:insufficient_stock", "title": "Insufficient stock", "status": 409,
+                                "code": "insufficient_stock", "detail": "TSHIRT-RED-M: requested 5, available 3",
+                                "lines": [{"sku": "TSHIRT-RED-M", "requested": 5, "available": 3}]})),
+              (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
+pub async fn reservation_create(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    body: ApiJson<CreateReservation>,
+) -> Result<Response, ApiError> {
+    let command = hold_command(body.value)?;
+    run_write(&state, &principal, "POST /v1/reservations", &headers, &body.raw, move |tx, now| {
+        let command = command.clone();
+        Box::pin(async move {
+            let mut outcomes = warehouse::reservation::hold_batch(tx, vec![command], now).await?;
+            let reservation = outcomes.pop().ok_or_else(ApiError::internal)??;
+            Ok(Answer::json(StatusCode::CREATED, &reservation))
+        })
+    })
+    .await
+}
+
+fn path_id(raw: &str) -> Result<ReservationId, ApiError> {
+    ReservationId::parse(raw).ok_or_else(|| ApiError::not_found(format!("reservation {raw} does not exist")))
+}
+
+/// Reads a reservation; an active one past its expiry reads as expired.
+#[utoipa::path(get, path = "/v1/reservations/{id}", tag = "reservations", params(("id" = String, Path)),
+    responses((status = 200, body = Reservation), (status = 404, body = crate::error::Problem)), security(("bearer" = [])))]
+pub async fn reservation_get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Reservation>, ApiError> {
+    let id = path_id(&id)?;
+    Ok(Json(warehouse::reservation::reservation_get(&state.db, &id, state.clock.now()).await?))
+}
+
+#[derive(Clone, Copy)]
+enum Action {
+    Confirm,
+    Release,
+    Fulfill,
+}
+
+async fn transition(
+    state: AppState,
+    principal: Principal,
+    id: String,
+    headers: HeaderMap,
+    action: Action,
+) -> Result<Response, ApiError> {
+    let id = path_id(&id)?;
+    let route = match action {
+        Action::Confirm => "POST /v1/reservations/confirm",
+        Action::Release => "POST /v1/reservations/release",
+        Action::Fulfill => "POST /v1/reservations/fulfill",
+    };
+    // These actions take no body: the id is what the key guards, so the same key on another
+    // reservation is a reuse.
+    let fingerprint_input = id.as_str().as_bytes().to_vec();
+    run_write(&state, &principal, route, &headers, &fingerprint_input, move |tx, now| {
+        let id = id.clone();
+        Box::pin(async move {
+            let reservation = match action {
+                Action::Confirm => warehouse::reservation::confirm(tx, &id, now).await?,
+                Action::Release => warehouse::reservation::release(tx, &id, now).await?,
+                Action::Fulfill => warehouse::reservation::fulfill(tx, &id, now).await?,
+            };
+            Ok(Answer::json(StatusCode::OK, &reservation))
+        })
+    })
+    .await
+}
+
+/// `active` → `confirmed` (no expiry). Repeating is a no-op; expired or released: 409.
+#[utoipa::path(post, path = "/v1/reservations/{id}/confirm", tag = "reservations", params(("id" = String, Path)),
+    responses((status = 200, body = Reservation), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn reservation_confirm(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    transition(state, principal, id, headers, Action::Confirm).await
+}
+
+/// Gives the stock back. Repeating is a no-op; fulfilled: 409.
+#[utoipa::path(post, path = "/v1/reservations/{id}/release", tag = "reservations", params(("id" = String, Path)),
+    responses((status = 200, body = Reservation), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn reservation_release(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    transition(state, principal, id, headers, Action::Release).await
+}
+
+/// `confirmed` → `fulfilled`: on hand and reserved both go down. Anything else: 409.
+#[utoipa::path(post, path = "/v1/reservations/{id}/fulfill", tag = "reservations", params(("id" = String, Path)),
+    responses((status = 200, body = Reservation), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn reservation_fulfill(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    transition(state, principal, id, headers, Action::Fulfill).await
+}

@@ -1,0 +1,127 @@
+//! The Stockroom binary's library: configuration, composition of the contexts into one app,
+//! worker supervision and graceful shutdown. `main.rs` is only the CLI around it, and
+//! `testkit` starts the very same app on port 0.
+
+pub mod supervisor;
+
+use anyhow::Context;
+use kernel::Clock;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use store::{Db, DbOptions};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long shutdown waits for requests in flight.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: String,
+    pub database_url: String,
+    pub admin_key: Option<String>,
+    pub sweep_interval: Duration,
+    pub db: DbOptions,
+}
+
+/// A running server: its address, its database, and the handle to stop it.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    pub db: Db,
+    /// The admin key created on first start when none was configured.
+    pub bootstrap_key: Option<String>,
+    shutdown: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, finishes requests in flight (up to [`SHUTDOWN_GRACE`]) and stops the
+    /// workers.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let server = tokio::time::timeout(SHUTDOWN_GRACE, self.server).await;
+        for worker in self.workers {
+            let _ = tokio::time::timeout(Duration::from_secs(2), worker).await;
+        }
+        self.db.close().await;
+        match server {
+            Ok(joined) => Ok(joined??),
+            Err(_) => anyhow::bail!("requests still in flight after {SHUTDOWN_GRACE:?}; stopped anyway"),
+        }
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// Connects (migrating), binds, and starts the API and its workers.
+pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: PrometheusHandle) -> anyhow::Result<Running> {
+    let db = Db::connect_and_migrate(&config.database_url, &config.db)
+        .await
+        .with_context(|| format!("opening the database {}", redact(&config.database_url)))?;
+    let (admin_key_hash, bootstrap_key) = match &config.admin_key {
+        Some(key) => (Some(api::auth::hash_key(key)), None),
+        None => {
+            let created = api::auth::bootstrap_admin_key(&db, clock.now()).await?;
+            (None, created.map(|k| k.secret))
+        }
+    };
+    let state = api::AppState { db: db.clone(), clock: clock.clone(), admin_key_hash, metrics };
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+
+    let workers = vec![supervisor::spawn(
+        "sweeper",
+        config.sweep_interval,
+        shutdown.clone(),
+        {
+            let (db, clock) = (db.clone(), clock.clone());
+            move || {
+                let (db, clock) = (db.clone(), clock.clone());
+                async move {
+                    let expired =
+                        warehouse::reservation::sweep_expired(&db, clock.now(), kernel::limits::SWEEP_BATCH_MAX).await?;
+                    Ok(supervisor::Progress { done: expired, more: expired as i64 >= kernel::limits::SWEEP_BATCH_MAX })
+                }
+            }
+        },
+    )];
+
+    let app = api::router(state);
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server = tokio::spawn(async move { server.await });
+    tracing::info!("listening on http://{addr}");
+    Ok(Running { addr, db, bootstrap_key, shutdown, server, workers })
+}
+
+/// The URL without its password, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &credentials[..colon], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redact_hides_passwords_only() {
+        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(super::redact("sqlite://stockroom.db"), "sqlite://stockroom.db");
+    }
+}

@@ -1,0 +1,174 @@
+//! `stockroom`: serve the API, migrate, manage keys, reconcile.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use kernel::SystemClock;
+use metrics_exporter_prometheus::PrometheusBuilder;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use store::{Db, DbOptions, SqliteSync};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "stockroom", version, about = "Inventory, order and fulfillment backbone")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct DatabaseArgs {
+    /// sqlite://PATH (created if missing) or postgres://...
+    #[arg(long, env = "STOCKROOM_DATABASE_URL", default_value = "sqlite://stockroom.db")]
+    database_url: String,
+    /// SQLite durability: `full` survives a power cut; `normal` (WAL) may lose the last
+    /// commits on power loss.
+    #[arg(long, env = "STOCKROOM_SQLITE_SYNCHRONOUS", default_value = "full", value_parser = ["full", "normal"])]
+    sqlite_synchronous: String,
+    /// Database connections (PostgreSQL), or SQLite readers.
+    #[arg(long, env = "STOCKROOM_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    db_max_connections: u32,
+}
+
+impl DatabaseArgs {
+    fn options(&self) -> DbOptions {
+        DbOptions {
+            max_connections: self.db_max_connections,
+            sqlite_sync: if self.sqlite_synchronous == "normal" { SqliteSync::Normal } else { SqliteSync::Full },
+            ..DbOptions::default()
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API and run the workers.
+    Serve {
+        #[arg(long, env = "STOCKROOM_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// Admin key (all scopes). Without one, the first start creates one and prints it once.
+        #[arg(long, env = "STOCKROOM_ADMIN_KEY", hide_env_values = true)]
+        admin_key: Option<String>,
+        #[arg(long, env = "STOCKROOM_SWEEP_INTERVAL_MS", default_value_t = 1000)]
+        sweep_interval_ms: u64,
+    },
+    /// Apply pending migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Check every stock level against its movements; exit 1 on a mismatch.
+    Reconcile {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key and print it once.
+    Create {
+        /// admin, inventory:read, inventory:write (repeatable).
+        #[arg(long = "scope", required = true, num_args = 1..)]
+        scopes: Vec<String>,
+        #[arg(long, default_value = "cli")]
+        label: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")))
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(Cli::parse())) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { listen, database, admin_key, sweep_interval_ms } => {
+            let metrics = PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
+            let config = stockroom::ServeConfig {
+                listen,
+                database_url: database.database_url.clone(),
+                admin_key: admin_key.filter(|k| !k.is_empty()),
+                sweep_interval: Duration::from_millis(sweep_interval_ms.max(1)),
+                db: database.options(),
+            };
+            let running = stockroom::start(config, Arc::new(SystemClock), metrics).await?;
+            if let Some(key) = &running.bootstrap_key {
+                println!("Created the admin key (shown once, store it now): {key}");
+            }
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            running.stop().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate { database } => {
+            Db::connect_and_migrate(&database.database_url, &database.options()).await?;
+            println!("migrations applied to {}", stockroom::redact(&database.database_url));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys { command: KeysCommand::Create { scopes, label, database } } => {
+            let scopes = scopes
+                .iter()
+                .flat_map(|s| s.split(','))
+                .map(|s| api::auth::Scope::parse(s.trim()).with_context(|| format!("unknown scope {s:?}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let db = Db::connect_and_migrate(&database.database_url, &database.options()).await?;
+            let key = api::auth::key_create(&db, &scopes, &label, kernel::Clock::now(&SystemClock)).await?;
+            println!("{}", key.secret);
+            eprintln!("created key {} (shown once)", key.id);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reconcile { database } => {
+            let db = Db::connect_and_migrate(&database.database_url, &database.options()).await?;
+            let report = warehouse::reconcile::reconcile(db.reader()).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(if report.mismatches.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

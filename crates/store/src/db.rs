@@ -1,0 +1,175 @@
+//! Connecting, migrating and beginning transactions, on SQLite or PostgreSQL.
+
+use crate::StoreError;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, ConnectOptions, Executor, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The one transaction type of every use case.
+pub type Tx = Transaction<'static, Any>;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// SQLite's `synchronous` setting: `Full` makes an acknowledged commit survive a power cut;
+/// `Normal` in WAL mode survives a crash of the process but may lose the last commits on
+/// power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SqliteSync {
+    #[default]
+    Full,
+    Normal,
+}
+
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    /// Connections to PostgreSQL, and SQLite readers. SQLite always has exactly one writer.
+    pub max_connections: u32,
+    pub sqlite_sync: SqliteSync,
+    /// How long a connection waits for a lock or a free pool slot before giving up.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            sqlite_sync: SqliteSync::Full,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The database: a pool for writes and one for reads (the same pool on PostgreSQL).
+///
+/// SQLite allows one writer at a time; giving it a pool of one connection turns what would be
+/// `SQLITE_BUSY` retries into an orderly queue, while WAL lets readers run beside it.
+#[derive(Debug, Clone)]
+pub struct Db {
+    write: AnyPool,
+    read: AnyPool,
+    backend: Backend,
+}
+
+impl Db {
+    /// Connects to `url` (`sqlite://PATH` or `postgres://...`); a SQLite file is created if
+    /// missing. Does not migrate: call [`Db::migrate`].
+    pub async fn connect(url: &str, options: &DbOptions) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        if url.starts_with("sqlite:") {
+            let url = sqlite_url_with_create(url);
+            let write = sqlite_pool(&url, 1, options).await?;
+            let read = sqlite_pool(&url, options.max_connections.max(1), options).await?;
+            Ok(Self { write, read, backend: Backend::Sqlite })
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let connect = AnyConnectOptions::from_str(url)?
+                .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+            let pool = AnyPoolOptions::new()
+                .max_connections(options.max_connections.max(2))
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(connect)
+                .await?;
+            Ok(Self { write: pool.clone(), read: pool, backend: Backend::Postgres })
+        } else {
+            Err(StoreError::UnsupportedUrl(url.to_owned()))
+        }
+    }
+
+    /// Connects and applies pending migrations.
+    pub async fn connect_and_migrate(url: &str, options: &DbOptions) -> Result<Self, StoreError> {
+        let db = Self::connect(url, options).await?;
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
+        match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.migrator().run(&self.write).await?;
+        Ok(())
+    }
+
+    /// True when the database answers and every embedded migration is applied.
+    pub async fn is_ready(&self) -> bool {
+        let expected = self.migrator().iter().filter(|m| m.migration_type.is_up_migration()).count();
+        let applied: Result<i64, _> =
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
+                .fetch_one(&self.read)
+                .await;
+        matches!(applied, Ok(n) if n as usize >= expected)
+    }
+
+    /// Begins a write transaction. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so a transaction that reads before it writes cannot fail halfway
+    /// with `SQLITE_BUSY` when another process writes.
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.write.begin().await?,
+        };
+        Ok(tx)
+    }
+
+    /// The pool for reads that need no transaction.
+    pub fn reader(&self) -> &AnyPool {
+        &self.read
+    }
+
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+}
+
+fn sqlite_url_with_create(url: &str) -> String {
+    if url.contains("mode=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+async fn sqlite_pool(url: &str, max: u32, options: &DbOptions) -> Result<AnyPool, StoreError> {
+    let synchronous = match options.sqlite_sync {
+        SqliteSync::Full => "PRAGMA synchronous = FULL",
+        SqliteSync::Normal => "PRAGMA synchronous = NORMAL",
+    };
+    let busy_ms = options.acquire_timeout.as_millis();
+    let connect = AnyConnectOptions::from_str(url)?;
+    let pool = AnyPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(options.acquire_timeout)
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                // WAL lets readers run beside the writer; foreign keys are off by default in
+                // SQLite; the busy timeout covers other processes (the CLI) writing.
+                conn.execute("PRAGMA journal_mode = WAL").await?;
+                conn.execute("PRAGMA foreign_keys = ON").await?;
+                conn.execute(synchronous).await?;
+                conn.execute(sqlx::AssertSqlSafe(format!("PRAGMA busy_timeout = {busy_ms}")))
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect_with(connect)
+        .await?;
+    Ok(pool)
+}

@@ -1,0 +1,56 @@
+//! The store's error type.
+
+/// A database failure. Business errors are the contexts' own; this is only "the database
+/// said no" or "the database is not there".
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
+    UnsupportedUrl(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// The name of the constraint a write broke, if that is what happened.
+    pub fn constraint(&self) -> Option<&str> {
+        match self {
+            StoreError::Database(e) => constraint_of(e),
+            _ => None,
+        }
+    }
+
+    /// A lock conflict the caller may retry: PostgreSQL deadlock or serialization failure,
+    /// SQLite busy.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Database(e) => is_retryable(e),
+            _ => false,
+        }
+    }
+}
+
+/// The constraint named by a database error. SQLite reports CHECK failures as
+/// `CHECK constraint failed: name` and does not fill in `constraint()`.
+pub fn constraint_of(error: &sqlx::Error) -> Option<&str> {
+    let db = error.as_database_error()?;
+    if let Some(name) = db.constraint() {
+        return Some(name);
+    }
+    db.message().strip_prefix("CHECK constraint failed: ")
+}
+
+pub fn is_unique_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|db| db.is_unique_violation())
+}
+
+pub fn is_retryable(error: &sqlx::Error) -> bool {
+    error.as_database_error().is_some_and(|db| {
+        matches!(db.code().as_deref(), Some("40P01" | "40001" | "5" | "6" | "517"))
+    })
+}

@@ -1,0 +1,103 @@
+//! Idempotency records: the first response to each `Idempotency-Key`, replayed for repeats.
+//!
+//! The claim is an `INSERT` into the same transaction as the work it guards: a concurrent
+//! request with the same key waits on the unique index until the first commits (PostgreSQL)
+//! or on the single writer (SQLite), then finds the saved response. So the work happens once.
+
+use crate::{StoreError, Tx};
+use kernel::Timestamp;
+use sha2::{Digest, Sha256};
+
+/// What a claim found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// First use of the key: do the work, then [`save`] the response in the same transaction.
+    Fresh,
+    /// The key was used before with the same request: answer with this.
+    Replay { status: u16, body: String },
+    /// The key was used before with a different request.
+    Mismatch,
+}
+
+/// A stable fingerprint of a request body.
+pub fn fingerprint(body: &[u8]) -> String {
+    let digest = Sha256::digest(body);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Claims `key` within `scope` (the route and the caller) for a request with `fingerprint`.
+pub async fn claim(
+    tx: &mut Tx,
+    scope: &str,
+    key: &str,
+    fingerprint: &str,
+    now: Timestamp,
+) -> Result<Claim, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (scope, idem_key, fingerprint, status, body, created_at_ms) \
+         VALUES ($1, $2, $3, NULL, NULL, $4) ON CONFLICT (scope, idem_key) DO NOTHING",
+    )
+    .bind(scope.to_owned())
+    .bind(key.to_owned())
+    .bind(fingerprint.to_owned())
+    .bind(now.millis())
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(Claim::Fresh);
+    }
+    let (stored_fingerprint, status, body): (String, Option<i64>, Option<String>) = sqlx::query_as(
+        "SELECT fingerprint, status, body FROM idempotency_keys WHERE scope = $1 AND idem_key = $2",
+    )
+    .bind(scope.to_owned())
+    .bind(key.to_owned())
+    .fetch_one(&mut **tx)
+    .await?;
+    if stored_fingerprint != fingerprint {
+        return Ok(Claim::Mismatch);
+    }
+    match (status, body) {
+        (Some(status), Some(body)) => Ok(Claim::Replay { status: status as u16, body }),
+        // Only possible if a claim was committed without its response, which the API never does.
+        _ => Err(StoreError::Corrupt(format!("idempotency key {key} has no saved response"))),
+    }
+}
+
+/// Saves the response of a [`Claim::Fresh`] key, in the transaction that did the work.
+pub async fn save(tx: &mut Tx, scope: &str, key: &str, status: u16, body: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE idempotency_keys SET status = $1, body = $2 WHERE scope = $3 AND idem_key = $4")
+        .bind(i64::from(status))
+        .bind(body.to_owned())
+        .bind(scope.to_owned())
+        .bind(key.to_owned())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Records a refusal (a 4xx outcome whose transaction was rolled back) so that a repeat gets
+/// the same answer. Uses its own transaction; a concurrent first use of the key wins.
+pub async fn record_refusal(
+    tx: &mut Tx,
+    scope: &str,
+    key: &str,
+    fingerprint: &str,
+    status: u16,
+    body: &str,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO idempotency_keys (scope, idem_key, fingerprint, status, body, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (scope, idem_key) DO NOTHING",
+    )
+    .bind(scope.to_owned())
+    .bind(key.to_owned())
+    .bind(fingerprint.to_owned())
+    .bind(i64::from(status))
+    .bind(body.to_owned())
+    .bind(now.millis())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

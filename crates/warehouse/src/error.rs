@@ -1,0 +1,52 @@
+//! The warehouse context's one error type. The API maps it to problem documents in one place.
+
+use serde::Serialize;
+use store::StoreError;
+
+/// A line that could not be held or moved: what was asked and what was there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ShortLine {
+    pub sku: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warehouse: Option<String>,
+    pub requested: i64,
+    pub available: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WarehouseError {
+    /// The resource the caller addressed does not exist.
+    #[error("{what} {key} not found")]
+    NotFound { what: &'static str, key: String },
+    /// A field of the request names something that does not exist or breaks a rule that
+    /// only the database can check (an unknown SKU in a line, say).
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// The thing to create exists already.
+    #[error("{0}")]
+    Conflict(String),
+    /// Not enough available stock; nothing was changed.
+    #[error("insufficient stock")]
+    InsufficientStock { lines: Vec<ShortLine> },
+    /// The reservation's state does not allow the action.
+    #[error("reservation is {from}, cannot {action}")]
+    InvalidState { from: String, action: &'static str },
+    /// Stock kept changing under a guarded update more often than we retry; nothing was
+    /// changed and the request may be retried.
+    #[error("too much contention on {0}, retry")]
+    Contention(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for WarehouseError {
+    fn from(e: sqlx::Error) -> Self {
+        WarehouseError::Store(StoreError::Database(e))
+    }
+}
+
+impl WarehouseError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        WarehouseError::Invalid { field: field.into(), message: message.into() }
+    }
+}

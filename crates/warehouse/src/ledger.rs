@@ -1,0 +1,179 @@
+//! The movement ledger: one row per change of a stock level, written in the transaction that
+//! makes the change, with the level after it. Summing a warehouse and SKU's deltas gives its
+//! current level; [`crate::reconcile`] checks exactly that.
+
+use crate::Result;
+use kernel::limits::INSERT_ROWS_MAX;
+use kernel::{NewEvent, Page, PageRequest, SkuCode, Timestamp, WarehouseCode};
+use serde::Serialize;
+use serde_json::json;
+use sqlx::{AnyPool, FromRow};
+use store::Tx;
+use store::sql::{dynamic, values_placeholders};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MovementKind {
+    Receipt,
+    Adjustment,
+    Count,
+    TransferOut,
+    TransferIn,
+    Reserve,
+    Release,
+    Expire,
+    Fulfill,
+}
+
+impl MovementKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MovementKind::Receipt => "receipt",
+            MovementKind::Adjustment => "adjustment",
+            MovementKind::Count => "count",
+            MovementKind::TransferOut => "transfer_out",
+            MovementKind::TransferIn => "transfer_in",
+            MovementKind::Reserve => "reserve",
+            MovementKind::Release => "release",
+            MovementKind::Expire => "expire",
+            MovementKind::Fulfill => "fulfill",
+        }
+    }
+}
+
+/// A change of one stock level, with the level after it.
+#[derive(Debug, Clone)]
+pub struct NewMovement {
+    pub warehouse: WarehouseCode,
+    pub sku: SkuCode,
+    pub kind: MovementKind,
+    pub on_hand_delta: i64,
+    pub reserved_delta: i64,
+    pub on_hand_after: i64,
+    pub reserved_after: i64,
+    pub reference: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// What a use case changed, written at its end: the movements and the outbox events.
+///
+/// Buffering lets the append happen last, after every guarded update: the outbox's sequence
+/// lock is then held only from the append to the commit (see `store::outbox`).
+#[derive(Debug, Default)]
+pub struct Journal {
+    movements: Vec<NewMovement>,
+    events: Vec<NewEvent>,
+}
+
+impl Journal {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a movement and its `stock.changed` event.
+    pub fn stock_changed(&mut self, movement: NewMovement) {
+        self.events.push(NewEvent {
+            event_type: "stock.changed",
+            aggregate: format!("stock:{}:{}", movement.warehouse, movement.sku),
+            data: json!({
+                "warehouse": movement.warehouse.as_str(),
+                "sku": movement.sku.as_str(),
+                "kind": movement.kind.as_str(),
+                "on_hand_delta": movement.on_hand_delta,
+                "reserved_delta": movement.reserved_delta,
+                "on_hand": movement.on_hand_after,
+                "reserved": movement.reserved_after,
+                "available": movement.on_hand_after - movement.reserved_after,
+                "reference": movement.reference,
+            }),
+        });
+        self.movements.push(movement);
+    }
+
+    pub fn event(&mut self, event: NewEvent) {
+        self.events.push(event);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.movements.is_empty() && self.events.is_empty()
+    }
+
+    /// Writes the events (taking the sequence lock) and then the movements, so movement
+    /// `seq`s also follow commit order.
+    pub async fn flush(self, tx: &mut Tx, now: Timestamp) -> Result<()> {
+        store::outbox::append(tx, &self.events, now).await?;
+        if self.events.is_empty() && !self.movements.is_empty() {
+            store::outbox::lock_sequence(tx, 0).await?;
+        }
+        let at = now.to_rfc3339();
+        for chunk in self.movements.chunks(INSERT_ROWS_MAX) {
+            let sql = format!(
+                "INSERT INTO movements (id, warehouse, sku, kind, on_hand_delta, reserved_delta, \
+                 on_hand_after, reserved_after, reference, reason, at) VALUES {}",
+                values_placeholders(chunk.len(), 11, 1)
+            );
+            let mut query = dynamic(sql);
+            for m in chunk {
+                query = query
+                    .bind(format!("mov_{}", uuid::Uuid::now_v7().simple()))
+                    .bind(m.warehouse.as_str().to_owned())
+                    .bind(m.sku.as_str().to_owned())
+                    .bind(m.kind.as_str())
+                    .bind(m.on_hand_delta)
+                    .bind(m.reserved_delta)
+                    .bind(m.on_hand_after)
+                    .bind(m.reserved_after)
+                    .bind(m.reference.clone())
+                    .bind(m.reason.clone())
+                    .bind(at.clone());
+            }
+            query.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A movement as the API shows it.
+#[derive(Debug, Clone, Serialize, FromRow, PartialEq, utoipa::ToSchema)]
+pub struct Movement {
+    pub id: String,
+    pub seq: i64,
+    pub warehouse: String,
+    pub sku: String,
+    pub kind: String,
+    pub on_hand_delta: i64,
+    pub reserved_delta: i64,
+    pub on_hand_after: i64,
+    pub reserved_after: i64,
+    pub reference: Option<String>,
+    pub reason: Option<String>,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MovementFilter {
+    pub sku: Option<SkuCode>,
+    pub warehouse: Option<WarehouseCode>,
+}
+
+/// Movements oldest first, optionally for one SKU and/or warehouse.
+pub async fn movements_list(
+    pool: &AnyPool,
+    filter: &MovementFilter,
+    after_seq: i64,
+    page: &PageRequest,
+) -> Result<Page<Movement>> {
+    let rows: Vec<Movement> = sqlx::query_as(
+        "SELECT id, seq, warehouse, sku, kind, on_hand_delta, reserved_delta, on_hand_after, \
+         reserved_after, reference, reason, at FROM movements \
+         WHERE seq > $1 AND ($2 IS NULL OR sku = $2) AND ($3 IS NULL OR warehouse = $3) \
+         ORDER BY seq LIMIT $4",
+    )
+    .bind(after_seq)
+    .bind(filter.sku.as_ref().map(|s| s.as_str().to_owned()))
+    .bind(filter.warehouse.as_ref().map(|w| w.as_str().to_owned()))
+    .bind(i64::from(page.limit))
+    .fetch_all(pool)
+    .await?;
+    Ok(Page::from_rows(rows, page.limit, |m| m.seq.to_string()))
+}

@@ -1,0 +1,113 @@
+//! Receipts: goods arriving at a warehouse.
+
+use crate::ledger::{Journal, MovementKind, NewMovement};
+use crate::stock::stock_level_receive;
+use crate::{Result, WarehouseError};
+use kernel::{Quantity, SkuCode, Timestamp, WarehouseCode};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use store::Tx;
+
+#[derive(Debug, Clone)]
+pub struct ReceiptLine {
+    pub sku: SkuCode,
+    pub quantity: Quantity,
+    pub lot: Option<String>,
+    pub expires_on: Option<String>,
+    pub bin: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    pub warehouse: WarehouseCode,
+    pub reference: Option<String>,
+    pub lines: Vec<ReceiptLine>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct ReceiptLineView {
+    pub sku: String,
+    pub quantity: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lot: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_on: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bin: Option<String>,
+    /// On hand of this SKU in the warehouse after the receipt.
+    pub on_hand: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct ReceiptView {
+    pub id: String,
+    pub warehouse: String,
+    pub reference: Option<String>,
+    pub lines: Vec<ReceiptLineView>,
+    pub received_at: String,
+}
+
+/// Adds the lines to on hand: one movement per SKU (lines of the same SKU are summed).
+pub async fn receive(tx: &mut Tx, receipt: Receipt, now: Timestamp) -> Result<ReceiptView> {
+    crate::site::require_warehouse(tx, "warehouse", &receipt.warehouse).await?;
+    let known = crate::item::require_items(
+        tx,
+        receipt.lines.iter().enumerate().map(|(i, l)| (format!("lines[{i}].sku"), &l.sku)),
+    )
+    .await?;
+    for (i, line) in receipt.lines.iter().enumerate() {
+        let tracks_lots = known.iter().any(|(sku, lots)| sku == line.sku.as_str() && *lots);
+        if tracks_lots && (line.lot.is_none() || line.expires_on.is_none()) {
+            let field = if line.lot.is_none() { "lot" } else { "expires_on" };
+            return Err(WarehouseError::invalid(
+                format!("lines[{i}].{field}"),
+                format!("is required: item {} tracks lots", line.sku),
+            ));
+        }
+    }
+
+    let id = format!("rcp_{}", uuid::Uuid::now_v7().simple());
+    let reference = receipt.reference.clone().unwrap_or_else(|| id.clone());
+    // Sorted by SKU so concurrent receipts lock stock rows in the same order.
+    let mut per_sku: BTreeMap<&SkuCode, i64> = BTreeMap::new();
+    for line in &receipt.lines {
+        *per_sku.entry(&line.sku).or_default() += line.quantity.get();
+    }
+    let mut journal = Journal::new();
+    let mut after: BTreeMap<&SkuCode, i64> = BTreeMap::new();
+    for (sku, units) in per_sku {
+        let level = stock_level_receive(tx, sku, &receipt.warehouse, units).await?;
+        after.insert(sku, level.on_hand);
+        journal.stock_changed(NewMovement {
+            warehouse: receipt.warehouse.clone(),
+            sku: sku.clone(),
+            kind: MovementKind::Receipt,
+            on_hand_delta: units,
+            reserved_delta: 0,
+            on_hand_after: level.on_hand,
+            reserved_after: level.reserved,
+            reference: Some(reference.clone()),
+            reason: None,
+        });
+    }
+    journal.flush(tx, now).await?;
+    let lines = receipt
+        .lines
+        .iter()
+        .map(|l| ReceiptLineView {
+            sku: l.sku.to_string(),
+            quantity: l.quantity.get(),
+            lot: l.lot.clone(),
+            expires_on: l.expires_on.clone(),
+            bin: l.bin.clone(),
+            on_hand: after.get(&l.sku).copied().unwrap_or_default(),
+        })
+        .collect();
+    Ok(ReceiptView {
+        id,
+        warehouse: receipt.warehouse.to_string(),
+        reference: receipt.reference,
+        lines,
+        received_at: now.to_rfc3339(),
+    })
+}

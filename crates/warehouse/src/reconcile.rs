@@ -1,0 +1,59 @@
+//! Reconciliation: every stock level against the sum of its movements, and reserved against
+//! the reservations that hold it. A mismatch means a bug, never a normal state.
+
+use crate::Result;
+use serde::Serialize;
+use sqlx::{AnyPool, FromRow};
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, FromRow, utoipa::ToSchema)]
+pub struct Mismatch {
+    pub warehouse: String,
+    pub sku: String,
+    /// `ledger`: the level differs from the sum of its movements; `reservations`: reserved
+    /// differs from the lines of active and confirmed reservations.
+    pub check: String,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub expected_on_hand: i64,
+    pub expected_reserved: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct Reconciliation {
+    pub checked: i64,
+    pub mismatches: Vec<Mismatch>,
+}
+
+pub async fn reconcile(pool: &AnyPool) -> Result<Reconciliation> {
+    let mut tx = pool.begin().await?;
+    let checked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM stock_levels").fetch_one(&mut *tx).await?;
+    let mut mismatches: Vec<Mismatch> = sqlx::query_as(
+        "SELECT k.warehouse, k.sku, 'ledger' AS \"check\", \
+                COALESCE(s.on_hand, 0) AS on_hand, COALESCE(s.reserved, 0) AS reserved, \
+                COALESCE(m.on_hand_sum, 0) AS expected_on_hand, COALESCE(m.reserved_sum, 0) AS expected_reserved \
+         FROM (SELECT warehouse, sku FROM stock_levels UNION SELECT warehouse, sku FROM movements) k \
+         LEFT JOIN stock_levels s ON s.warehouse = k.warehouse AND s.sku = k.sku \
+         LEFT JOIN (SELECT warehouse, sku, CAST(SUM(on_hand_delta) AS BIGINT) AS on_hand_sum, CAST(SUM(reserved_delta) AS BIGINT) AS reserved_sum \
+                    FROM movements GROUP BY warehouse, sku) m ON m.warehouse = k.warehouse AND m.sku = k.sku \
+         WHERE COALESCE(s.on_hand, 0) <> COALESCE(m.on_hand_sum, 0) \
+            OR COALESCE(s.reserved, 0) <> COALESCE(m.reserved_sum, 0) \
+         ORDER BY k.warehouse, k.sku",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let held: Vec<Mismatch> = sqlx::query_as(
+        "SELECT s.warehouse, s.sku, 'reservations' AS \"check\", s.on_hand, s.reserved, \
+                s.on_hand AS expected_on_hand, COALESCE(h.held, 0) AS expected_reserved \
+         FROM stock_levels s \
+         LEFT JOIN (SELECT l.warehouse, l.sku, CAST(SUM(l.quantity) AS BIGINT) AS held FROM reservation_lines l \
+                    JOIN reservations r ON r.id = l.reservation_id \
+                    WHERE r.status IN ('active', 'confirmed') GROUP BY l.warehouse, l.sku) h \
+                ON h.warehouse = s.warehouse AND h.sku = s.sku \
+         WHERE s.reserved <> COALESCE(h.held, 0) ORDER BY s.warehouse, s.sku",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    mismatches.extend(held);
+    tx.commit().await?;
+    Ok(Reconciliation { checked, mismatches })
+}

@@ -1,0 +1,364 @@
+//! Reservations: two-phase holds on stock, like pending transfers in a ledger.
+//!
+//! `active` (holds stock until `expires_at`) → `confirmed` (holds with no expiry) →
+//! `fulfilled` (the stock left: on hand and reserved both go down); or `active`/`confirmed` →
+//! `released`; or `active` → `expired`. An expired reservation never blocks a sale: a hold
+//! that finds stock short first reclaims due reservations of its SKUs, and the sweeper
+//! ([`sweep_expired`]) releases the rest in bounded batches.
+//!
+//! Holding takes a batch of commands ([`hold_batch`]) and answers one outcome per command,
+//! exactly as if they had been applied one by one in order; a batch of one is the simple case.
+
+pub mod rules;
+mod store;
+
+use crate::ledger::{Journal, MovementKind, NewMovement};
+use crate::stock::{stock_level_hold, stock_level_ship, stock_level_unhold};
+use crate::{Result, WarehouseError};
+use ::store::{Db, Tx};
+use kernel::limits::INLINE_RECLAIM_MAX;
+use kernel::{NewEvent, Quantity, ReservationId, SkuCode, Timestamp, WarehouseCode};
+use rules::{merge_lines, plan_hold};
+use serde::Serialize;
+use serde_json::json;
+use std::collections::HashSet;
+
+/// How many times one command re-plans when a guarded update finds the stock taken by a
+/// concurrent transaction (PostgreSQL with several writers). Each retry means somebody else
+/// got stock, so this bounds waiting, not correctness.
+const HOLD_ATTEMPTS_MAX: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Active,
+    Confirmed,
+    Released,
+    Expired,
+    Fulfilled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Confirmed => "confirmed",
+            Status::Released => "released",
+            Status::Expired => "expired",
+            Status::Fulfilled => "fulfilled",
+        }
+    }
+
+    fn parse(raw: &str) -> Result<Self> {
+        Ok(match raw {
+            "active" => Status::Active,
+            "confirmed" => Status::Confirmed,
+            "released" => Status::Released,
+            "expired" => Status::Expired,
+            "fulfilled" => Status::Fulfilled,
+            other => {
+                return Err(WarehouseError::Store(::store::StoreError::Corrupt(format!(
+                    "unknown reservation status {other}"
+                ))));
+            }
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct ReservationLine {
+    pub sku: String,
+    pub warehouse: String,
+    pub quantity: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct Reservation {
+    pub id: String,
+    pub status: Status,
+    pub reference: String,
+    pub expires_at: String,
+    pub created_at: String,
+    pub lines: Vec<ReservationLine>,
+}
+
+impl Reservation {
+    /// An active reservation past its expiry reads as expired, swept or not.
+    fn as_of(mut self, expires_at: Timestamp, now: Timestamp) -> Self {
+        if self.status == Status::Active && expires_at <= now {
+            self.status = Status::Expired;
+        }
+        self
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HoldLine {
+    pub sku: SkuCode,
+    pub quantity: Quantity,
+    /// `None`: the server chooses, and may split across warehouses.
+    pub warehouse: Option<WarehouseCode>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HoldCommand {
+    pub id: ReservationId,
+    pub reference: String,
+    pub ttl_seconds: i64,
+    pub lines: Vec<HoldLine>,
+}
+
+/// Applies the commands in order in the caller's transaction and answers one outcome per
+/// command: the reservation, or why it was refused (`Invalid`, `InsufficientStock`,
+/// `Contention`). A refused command leaves no trace. The outer error is a database failure,
+/// after which the caller must roll back.
+pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp) -> Result<Vec<Result<Reservation>>> {
+    let mut distinct: Vec<&SkuCode> = commands.iter().flat_map(|c| c.lines.iter().map(|l| &l.sku)).collect();
+    distinct.sort();
+    distinct.dedup();
+    let known: HashSet<String> = crate::item::items_known(tx, &distinct).await?.into_iter().map(|(s, _)| s).collect();
+
+    let mut journal = Journal::new();
+    let mut outcomes = Vec::with_capacity(commands.len());
+    for command in commands {
+        let unknown = command.lines.iter().position(|l| !known.contains(l.sku.as_str()));
+        let outcome = match unknown {
+            Some(i) => Err(WarehouseError::invalid(
+                format!("lines[{i}].sku"),
+                format!("unknown SKU {}", command.lines[i].sku),
+            )),
+            None => hold_one(tx, &mut journal, command, now).await?,
+        };
+        outcomes.push(outcome);
+    }
+    journal.flush(tx, now).await?;
+    Ok(outcomes)
+}
+
+/// One command: plan, apply with guarded updates (re-planning if a concurrent writer took the
+/// stock), record. The inner result is the command's outcome.
+async fn hold_one(tx: &mut Tx, journal: &mut Journal, command: HoldCommand, now: Timestamp) -> Result<Result<Reservation>> {
+    let wanted = merge_lines(command.lines.iter().map(|l| (l.sku.clone(), l.quantity.get(), l.warehouse.clone())));
+    let mut skus: Vec<&SkuCode> = wanted.iter().map(|w| &w.sku).collect();
+    skus.sort();
+    skus.dedup();
+    let mut reclaimed = false;
+
+    for _ in 0..HOLD_ATTEMPTS_MAX {
+        let candidates = store::candidates_load(tx, &skus).await?;
+        let mut plan = match plan_hold(&wanted, &candidates) {
+            Ok(plan) => plan,
+            Err(short) => {
+                if !reclaimed {
+                    reclaimed = true;
+                    let short_skus: Vec<&SkuCode> =
+                        skus.iter().copied().filter(|s| short.iter().any(|l| l.sku == s.as_str())).collect();
+                    let due = store::reservations_due_holding(tx, &short_skus, now, INLINE_RECLAIM_MAX).await?;
+                    if expire_reservations(tx, journal, &due, now).await? > 0 {
+                        continue;
+                    }
+                }
+                return Ok(Err(WarehouseError::InsufficientStock { lines: short }));
+            }
+        };
+        let response_order: Vec<(SkuCode, WarehouseCode)> =
+            plan.iter().map(|p| (p.sku.clone(), p.warehouse.clone())).collect();
+        // Lock rows in one global order so concurrent multi-line holds cannot deadlock.
+        plan.sort_by(|a, b| (&a.sku, &a.warehouse).cmp(&(&b.sku, &b.warehouse)));
+
+        let mut applied = Vec::with_capacity(plan.len());
+        let mut lost_race = false;
+        for line in &plan {
+            match stock_level_hold(tx, &line.sku, &line.warehouse, line.quantity).await? {
+                Some(level) => applied.push((line, level)),
+                None => {
+                    lost_race = true;
+                    break;
+                }
+            }
+        }
+        if lost_race {
+            for (line, _) in &applied {
+                stock_level_unhold(tx, &line.sku, &line.warehouse, line.quantity).await?;
+            }
+            continue;
+        }
+
+        let expires_at = now.plus_seconds(command.ttl_seconds);
+        let reservation = Reservation {
+            id: command.id.to_string(),
+            status: Status::Active,
+            reference: command.reference.clone(),
+            expires_at: expires_at.to_rfc3339(),
+            created_at: now.to_rfc3339(),
+            lines: response_order
+                .iter()
+                .filter_map(|(sku, warehouse)| {
+                    plan.iter().find(|p| &p.sku == sku && &p.warehouse == warehouse).map(|p| ReservationLine {
+                        sku: sku.to_string(),
+                        warehouse: warehouse.to_string(),
+                        quantity: p.quantity,
+                    })
+                })
+                .collect(),
+        };
+        store::reservation_insert(tx, &reservation, expires_at).await?;
+        for (line, level) in applied {
+            journal.stock_changed(NewMovement {
+                warehouse: line.warehouse.clone(),
+                sku: line.sku.clone(),
+                kind: MovementKind::Reserve,
+                on_hand_delta: 0,
+                reserved_delta: line.quantity,
+                on_hand_after: level.on_hand,
+                reserved_after: level.reserved,
+                reference: Some(reservation.id.clone()),
+                reason: None,
+            });
+        }
+        journal.event(reservation_event("reservation.created", &reservation));
+        return Ok(Ok(reservation));
+    }
+    Ok(Err(WarehouseError::Contention(format!("reservation {}", command.id))))
+}
+
+fn reservation_event(event_type: &'static str, reservation: &Reservation) -> NewEvent {
+    NewEvent { event_type, aggregate: format!("reservation:{}", reservation.id), data: json!(reservation) }
+}
+
+/// Expires those of `ids` that are still active and due, giving back their stock with
+/// `expire` movements; returns how many it expired.
+async fn expire_reservations(tx: &mut Tx, journal: &mut Journal, ids: &[String], now: Timestamp) -> Result<usize> {
+    let expired = store::reservations_expire(tx, ids, now).await?;
+    if expired.is_empty() {
+        return Ok(0);
+    }
+    let mut lines = store::lines_of(tx, &expired).await?;
+    lines.sort_by(|a, b| (&a.1.sku, &a.1.warehouse, &a.0).cmp(&(&b.1.sku, &b.1.warehouse, &b.0)));
+    for (reservation_id, line) in &lines {
+        give_back(tx, journal, reservation_id, line, MovementKind::Expire).await?;
+    }
+    for id in &expired {
+        journal.event(NewEvent {
+            event_type: "reservation.expired",
+            aggregate: format!("reservation:{id}"),
+            data: json!({ "id": id, "status": "expired" }),
+        });
+    }
+    metrics::counter!("stockroom_reservations_expired_total").increment(expired.len() as u64);
+    Ok(expired.len())
+}
+
+/// Releases, expires or ships one reservation line.
+async fn give_back(tx: &mut Tx, journal: &mut Journal, reservation_id: &str, line: &ReservationLine, kind: MovementKind) -> Result<()> {
+    let sku = SkuCode::parse(line.sku.clone()).map_err(|e| corrupt(format!("stored SKU: {e}")))?;
+    let warehouse = WarehouseCode::parse(line.warehouse.clone()).map_err(|e| corrupt(format!("stored warehouse: {e}")))?;
+    let (level, on_hand_delta) = if kind == MovementKind::Fulfill {
+        (stock_level_ship(tx, &sku, &warehouse, line.quantity).await?, -line.quantity)
+    } else {
+        (stock_level_unhold(tx, &sku, &warehouse, line.quantity).await?, 0)
+    };
+    journal.stock_changed(NewMovement {
+        warehouse,
+        sku,
+        kind,
+        on_hand_delta,
+        reserved_delta: -line.quantity,
+        on_hand_after: level.on_hand,
+        reserved_after: level.reserved,
+        reference: Some(reservation_id.to_owned()),
+        reason: None,
+    });
+    Ok(())
+}
+
+fn corrupt(message: String) -> WarehouseError {
+    WarehouseError::Store(::store::StoreError::Corrupt(message))
+}
+
+/// The reservation as it reads now.
+pub async fn reservation_get(db: &Db, id: &ReservationId, now: Timestamp) -> Result<Reservation> {
+    let mut conn = db.reader().acquire().await?;
+    let (reservation, expires_at) = store::reservation_find(&mut conn, id)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    Ok(reservation.as_of(expires_at, now))
+}
+
+fn not_found(id: &ReservationId) -> WarehouseError {
+    WarehouseError::NotFound { what: "reservation", key: id.to_string() }
+}
+
+async fn find_in_tx(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<Reservation> {
+    let (reservation, expires_at) = store::reservation_find(tx, id).await?.ok_or_else(|| not_found(id))?;
+    Ok(reservation.as_of(expires_at, now))
+}
+
+/// `active` → `confirmed`; confirming a confirmed reservation changes nothing.
+pub async fn confirm(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<Reservation> {
+    if store::reservation_transition(tx, id, &[Status::Active], Status::Confirmed, Some(now), now).await? {
+        let reservation = find_in_tx(tx, id, now).await?;
+        let mut journal = Journal::new();
+        journal.event(reservation_event("reservation.confirmed", &reservation));
+        journal.flush(tx, now).await?;
+        return Ok(reservation);
+    }
+    let current = find_in_tx(tx, id, now).await?;
+    match current.status {
+        Status::Confirmed => Ok(current),
+        other => Err(WarehouseError::InvalidState { from: other.as_str().to_owned(), action: "confirm" }),
+    }
+}
+
+/// `active`/`confirmed` → `released`, giving the stock back. Releasing a released or expired
+/// reservation changes nothing; an active one past its expiry is expired instead.
+pub async fn release(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<Reservation> {
+    let mut journal = Journal::new();
+    if expire_reservations(tx, &mut journal, &[id.to_string()], now).await? == 0
+        && store::reservation_transition(tx, id, &[Status::Active, Status::Confirmed], Status::Released, None, now).await?
+    {
+        for (_, line) in store::lines_of(tx, &[id.to_string()]).await? {
+            give_back(tx, &mut journal, id.as_str(), &line, MovementKind::Release).await?;
+        }
+        let reservation = find_in_tx(tx, id, now).await?;
+        journal.event(reservation_event("reservation.released", &reservation));
+        journal.flush(tx, now).await?;
+        return Ok(reservation);
+    }
+    journal.flush(tx, now).await?;
+    let current = find_in_tx(tx, id, now).await?;
+    match current.status {
+        Status::Released | Status::Expired => Ok(current),
+        other => Err(WarehouseError::InvalidState { from: other.as_str().to_owned(), action: "release" }),
+    }
+}
+
+/// `confirmed` → `fulfilled`: the stock left the building.
+pub async fn fulfill(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<Reservation> {
+    if store::reservation_transition(tx, id, &[Status::Confirmed], Status::Fulfilled, None, now).await? {
+        let mut journal = Journal::new();
+        let mut lines = store::lines_of(tx, &[id.to_string()]).await?;
+        lines.sort_by(|a, b| (&a.1.sku, &a.1.warehouse).cmp(&(&b.1.sku, &b.1.warehouse)));
+        for (_, line) in &lines {
+            give_back(tx, &mut journal, id.as_str(), line, MovementKind::Fulfill).await?;
+        }
+        let reservation = find_in_tx(tx, id, now).await?;
+        journal.event(reservation_event("reservation.fulfilled", &reservation));
+        journal.flush(tx, now).await?;
+        return Ok(reservation);
+    }
+    let current = find_in_tx(tx, id, now).await?;
+    Err(WarehouseError::InvalidState { from: current.status.as_str().to_owned(), action: "fulfill" })
+}
+
+/// One sweeper run: expires up to `batch_max` due reservations in one transaction; returns
+/// how many.
+pub async fn sweep_expired(db: &Db, now: Timestamp, batch_max: i64) -> Result<usize> {
+    let mut tx = db.begin().await?;
+    let due = store::reservations_due(&mut tx, db.backend(), now, batch_max).await?;
+    let mut journal = Journal::new();
+    let expired = expire_reservations(&mut tx, &mut journal, &due, now).await?;
+    journal.flush(&mut tx, now).await?;
+    tx.commit().await?;
+    Ok(expired)
+}

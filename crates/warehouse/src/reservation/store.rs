@@ -1,0 +1,223 @@
+//! SQL of reservations. Both dialects share these statements except where noted.
+
+use super::rules::Candidate;
+use super::{Reservation, ReservationLine, Status};
+use crate::Result;
+use kernel::limits::INSERT_ROWS_MAX;
+use kernel::{ReservationId, SkuCode, Timestamp, WarehouseCode};
+use sqlx::FromRow;
+use std::collections::HashMap;
+use store::sql::{dynamic, list_placeholders, values_placeholders};
+use store::{Backend, Tx};
+
+#[derive(FromRow)]
+struct CandidateRow {
+    sku: String,
+    warehouse: String,
+    available: i64,
+    priority: i64,
+}
+
+/// Active warehouses holding any of `skus`, with what each has available; one query.
+pub(crate) async fn candidates_load(tx: &mut Tx, skus: &[&SkuCode]) -> Result<HashMap<SkuCode, Vec<Candidate>>> {
+    let sql = format!(
+        "SELECT s.sku, s.warehouse, s.on_hand - s.reserved AS available, w.priority \
+         FROM stock_levels s JOIN warehouses w ON w.code = s.warehouse \
+         WHERE w.active = 1 AND s.sku IN ({})",
+        list_placeholders(skus.len(), 1)
+    );
+    let mut query = sqlx::query_as::<_, CandidateRow>(sqlx::AssertSqlSafe(sql));
+    for sku in skus {
+        query = query.bind(sku.as_str().to_owned());
+    }
+    let mut out: HashMap<SkuCode, Vec<Candidate>> = HashMap::new();
+    for row in query.fetch_all(&mut **tx).await? {
+        let (Ok(sku), Ok(warehouse)) = (SkuCode::parse(row.sku), WarehouseCode::parse(row.warehouse)) else {
+            continue;
+        };
+        out.entry(sku).or_default().push(Candidate { warehouse, priority: row.priority, available: row.available });
+    }
+    Ok(out)
+}
+
+pub(crate) async fn reservation_insert(tx: &mut Tx, r: &Reservation, expires_at: Timestamp) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO reservations (id, reference, status, expires_at_ms, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $5)",
+    )
+    .bind(r.id.clone())
+    .bind(r.reference.clone())
+    .bind(r.status.as_str())
+    .bind(expires_at.millis())
+    .bind(r.created_at.clone())
+    .execute(&mut **tx)
+    .await?;
+    for (chunk_no, chunk) in r.lines.chunks(INSERT_ROWS_MAX).enumerate() {
+        let sql = format!(
+            "INSERT INTO reservation_lines (reservation_id, line_no, sku, warehouse, quantity) VALUES {}",
+            values_placeholders(chunk.len(), 5, 1)
+        );
+        let mut query = dynamic(sql);
+        for (i, line) in chunk.iter().enumerate() {
+            query = query
+                .bind(r.id.clone())
+                .bind((chunk_no * INSERT_ROWS_MAX + i) as i64)
+                .bind(line.sku.clone())
+                .bind(line.warehouse.clone())
+                .bind(line.quantity);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+#[derive(FromRow)]
+struct ReservationRow {
+    id: String,
+    reference: String,
+    status: String,
+    expires_at_ms: i64,
+    created_at: String,
+}
+
+#[derive(FromRow)]
+struct LineRow {
+    reservation_id: String,
+    sku: String,
+    warehouse: String,
+    quantity: i64,
+}
+
+/// The reservation with its lines, status as stored (see [`Reservation::status_at`]).
+pub(crate) async fn reservation_find(
+    conn: &mut sqlx::AnyConnection,
+    id: &ReservationId,
+) -> Result<Option<(Reservation, Timestamp)>> {
+    let Some(row) = sqlx::query_as::<_, ReservationRow>(
+        "SELECT id, reference, status, expires_at_ms, created_at FROM reservations WHERE id = $1",
+    )
+    .bind(id.as_str().to_owned())
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let lines: Vec<LineRow> = sqlx::query_as(
+        "SELECT reservation_id, sku, warehouse, quantity FROM reservation_lines WHERE reservation_id = $1 ORDER BY line_no",
+    )
+    .bind(id.as_str().to_owned())
+    .fetch_all(&mut *conn)
+    .await?;
+    let expires_at = Timestamp::from_millis(row.expires_at_ms);
+    Ok(Some((
+        Reservation {
+            id: row.id,
+            status: Status::parse(&row.status)?,
+            reference: row.reference,
+            expires_at: expires_at.to_rfc3339(),
+            created_at: row.created_at,
+            lines: lines
+                .into_iter()
+                .map(|l| ReservationLine { sku: l.sku, warehouse: l.warehouse, quantity: l.quantity })
+                .collect(),
+        },
+        expires_at,
+    )))
+}
+
+/// Moves the reservation from one of `from` to `to`; true if it did. With `unexpired_at`,
+/// only if it has not expired at that instant.
+pub(crate) async fn reservation_transition(
+    tx: &mut Tx,
+    id: &ReservationId,
+    from: &[Status],
+    to: Status,
+    unexpired_at: Option<Timestamp>,
+    now: Timestamp,
+) -> Result<bool> {
+    let sql = format!(
+        "UPDATE reservations SET status = $1, updated_at = $2 WHERE id = $3 AND status IN ({}) {}",
+        list_placeholders(from.len(), 5),
+        if unexpired_at.is_some() { "AND expires_at_ms > $4" } else { "AND $4 = $4" }
+    );
+    let mut query = dynamic(sql)
+        .bind(to.as_str())
+        .bind(now.to_rfc3339())
+        .bind(id.as_str().to_owned())
+        .bind(unexpired_at.map(|t| t.millis()).unwrap_or(0));
+    for status in from {
+        query = query.bind(status.as_str());
+    }
+    Ok(query.execute(&mut **tx).await?.rows_affected() == 1)
+}
+
+/// Marks as expired those of `ids` still active and due at `now`; returns them.
+pub(crate) async fn reservations_expire(tx: &mut Tx, ids: &[String], now: Timestamp) -> Result<Vec<String>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "UPDATE reservations SET status = 'expired', updated_at = $1 \
+         WHERE status = 'active' AND expires_at_ms <= $2 AND id IN ({}) RETURNING id",
+        list_placeholders(ids.len(), 3)
+    );
+    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).bind(now.to_rfc3339()).bind(now.millis());
+    for id in ids {
+        query = query.bind(id.clone());
+    }
+    Ok(query.fetch_all(&mut **tx).await?)
+}
+
+/// Lines of the reservations `ids`, as (reservation id, line).
+pub(crate) async fn lines_of(tx: &mut Tx, ids: &[String]) -> Result<Vec<(String, ReservationLine)>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT reservation_id, sku, warehouse, quantity FROM reservation_lines WHERE reservation_id IN ({})",
+        list_placeholders(ids.len(), 1)
+    );
+    let mut query = sqlx::query_as::<_, LineRow>(sqlx::AssertSqlSafe(sql));
+    for id in ids {
+        query = query.bind(id.clone());
+    }
+    Ok(query
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .map(|l| (l.reservation_id, ReservationLine { sku: l.sku, warehouse: l.warehouse, quantity: l.quantity }))
+        .collect())
+}
+
+/// Up to `limit` active reservations due at `now`, oldest expiry first. On PostgreSQL, rows
+/// another sweeper has locked are skipped, so replicas share the work.
+pub(crate) async fn reservations_due(tx: &mut Tx, backend: Backend, now: Timestamp, limit: i64) -> Result<Vec<String>> {
+    let sql = match backend {
+        Backend::Postgres => {
+            "SELECT id FROM reservations WHERE status = 'active' AND expires_at_ms <= $1 \
+             ORDER BY expires_at_ms LIMIT $2 FOR UPDATE SKIP LOCKED"
+        }
+        Backend::Sqlite => {
+            "SELECT id FROM reservations WHERE status = 'active' AND expires_at_ms <= $1 \
+             ORDER BY expires_at_ms LIMIT $2"
+        }
+    };
+    Ok(sqlx::query_scalar(sql).bind(now.millis()).bind(limit).fetch_all(&mut **tx).await?)
+}
+
+/// Up to `limit` active reservations due at `now` that hold any of `skus`.
+pub(crate) async fn reservations_due_holding(tx: &mut Tx, skus: &[&SkuCode], now: Timestamp, limit: i64) -> Result<Vec<String>> {
+    if skus.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT DISTINCT r.id FROM reservations r JOIN reservation_lines l ON l.reservation_id = r.id \
+         WHERE r.status = 'active' AND r.expires_at_ms <= $1 AND l.sku IN ({}) LIMIT $2",
+        list_placeholders(skus.len(), 3)
+    );
+    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).bind(now.millis()).bind(limit);
+    for sku in skus {
+        query = query.bind(sku.as_str().to_owned());
+    }
+    Ok(query.fetch_all(&mut **tx).await?)
+}

@@ -1,0 +1,201 @@
+//! Warehouses (sites): where stock is kept, and in which order they are preferred.
+
+use crate::{Result, WarehouseError};
+use kernel::{NewEvent, Timestamp, WarehouseCode};
+use serde::Serialize;
+use serde_json::json;
+use sqlx::{AnyPool, FromRow};
+use store::Tx;
+
+/// Priority of a warehouse created without one: lower is preferred.
+pub const PRIORITY_DEFAULT: i64 = 100;
+
+#[derive(FromRow)]
+struct WarehouseRow {
+    code: String,
+    name: String,
+    country: Option<String>,
+    latitude: Option<f64>,
+    longitude: Option<f64>,
+    priority: i64,
+    active: i64,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<WarehouseRow> for Warehouse {
+    fn from(r: WarehouseRow) -> Self {
+        Warehouse {
+            code: r.code,
+            name: r.name,
+            country: r.country,
+            latitude: r.latitude,
+            longitude: r.longitude,
+            priority: r.priority,
+            active: r.active != 0,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct Warehouse {
+    pub code: String,
+    pub name: String,
+    pub country: Option<String>,
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    pub priority: i64,
+    pub active: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewWarehouse {
+    pub code: WarehouseCode,
+    pub name: String,
+    pub country: Option<String>,
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    pub priority: i64,
+    pub active: bool,
+}
+
+/// A partial update: `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct WarehousePatch {
+    pub name: Option<String>,
+    pub priority: Option<i64>,
+    pub active: Option<bool>,
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    pub country: Option<String>,
+}
+
+const COLUMNS: &str =
+    "code, name, country, latitude, longitude, priority, active, created_at, updated_at";
+
+pub async fn warehouse_create(tx: &mut Tx, new: NewWarehouse, now: Timestamp) -> Result<Warehouse> {
+    let at = now.to_rfc3339();
+    let warehouse = Warehouse {
+        code: new.code.as_str().to_owned(),
+        name: new.name,
+        country: new.country,
+        latitude: new.latitude,
+        longitude: new.longitude,
+        priority: new.priority,
+        active: new.active,
+        created_at: at.clone(),
+        updated_at: at,
+    };
+    let inserted = sqlx::query(
+        "INSERT INTO warehouses (code, name, country, latitude, longitude, priority, active, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (code) DO NOTHING",
+    )
+    .bind(warehouse.code.clone())
+    .bind(warehouse.name.clone())
+    .bind(warehouse.country.clone())
+    .bind(warehouse.latitude)
+    .bind(warehouse.longitude)
+    .bind(warehouse.priority)
+    .bind(i64::from(warehouse.active))
+    .bind(warehouse.created_at.clone())
+    .bind(warehouse.updated_at.clone())
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Err(WarehouseError::Conflict(format!("a warehouse with code {} exists already", warehouse.code)));
+    }
+    append_event(tx, "warehouse.created", &warehouse, now).await?;
+    Ok(warehouse)
+}
+
+pub async fn warehouse_update(
+    tx: &mut Tx,
+    code: &WarehouseCode,
+    patch: WarehousePatch,
+    now: Timestamp,
+) -> Result<Warehouse> {
+    let current = warehouse_in_tx(tx, code).await?;
+    let updated = Warehouse {
+        name: patch.name.unwrap_or(current.name),
+        priority: patch.priority.unwrap_or(current.priority),
+        active: patch.active.unwrap_or(current.active),
+        latitude: patch.latitude.or(current.latitude),
+        longitude: patch.longitude.or(current.longitude),
+        country: patch.country.or(current.country),
+        updated_at: now.to_rfc3339(),
+        ..current
+    };
+    sqlx::query(
+        "UPDATE warehouses SET name = $1, priority = $2, active = $3, latitude = $4, longitude = $5, \
+         country = $6, updated_at = $7 WHERE code = $8",
+    )
+    .bind(updated.name.clone())
+    .bind(updated.priority)
+    .bind(i64::from(updated.active))
+    .bind(updated.latitude)
+    .bind(updated.longitude)
+    .bind(updated.country.clone())
+    .bind(updated.updated_at.clone())
+    .bind(updated.code.clone())
+    .execute(&mut **tx)
+    .await?;
+    append_event(tx, "warehouse.updated", &updated, now).await?;
+    Ok(updated)
+}
+
+async fn append_event(tx: &mut Tx, event_type: &'static str, w: &Warehouse, now: Timestamp) -> Result<()> {
+    store::outbox::append(
+        tx,
+        &[NewEvent { event_type, aggregate: format!("warehouse:{}", w.code), data: json!(w) }],
+        now,
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn warehouse_get(pool: &AnyPool, code: &WarehouseCode) -> Result<Warehouse> {
+    sqlx::query_as::<_, WarehouseRow>(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM warehouses WHERE code = $1")))
+        .bind(code.as_str().to_owned())
+        .fetch_optional(pool)
+        .await?
+        .map(Warehouse::from)
+        .ok_or_else(|| WarehouseError::NotFound { what: "warehouse", key: code.to_string() })
+}
+
+pub(crate) async fn warehouse_in_tx(tx: &mut Tx, code: &WarehouseCode) -> Result<Warehouse> {
+    sqlx::query_as::<_, WarehouseRow>(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM warehouses WHERE code = $1")))
+        .bind(code.as_str().to_owned())
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(Warehouse::from)
+        .ok_or_else(|| WarehouseError::NotFound { what: "warehouse", key: code.to_string() })
+}
+
+/// Fails with [`WarehouseError::Invalid`] on `field` when the warehouse does not exist.
+pub(crate) async fn require_warehouse(tx: &mut Tx, field: &str, code: &WarehouseCode) -> Result<Warehouse> {
+    match warehouse_in_tx(tx, code).await {
+        Err(WarehouseError::NotFound { .. }) => {
+            Err(WarehouseError::invalid(field, format!("unknown warehouse {code}")))
+        }
+        other => other,
+    }
+}
+
+/// Warehouses ordered by code, after the code `after`.
+pub async fn warehouses_list(pool: &AnyPool, after: Option<&str>, limit: u32) -> Result<Vec<Warehouse>> {
+    Ok(sqlx::query_as::<_, WarehouseRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM warehouses WHERE code > $1 ORDER BY code LIMIT $2"
+    )))
+    .bind(after.unwrap_or("").to_owned())
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(Warehouse::from)
+    .collect())
+}
