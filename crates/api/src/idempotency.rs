@@ -18,10 +18,17 @@ const TX_ATTEMPTS_MAX: usize = 3;
 const IDEMPOTENCY_KEY_CHARS_MAX: usize = 255;
 
 pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(raw) = headers.get("idempotency-key") else { return Ok(None) };
-    let key = raw.to_str().map_err(|_| ApiError::validation("Idempotency-Key", "must be visible ASCII"))?;
+    let Some(raw) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = raw
+        .to_str()
+        .map_err(|_| ApiError::validation("Idempotency-Key", "must be visible ASCII"))?;
     if key.is_empty() || key.len() > IDEMPOTENCY_KEY_CHARS_MAX {
-        return Err(ApiError::validation("Idempotency-Key", format!("must be 1 to {IDEMPOTENCY_KEY_CHARS_MAX} characters")));
+        return Err(ApiError::validation(
+            "Idempotency-Key",
+            format!("must be 1 to {IDEMPOTENCY_KEY_CHARS_MAX} characters"),
+        ));
     }
     Ok(Some(key.to_owned()))
 }
@@ -34,14 +41,23 @@ pub struct Answer {
 
 impl Answer {
     pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Self {
-        Self { status, body: serde_json::to_string(value).unwrap_or_default() }
+        Self {
+            status,
+            body: serde_json::to_string(value).unwrap_or_default(),
+        }
     }
 }
 
 fn respond(status: StatusCode, body: String) -> Response {
-    let content_type = if status.is_success() { "application/json" } else { "application/problem+json" };
+    let content_type = if status.is_success() {
+        "application/json"
+    } else {
+        "application/problem+json"
+    };
     let mut response = (status, body).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
@@ -98,7 +114,16 @@ where
                 tx.rollback().await?;
                 if let Some(key) = &key {
                     let mut tx = state.db.begin().await?;
-                    record_refusal(&mut tx, &scope, key, &print, refusal.status.as_u16(), &refusal.body(), now).await?;
+                    record_refusal(
+                        &mut tx,
+                        &scope,
+                        key,
+                        &print,
+                        refusal.status.as_u16(),
+                        &refusal.body(),
+                        now,
+                    )
+                    .await?;
                     tx.commit().await?;
                 }
                 return Err(refusal);

@@ -29,7 +29,8 @@ impl Timestamp {
         let format = time::macros::format_description!(
             "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
         );
-        at.format(&format).unwrap_or_else(|_| at.format(&Rfc3339).unwrap_or_default())
+        at.format(&format)
+            .unwrap_or_else(|_| at.format(&Rfc3339).unwrap_or_default())
     }
 }
 
@@ -81,7 +82,10 @@ mod tests {
 
     #[test]
     fn timestamps_format_as_rfc3339_utc_with_millis() {
-        assert_eq!(Timestamp::from_millis(0).to_rfc3339(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            Timestamp::from_millis(0).to_rfc3339(),
+            "1970-01-01T00:00:00.000Z"
+        );
         assert_eq!(
             Timestamp::from_millis(1_764_000_000_123).to_rfc3339(),
             "2025-11-24T16:00:00.123Z"

@@ -124,8 +124,14 @@ mod tests {
         assert!(SkuCode::parse("TSHIRT-RED_M.1").is_ok());
         assert!(SkuCode::parse("a".repeat(64)).is_ok());
         assert_eq!(SkuCode::parse("").unwrap_err(), CodeError::Length);
-        assert_eq!(SkuCode::parse("a".repeat(65)).unwrap_err(), CodeError::Length);
-        assert_eq!(WarehouseCode::parse("BER 1").unwrap_err(), CodeError::Charset);
+        assert_eq!(
+            SkuCode::parse("a".repeat(65)).unwrap_err(),
+            CodeError::Length
+        );
+        assert_eq!(
+            WarehouseCode::parse("BER 1").unwrap_err(),
+            CodeError::Charset
+        );
         assert_eq!(WarehouseCode::parse("BÉR").unwrap_err(), CodeError::Charset);
     }
 

@@ -24,7 +24,12 @@ impl PageRequest {
             None => PAGE_SIZE_DEFAULT,
             Some(raw) => match raw.parse::<u32>() {
                 Ok(l) if (1..=PAGE_SIZE_MAX).contains(&l) => l,
-                _ => return Err(("limit", format!("must be an integer from 1 to {PAGE_SIZE_MAX}"))),
+                _ => {
+                    return Err((
+                        "limit",
+                        format!("must be an integer from 1 to {PAGE_SIZE_MAX}"),
+                    ));
+                }
             },
         };
         let after = match next {
@@ -90,7 +95,10 @@ mod tests {
 
     #[test]
     fn page_request_checks_limit_and_cursor() {
-        assert_eq!(PageRequest::parse(None, None).unwrap().limit, PAGE_SIZE_DEFAULT);
+        assert_eq!(
+            PageRequest::parse(None, None).unwrap().limit,
+            PAGE_SIZE_DEFAULT
+        );
         assert!(PageRequest::parse(Some("0"), None).is_err());
         assert!(PageRequest::parse(Some("1001"), None).is_err());
         assert!(PageRequest::parse(Some("ten"), None).is_err());
@@ -102,7 +110,10 @@ mod tests {
     #[test]
     fn a_full_page_points_at_the_next_and_a_short_one_does_not() {
         let full = Page::from_rows(vec![1_i64, 2, 3], 3, |x| x.to_string());
-        assert_eq!(decode_cursor(full.next.as_deref().unwrap()).as_deref(), Some("3"));
+        assert_eq!(
+            decode_cursor(full.next.as_deref().unwrap()).as_deref(),
+            Some("3")
+        );
         let short = Page::from_rows(vec![1_i64], 3, |x| x.to_string());
         assert_eq!(short.next, None);
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use store::{Db, DbOptions};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use warehouse::reservation::group_commit::{GroupCommit, GroupCommitConfig};
 
 /// How long shutdown waits for requests in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -24,6 +25,8 @@ pub struct ServeConfig {
     pub admin_key: Option<String>,
     pub sweep_interval: Duration,
     pub db: DbOptions,
+    /// `workers: 0` picks the backend's default (1 on SQLite, 4 on PostgreSQL).
+    pub group_commit: GroupCommitConfig,
 }
 
 /// A running server: its address, its database, and the handle to stop it.
@@ -50,7 +53,9 @@ impl Running {
         self.db.close().await;
         match server {
             Ok(joined) => Ok(joined??),
-            Err(_) => anyhow::bail!("requests still in flight after {SHUTDOWN_GRACE:?}; stopped anyway"),
+            Err(_) => {
+                anyhow::bail!("requests still in flight after {SHUTDOWN_GRACE:?}; stopped anyway")
+            }
         }
     }
 
@@ -60,7 +65,11 @@ impl Running {
 }
 
 /// Connects (migrating), binds, and starts the API and its workers.
-pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: PrometheusHandle) -> anyhow::Result<Running> {
+pub async fn start(
+    config: ServeConfig,
+    clock: Arc<dyn Clock>,
+    metrics: PrometheusHandle,
+) -> anyhow::Result<Running> {
     let db = Db::connect_and_migrate(&config.database_url, &config.db)
         .await
         .with_context(|| format!("opening the database {}", redact(&config.database_url)))?;
@@ -71,14 +80,29 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
             (None, created.map(|k| k.secret))
         }
     };
-    let state = api::AppState { db: db.clone(), clock: clock.clone(), admin_key_hash, metrics };
+    let mut group_config = config.group_commit.clone();
+    if group_config.workers == 0 {
+        group_config.workers = match db.backend() {
+            store::Backend::Sqlite => 1,
+            store::Backend::Postgres => 4,
+        };
+    }
+    let (reservations, group_workers) = GroupCommit::start(db.clone(), clock.clone(), group_config);
+    let state = api::AppState {
+        db: db.clone(),
+        clock: clock.clone(),
+        admin_key_hash,
+        metrics,
+        reservations,
+    };
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
 
-    let workers = vec![supervisor::spawn(
+    let mut workers = group_workers;
+    workers.push(supervisor::spawn(
         "sweeper",
         config.sweep_interval,
         shutdown.clone(),
@@ -87,19 +111,34 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
             move || {
                 let (db, clock) = (db.clone(), clock.clone());
                 async move {
-                    let expired =
-                        warehouse::reservation::sweep_expired(&db, clock.now(), kernel::limits::SWEEP_BATCH_MAX).await?;
-                    Ok(supervisor::Progress { done: expired, more: expired as i64 >= kernel::limits::SWEEP_BATCH_MAX })
+                    let expired = warehouse::reservation::sweep_expired(
+                        &db,
+                        clock.now(),
+                        kernel::limits::SWEEP_BATCH_MAX,
+                    )
+                    .await?;
+                    Ok(supervisor::Progress {
+                        done: expired,
+                        more: expired as i64 >= kernel::limits::SWEEP_BATCH_MAX,
+                    })
                 }
             }
         },
-    )];
+    ));
 
     let app = api::router(state);
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });
     tracing::info!("listening on http://{addr}");
-    Ok(Running { addr, db, bootstrap_key, shutdown, server, workers })
+    Ok(Running {
+        addr,
+        db,
+        bootstrap_key,
+        shutdown,
+        server,
+        workers,
+    })
 }
 
 /// The URL without its password, for logs.
@@ -108,7 +147,12 @@ pub fn redact(url: &str) -> String {
         (Some(scheme), Some(at)) if at > scheme => {
             let credentials = &url[scheme + 3..at];
             match credentials.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &credentials[..colon], &url[at..]),
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &credentials[..colon],
+                    &url[at..]
+                ),
                 None => url.to_owned(),
             }
         }
@@ -120,8 +164,14 @@ pub fn redact(url: &str) -> String {
 mod tests {
     #[test]
     fn redact_hides_passwords_only() {
-        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            super::redact("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
         assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(super::redact("sqlite://stockroom.db"), "sqlite://stockroom.db");
+        assert_eq!(
+            super::redact("sqlite://stockroom.db"),
+            "sqlite://stockroom.db"
+        );
     }
 }

@@ -67,7 +67,11 @@ impl Db {
             let url = sqlite_url_with_create(url);
             let write = sqlite_pool(&url, 1, options).await?;
             let read = sqlite_pool(&url, options.max_connections.max(1), options).await?;
-            Ok(Self { write, read, backend: Backend::Sqlite })
+            Ok(Self {
+                write,
+                read,
+                backend: Backend::Sqlite,
+            })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let connect = AnyConnectOptions::from_str(url)?
                 .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
@@ -76,7 +80,11 @@ impl Db {
                 .acquire_timeout(options.acquire_timeout)
                 .connect_with(connect)
                 .await?;
-            Ok(Self { write: pool.clone(), read: pool, backend: Backend::Postgres })
+            Ok(Self {
+                write: pool.clone(),
+                read: pool,
+                backend: Backend::Postgres,
+            })
         } else {
             Err(StoreError::UnsupportedUrl(url.to_owned()))
         }
@@ -107,7 +115,11 @@ impl Db {
 
     /// True when the database answers and every embedded migration is applied.
     pub async fn is_ready(&self) -> bool {
-        let expected = self.migrator().iter().filter(|m| m.migration_type.is_up_migration()).count();
+        let expected = self
+            .migrator()
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration())
+            .count();
         let applied: Result<i64, _> =
             sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
                 .fetch_one(&self.read)
@@ -134,6 +146,15 @@ impl Db {
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
+    }
+}
+
+/// The backend a connection (or transaction) talks to.
+pub fn backend_of(conn: &sqlx::AnyConnection) -> Backend {
+    if conn.backend_name() == "PostgreSQL" {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
     }
 }
 
@@ -164,8 +185,10 @@ async fn sqlite_pool(url: &str, max: u32, options: &DbOptions) -> Result<AnyPool
                 conn.execute("PRAGMA journal_mode = WAL").await?;
                 conn.execute("PRAGMA foreign_keys = ON").await?;
                 conn.execute(synchronous).await?;
-                conn.execute(sqlx::AssertSqlSafe(format!("PRAGMA busy_timeout = {busy_ms}")))
-                    .await?;
+                conn.execute(sqlx::AssertSqlSafe(format!(
+                    "PRAGMA busy_timeout = {busy_ms}"
+                )))
+                .await?;
                 Ok(())
             })
         })

@@ -51,6 +51,9 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
 
 pub fn is_retryable(error: &sqlx::Error) -> bool {
     error.as_database_error().is_some_and(|db| {
-        matches!(db.code().as_deref(), Some("40P01" | "40001" | "5" | "6" | "517"))
+        matches!(
+            db.code().as_deref(),
+            Some("40P01" | "40001" | "5" | "6" | "517")
+        )
     })
 }

@@ -126,7 +126,11 @@ pub async fn append(tx: &mut Tx, events: &[NewEvent], at: Timestamp) -> Result<(
 }
 
 /// Events with `seq > after`, oldest first.
-pub async fn events_after(pool: &AnyPool, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+pub async fn events_after(
+    pool: &AnyPool,
+    after: i64,
+    limit: u32,
+) -> Result<Vec<StoredEvent>, StoreError> {
     let rows: Vec<EventRow> = sqlx::query_as(
         "SELECT seq, id, event_type, aggregate, aggregate_seq, at, data FROM events \
          WHERE seq > $1 ORDER BY seq LIMIT $2",

@@ -35,6 +35,12 @@ pub enum WarehouseError {
     /// changed and the request may be retried.
     #[error("too much contention on {0}, retry")]
     Contention(String),
+    /// The reservation queue is full; nothing was changed and the request may be retried.
+    #[error("too many requests are waiting; retry shortly")]
+    Overloaded,
+    /// The server is stopping; nothing was changed.
+    #[error("the server is shutting down")]
+    ShuttingDown,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -47,6 +53,9 @@ impl From<sqlx::Error> for WarehouseError {
 
 impl WarehouseError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        WarehouseError::Invalid { field: field.into(), message: message.into() }
+        WarehouseError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }

@@ -29,7 +29,12 @@ fn key(sku: &SkuCode, warehouse: &WarehouseCode) -> (String, String) {
 }
 
 /// Adds `units` to on hand, creating the level if needed.
-pub async fn stock_level_receive(tx: &mut Tx, sku: &SkuCode, warehouse: &WarehouseCode, units: i64) -> Result<Level> {
+pub async fn stock_level_receive(
+    tx: &mut Tx,
+    sku: &SkuCode,
+    warehouse: &WarehouseCode,
+    units: i64,
+) -> Result<Level> {
     let (sku, warehouse) = key(sku, warehouse);
     let result = sqlx::query_as(
         "INSERT INTO stock_levels (sku, warehouse, on_hand, reserved) VALUES ($1, $2, $3, 0) \
@@ -43,15 +48,22 @@ pub async fn stock_level_receive(tx: &mut Tx, sku: &SkuCode, warehouse: &Warehou
     .await;
     match result {
         Ok(level) => Ok(level),
-        Err(e) if store::error::constraint_of(&e) == Some("stock_on_hand_bounded") => Err(
-            WarehouseError::Conflict(format!("stock of {sku} would exceed the largest level a warehouse may hold")),
-        ),
+        Err(e) if store::error::constraint_of(&e) == Some("stock_on_hand_bounded") => {
+            Err(WarehouseError::Conflict(format!(
+                "stock of {sku} would exceed the largest level a warehouse may hold"
+            )))
+        }
         Err(e) => Err(e.into()),
     }
 }
 
 /// Takes `units` of available stock out of on hand (transfer out, negative adjustment).
-pub async fn stock_level_take(tx: &mut Tx, sku: &SkuCode, warehouse: &WarehouseCode, units: i64) -> Result<Option<Level>> {
+pub async fn stock_level_take(
+    tx: &mut Tx,
+    sku: &SkuCode,
+    warehouse: &WarehouseCode,
+    units: i64,
+) -> Result<Option<Level>> {
     let (sku, warehouse) = key(sku, warehouse);
     Ok(sqlx::query_as(
         "UPDATE stock_levels SET on_hand = on_hand - $1 \
@@ -86,7 +98,12 @@ pub async fn stock_level_set_counted(
 }
 
 /// Reserves `units` if that many are available.
-pub async fn stock_level_hold(tx: &mut Tx, sku: &SkuCode, warehouse: &WarehouseCode, units: i64) -> Result<Option<Level>> {
+pub async fn stock_level_hold(
+    tx: &mut Tx,
+    sku: &SkuCode,
+    warehouse: &WarehouseCode,
+    units: i64,
+) -> Result<Option<Level>> {
     let (sku, warehouse) = key(sku, warehouse);
     Ok(sqlx::query_as(
         "UPDATE stock_levels SET reserved = reserved + $1 \
@@ -100,7 +117,12 @@ pub async fn stock_level_hold(tx: &mut Tx, sku: &SkuCode, warehouse: &WarehouseC
 }
 
 /// Gives back `units` of reserved stock (release, expiry).
-pub async fn stock_level_unhold(tx: &mut Tx, sku: &SkuCode, warehouse: &WarehouseCode, units: i64) -> Result<Level> {
+pub async fn stock_level_unhold(
+    tx: &mut Tx,
+    sku: &SkuCode,
+    warehouse: &WarehouseCode,
+    units: i64,
+) -> Result<Level> {
     let (sku_s, warehouse_s) = key(sku, warehouse);
     sqlx::query_as(
         "UPDATE stock_levels SET reserved = reserved - $1 \
@@ -115,7 +137,12 @@ pub async fn stock_level_unhold(tx: &mut Tx, sku: &SkuCode, warehouse: &Warehous
 }
 
 /// Ships `units` of reserved stock: on hand and reserved both go down.
-pub async fn stock_level_ship(tx: &mut Tx, sku: &SkuCode, warehouse: &WarehouseCode, units: i64) -> Result<Level> {
+pub async fn stock_level_ship(
+    tx: &mut Tx,
+    sku: &SkuCode,
+    warehouse: &WarehouseCode,
+    units: i64,
+) -> Result<Level> {
     let (sku_s, warehouse_s) = key(sku, warehouse);
     sqlx::query_as(
         "UPDATE stock_levels SET on_hand = on_hand - $1, reserved = reserved - $1 \
@@ -131,26 +158,48 @@ pub async fn stock_level_ship(tx: &mut Tx, sku: &SkuCode, warehouse: &WarehouseC
 
 fn broken_invariant(sku: &SkuCode, warehouse: &WarehouseCode, what: &str) -> WarehouseError {
     tracing::error!(%sku, %warehouse, what, "stock invariant broken");
-    WarehouseError::Store(store::StoreError::Corrupt(format!("stock {warehouse}/{sku}: {what}")))
+    WarehouseError::Store(store::StoreError::Corrupt(format!(
+        "stock {warehouse}/{sku}: {what}"
+    )))
 }
 
 /// The current level of one warehouse and SKU in the transaction, if it has a row.
-pub async fn stock_level_find(tx: &mut Tx, sku: &SkuCode, warehouse: &WarehouseCode) -> Result<Option<Level>> {
+pub async fn stock_level_find(
+    tx: &mut Tx,
+    sku: &SkuCode,
+    warehouse: &WarehouseCode,
+) -> Result<Option<Level>> {
     let (sku, warehouse) = key(sku, warehouse);
-    Ok(sqlx::query_as("SELECT on_hand, reserved FROM stock_levels WHERE sku = $1 AND warehouse = $2")
-        .bind(sku)
-        .bind(warehouse)
-        .fetch_optional(&mut **tx)
-        .await?)
+    Ok(sqlx::query_as(
+        "SELECT on_hand, reserved FROM stock_levels WHERE sku = $1 AND warehouse = $2",
+    )
+    .bind(sku)
+    .bind(warehouse)
+    .fetch_optional(&mut **tx)
+    .await?)
 }
 
 /// The current level of one warehouse and SKU in the transaction (zero if there is none).
-pub async fn stock_level_in_tx(tx: &mut Tx, sku: &SkuCode, warehouse: &WarehouseCode) -> Result<Level> {
-    Ok(stock_level_find(tx, sku, warehouse).await?.unwrap_or(Level { on_hand: 0, reserved: 0 }))
+pub async fn stock_level_in_tx(
+    tx: &mut Tx,
+    sku: &SkuCode,
+    warehouse: &WarehouseCode,
+) -> Result<Level> {
+    Ok(stock_level_find(tx, sku, warehouse)
+        .await?
+        .unwrap_or(Level {
+            on_hand: 0,
+            reserved: 0,
+        }))
 }
 
 /// Creates the level with `on_hand` units unless it exists.
-pub async fn stock_level_create(tx: &mut Tx, sku: &SkuCode, warehouse: &WarehouseCode, on_hand: i64) -> Result<Option<Level>> {
+pub async fn stock_level_create(
+    tx: &mut Tx,
+    sku: &SkuCode,
+    warehouse: &WarehouseCode,
+    on_hand: i64,
+) -> Result<Option<Level>> {
     let (sku, warehouse) = key(sku, warehouse);
     Ok(sqlx::query_as(
         "INSERT INTO stock_levels (sku, warehouse, on_hand, reserved) VALUES ($1, $2, $3, 0) \
@@ -186,7 +235,13 @@ pub struct StockView {
 
 impl StockView {
     fn empty(sku: String) -> Self {
-        Self { sku, on_hand: 0, reserved: 0, available: 0, warehouses: Vec::new() }
+        Self {
+            sku,
+            on_hand: 0,
+            reserved: 0,
+            available: 0,
+            warehouses: Vec::new(),
+        }
     }
 
     fn add(&mut self, row: WarehouseStock) {
@@ -210,7 +265,11 @@ struct StockRow {
 
 /// Stock of each known SKU among `skus`, in the order asked, in one query. Unknown SKUs are
 /// left out. With `warehouse`, only that warehouse's row is shown and counted.
-pub async fn stock_views(pool: &AnyPool, skus: &[SkuCode], warehouse: Option<&WarehouseCode>) -> Result<Vec<StockView>> {
+pub async fn stock_views(
+    pool: &AnyPool,
+    skus: &[SkuCode],
+    warehouse: Option<&WarehouseCode>,
+) -> Result<Vec<StockView>> {
     if skus.is_empty() {
         return Ok(Vec::new());
     }
@@ -234,7 +293,9 @@ pub async fn stock_views(pool: &AnyPool, skus: &[SkuCode], warehouse: Option<&Wa
             views.push(StockView::empty(row.item_sku.clone()));
         }
         let view = views.last_mut().expect("pushed above");
-        if let (Some(warehouse), Some(on_hand), Some(reserved)) = (row.warehouse, row.on_hand, row.reserved) {
+        if let (Some(warehouse), Some(on_hand), Some(reserved)) =
+            (row.warehouse, row.on_hand, row.reserved)
+        {
             view.add(WarehouseStock {
                 warehouse,
                 on_hand,
@@ -247,12 +308,18 @@ pub async fn stock_views(pool: &AnyPool, skus: &[SkuCode], warehouse: Option<&Wa
     // Answer in the order asked (and once per SKU even if asked twice).
     let mut by_sku: std::collections::HashMap<String, StockView> =
         views.into_iter().map(|v| (v.sku.clone(), v)).collect();
-    Ok(skus.iter().filter_map(|sku| by_sku.remove(sku.as_str())).collect())
+    Ok(skus
+        .iter()
+        .filter_map(|sku| by_sku.remove(sku.as_str()))
+        .collect())
 }
 
 pub async fn stock_view(pool: &AnyPool, sku: &SkuCode) -> Result<StockView> {
     stock_views(pool, std::slice::from_ref(sku), None)
         .await?
         .pop()
-        .ok_or_else(|| WarehouseError::NotFound { what: "item", key: sku.to_string() })
+        .ok_or_else(|| WarehouseError::NotFound {
+            what: "item",
+            key: sku.to_string(),
+        })
 }

@@ -48,7 +48,11 @@ pub async fn transfer(tx: &mut Tx, transfer: Transfer, now: Timestamp) -> Result
     crate::site::require_warehouse(tx, "to", &transfer.to).await?;
     crate::item::require_items(
         tx,
-        transfer.lines.iter().enumerate().map(|(i, l)| (format!("lines[{i}].sku"), &l.sku)),
+        transfer
+            .lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (format!("lines[{i}].sku"), &l.sku)),
     )
     .await?;
 
@@ -84,7 +88,9 @@ pub async fn transfer(tx: &mut Tx, transfer: Transfer, now: Timestamp) -> Result
                 sku: sku.to_string(),
                 warehouse: Some(transfer.from.to_string()),
                 requested: *units,
-                available: stock_level_in_tx(tx, sku, &transfer.from).await?.available(),
+                available: stock_level_in_tx(tx, sku, &transfer.from)
+                    .await?
+                    .available(),
             }),
         }
         if take_first {
@@ -102,7 +108,10 @@ pub async fn transfer(tx: &mut Tx, transfer: Transfer, now: Timestamp) -> Result
         reference: transfer.reference,
         lines: per_sku
             .into_iter()
-            .map(|(sku, quantity)| TransferLineView { sku: sku.to_string(), quantity })
+            .map(|(sku, quantity)| TransferLineView {
+                sku: sku.to_string(),
+                quantity,
+            })
             .collect(),
         at: now.to_rfc3339(),
     })

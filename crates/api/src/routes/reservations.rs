@@ -4,13 +4,15 @@ use crate::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, FieldError};
 use crate::extract::{ApiJson, check_text};
-use crate::idempotency::{Answer, run_write};
+use crate::idempotency::{Answer, idempotency_key, run_write};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use kernel::limits::{LINES_PER_REQUEST_MAX, RESERVATION_TTL_SECONDS_DEFAULT, RESERVATION_TTL_SECONDS_MAX};
+use kernel::limits::{
+    LINES_PER_REQUEST_MAX, RESERVATION_TTL_SECONDS_DEFAULT, RESERVATION_TTL_SECONDS_MAX,
+};
 use kernel::{Quantity, ReservationId, SkuCode, WarehouseCode};
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -49,7 +51,10 @@ pub struct CreateReservation {
 pub fn hold_command(req: CreateReservation) -> Result<HoldCommand, ApiError> {
     let mut errors = Vec::new();
     if req.lines.is_empty() || req.lines.len() > LINES_PER_REQUEST_MAX {
-        errors.push(FieldError { field: "lines".into(), message: format!("must have 1 to {LINES_PER_REQUEST_MAX} lines") });
+        errors.push(FieldError {
+            field: "lines".into(),
+            message: format!("must have 1 to {LINES_PER_REQUEST_MAX} lines"),
+        });
     }
     let ttl_seconds = req.ttl_seconds.unwrap_or(RESERVATION_TTL_SECONDS_DEFAULT);
     if !(1..=RESERVATION_TTL_SECONDS_MAX).contains(&ttl_seconds) {
@@ -71,7 +76,11 @@ pub fn hold_command(req: CreateReservation) -> Result<HoldCommand, ApiError> {
         lines: req
             .lines
             .into_iter()
-            .map(|l| HoldLine { sku: l.sku, quantity: l.quantity, warehouse: l.warehouse })
+            .map(|l| HoldLine {
+                sku: l.sku,
+                quantity: l.quantity,
+                warehouse: l.warehouse,
+            })
             .collect(),
     })
 }
@@ -92,27 +101,45 @@ pub async fn reservation_create(
     body: ApiJson<CreateReservation>,
 ) -> Result<Response, ApiError> {
     let command = hold_command(body.value)?;
-    run_write(&state, &principal, "POST /v1/reservations", &headers, &body.raw, move |tx, now| {
-        let command = command.clone();
-        Box::pin(async move {
-            let mut outcomes = warehouse::reservation::hold_batch(tx, vec![command], now).await?;
-            let reservation = outcomes.pop().ok_or_else(ApiError::internal)??;
-            Ok(Answer::json(StatusCode::CREATED, &reservation))
-        })
-    })
+    if idempotency_key(&headers)?.is_none() {
+        let reservation = state.reservations.hold(command).await?;
+        return Ok((StatusCode::CREATED, Json(reservation)).into_response());
+    }
+    run_write(
+        &state,
+        &principal,
+        "POST /v1/reservations",
+        &headers,
+        &body.raw,
+        move |tx, now| {
+            let command = command.clone();
+            Box::pin(async move {
+                let mut outcomes =
+                    warehouse::reservation::hold_batch(tx, vec![command], now).await?;
+                let reservation = outcomes.pop().ok_or_else(ApiError::internal)??;
+                Ok(Answer::json(StatusCode::CREATED, &reservation))
+            })
+        },
+    )
     .await
 }
 
 fn path_id(raw: &str) -> Result<ReservationId, ApiError> {
-    ReservationId::parse(raw).ok_or_else(|| ApiError::not_found(format!("reservation {raw} does not exist")))
+    ReservationId::parse(raw)
+        .ok_or_else(|| ApiError::not_found(format!("reservation {raw} does not exist")))
 }
 
 /// Reads a reservation; an active one past its expiry reads as expired.
 #[utoipa::path(get, path = "/v1/reservations/{id}", tag = "reservations", params(("id" = String, Path)),
     responses((status = 200, body = Reservation), (status = 404, body = crate::error::Problem)), security(("bearer" = [])))]
-pub async fn reservation_get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Reservation>, ApiError> {
+pub async fn reservation_get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Reservation>, ApiError> {
     let id = path_id(&id)?;
-    Ok(Json(warehouse::reservation::reservation_get(&state.db, &id, state.clock.now()).await?))
+    Ok(Json(
+        warehouse::reservation::reservation_get(&state.db, &id, state.clock.now()).await?,
+    ))
 }
 
 #[derive(Clone, Copy)]
@@ -130,6 +157,15 @@ async fn transition(
     action: Action,
 ) -> Result<Response, ApiError> {
     let id = path_id(&id)?;
+    if idempotency_key(&headers)?.is_none() {
+        let group = &state.reservations;
+        let reservation = match action {
+            Action::Confirm => group.confirm(id).await?,
+            Action::Release => group.release(id).await?,
+            Action::Fulfill => group.fulfill(id).await?,
+        };
+        return Ok(Json(reservation).into_response());
+    }
     let route = match action {
         Action::Confirm => "POST /v1/reservations/confirm",
         Action::Release => "POST /v1/reservations/release",
@@ -138,17 +174,24 @@ async fn transition(
     // These actions take no body: the id is what the key guards, so the same key on another
     // reservation is a reuse.
     let fingerprint_input = id.as_str().as_bytes().to_vec();
-    run_write(&state, &principal, route, &headers, &fingerprint_input, move |tx, now| {
-        let id = id.clone();
-        Box::pin(async move {
-            let reservation = match action {
-                Action::Confirm => warehouse::reservation::confirm(tx, &id, now).await?,
-                Action::Release => warehouse::reservation::release(tx, &id, now).await?,
-                Action::Fulfill => warehouse::reservation::fulfill(tx, &id, now).await?,
-            };
-            Ok(Answer::json(StatusCode::OK, &reservation))
-        })
-    })
+    run_write(
+        &state,
+        &principal,
+        route,
+        &headers,
+        &fingerprint_input,
+        move |tx, now| {
+            let id = id.clone();
+            Box::pin(async move {
+                let reservation = match action {
+                    Action::Confirm => warehouse::reservation::confirm(tx, &id, now).await?,
+                    Action::Release => warehouse::reservation::release(tx, &id, now).await?,
+                    Action::Fulfill => warehouse::reservation::fulfill(tx, &id, now).await?,
+                };
+                Ok(Answer::json(StatusCode::OK, &reservation))
+            })
+        },
+    )
     .await
 }
 

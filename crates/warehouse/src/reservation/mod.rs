@@ -9,11 +9,12 @@
 //! Holding takes a batch of commands ([`hold_batch`]) and answers one outcome per command,
 //! exactly as if they had been applied one by one in order; a batch of one is the simple case.
 
+pub mod group_commit;
 pub mod rules;
 mod store;
 
 use crate::ledger::{Journal, MovementKind, NewMovement};
-use crate::stock::{stock_level_hold, stock_level_ship, stock_level_unhold};
+use crate::stock::{stock_level_ship, stock_level_unhold};
 use crate::{Result, WarehouseError};
 use ::store::{Db, Tx};
 use kernel::limits::INLINE_RECLAIM_MAX;
@@ -21,12 +22,7 @@ use kernel::{NewEvent, Quantity, ReservationId, SkuCode, Timestamp, WarehouseCod
 use rules::{merge_lines, plan_hold};
 use serde::Serialize;
 use serde_json::json;
-use std::collections::HashSet;
-
-/// How many times one command re-plans when a guarded update finds the stock taken by a
-/// concurrent transaction (PostgreSQL with several writers). Each retry means somebody else
-/// got stock, so this bounds waiting, not correctness.
-const HOLD_ATTEMPTS_MAX: usize = 64;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -57,9 +53,9 @@ impl Status {
             "expired" => Status::Expired,
             "fulfilled" => Status::Fulfilled,
             other => {
-                return Err(WarehouseError::Store(::store::StoreError::Corrupt(format!(
-                    "unknown reservation status {other}"
-                ))));
+                return Err(WarehouseError::Store(::store::StoreError::Corrupt(
+                    format!("unknown reservation status {other}"),
+                )));
             }
         })
     }
@@ -109,81 +105,124 @@ pub struct HoldCommand {
 }
 
 /// Applies the commands in order in the caller's transaction and answers one outcome per
-/// command: the reservation, or why it was refused (`Invalid`, `InsufficientStock`,
-/// `Contention`). A refused command leaves no trace. The outer error is a database failure,
-/// after which the caller must roll back.
-pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp) -> Result<Vec<Result<Reservation>>> {
-    let mut distinct: Vec<&SkuCode> = commands.iter().flat_map(|c| c.lines.iter().map(|l| &l.sku)).collect();
+/// command: the reservation, or why it was refused (`Invalid`, `InsufficientStock`). A refused
+/// command leaves no trace. The outer error is a database failure, after which the caller
+/// must roll back.
+///
+/// The batch is coalesced: the stock rows of all its SKUs are loaded and locked once, the
+/// commands are planned one by one against those figures in memory (so outcomes are exactly
+/// those of applying them in order), and then each touched row gets one guarded `UPDATE` with
+/// its net change, and reservations, movements and events go in with multi-row inserts.
+pub async fn hold_batch(
+    tx: &mut Tx,
+    commands: Vec<HoldCommand>,
+    now: Timestamp,
+) -> Result<Vec<Result<Reservation>>> {
+    let mut distinct: Vec<&SkuCode> = commands
+        .iter()
+        .flat_map(|c| c.lines.iter().map(|l| &l.sku))
+        .collect();
     distinct.sort();
     distinct.dedup();
-    let known: HashSet<String> = crate::item::items_known(tx, &distinct).await?.into_iter().map(|(s, _)| s).collect();
+    let known: HashSet<String> = crate::item::items_known(tx, &distinct)
+        .await?
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    distinct.retain(|s| known.contains(s.as_str()));
 
     let mut journal = Journal::new();
+    let mut rows = store::stock_rows_lock(tx, &distinct).await?;
+
+    // An expired reservation never blocks a sale: where the batch asks for more of a SKU than
+    // is available, reclaim that SKU's due reservations first, then read the rows again.
+    let mut demand: HashMap<&SkuCode, i64> = HashMap::new();
+    for line in commands.iter().flat_map(|c| c.lines.iter()) {
+        *demand.entry(&line.sku).or_default() += line.quantity.get();
+    }
+    let short_skus: Vec<&SkuCode> = distinct
+        .iter()
+        .copied()
+        .filter(|sku| {
+            let available: i64 = rows
+                .iter()
+                .filter(|r| r.sku == sku.as_str() && r.active == 1)
+                .map(|r| r.on_hand - r.reserved)
+                .sum();
+            demand.get(sku).copied().unwrap_or(0) > available
+        })
+        .collect();
+    if !short_skus.is_empty() {
+        let due = store::reservations_due_holding(tx, &short_skus, now, INLINE_RECLAIM_MAX).await?;
+        if expire_reservations(tx, &mut journal, &due, now).await? > 0 {
+            rows = store::stock_rows_lock(tx, &distinct).await?;
+        }
+    }
+
+    let mut state: HashMap<(SkuCode, WarehouseCode), store::StockRow> =
+        HashMap::with_capacity(rows.len());
+    let mut warehouses_of: HashMap<SkuCode, Vec<WarehouseCode>> = HashMap::new();
+    for row in rows {
+        if let (Ok(sku), Ok(warehouse)) = (
+            SkuCode::parse(row.sku.clone()),
+            WarehouseCode::parse(row.warehouse.clone()),
+        ) {
+            warehouses_of
+                .entry(sku.clone())
+                .or_default()
+                .push(warehouse.clone());
+            state.insert((sku, warehouse), row);
+        }
+    }
+    let mut net: BTreeMap<(SkuCode, WarehouseCode), i64> = BTreeMap::new();
+    let mut created: Vec<(Reservation, Timestamp)> = Vec::new();
     let mut outcomes = Vec::with_capacity(commands.len());
+
     for command in commands {
-        let unknown = command.lines.iter().position(|l| !known.contains(l.sku.as_str()));
-        let outcome = match unknown {
-            Some(i) => Err(WarehouseError::invalid(
+        if let Some(i) = command
+            .lines
+            .iter()
+            .position(|l| !known.contains(l.sku.as_str()))
+        {
+            outcomes.push(Err(WarehouseError::invalid(
                 format!("lines[{i}].sku"),
                 format!("unknown SKU {}", command.lines[i].sku),
-            )),
-            None => hold_one(tx, &mut journal, command, now).await?,
-        };
-        outcomes.push(outcome);
-    }
-    journal.flush(tx, now).await?;
-    Ok(outcomes)
-}
-
-/// One command: plan, apply with guarded updates (re-planning if a concurrent writer took the
-/// stock), record. The inner result is the command's outcome.
-async fn hold_one(tx: &mut Tx, journal: &mut Journal, command: HoldCommand, now: Timestamp) -> Result<Result<Reservation>> {
-    let wanted = merge_lines(command.lines.iter().map(|l| (l.sku.clone(), l.quantity.get(), l.warehouse.clone())));
-    let mut skus: Vec<&SkuCode> = wanted.iter().map(|w| &w.sku).collect();
-    skus.sort();
-    skus.dedup();
-    let mut reclaimed = false;
-
-    for _ in 0..HOLD_ATTEMPTS_MAX {
-        let candidates = store::candidates_load(tx, &skus).await?;
-        let mut plan = match plan_hold(&wanted, &candidates) {
-            Ok(plan) => plan,
-            Err(short) => {
-                if !reclaimed {
-                    reclaimed = true;
-                    let short_skus: Vec<&SkuCode> =
-                        skus.iter().copied().filter(|s| short.iter().any(|l| l.sku == s.as_str())).collect();
-                    let due = store::reservations_due_holding(tx, &short_skus, now, INLINE_RECLAIM_MAX).await?;
-                    if expire_reservations(tx, journal, &due, now).await? > 0 {
-                        continue;
-                    }
-                }
-                return Ok(Err(WarehouseError::InsufficientStock { lines: short }));
-            }
-        };
-        let response_order: Vec<(SkuCode, WarehouseCode)> =
-            plan.iter().map(|p| (p.sku.clone(), p.warehouse.clone())).collect();
-        // Lock rows in one global order so concurrent multi-line holds cannot deadlock.
-        plan.sort_by(|a, b| (&a.sku, &a.warehouse).cmp(&(&b.sku, &b.warehouse)));
-
-        let mut applied = Vec::with_capacity(plan.len());
-        let mut lost_race = false;
-        for line in &plan {
-            match stock_level_hold(tx, &line.sku, &line.warehouse, line.quantity).await? {
-                Some(level) => applied.push((line, level)),
-                None => {
-                    lost_race = true;
-                    break;
-                }
-            }
-        }
-        if lost_race {
-            for (line, _) in &applied {
-                stock_level_unhold(tx, &line.sku, &line.warehouse, line.quantity).await?;
-            }
+            )));
             continue;
         }
-
+        let wanted = merge_lines(
+            command
+                .lines
+                .iter()
+                .map(|l| (l.sku.clone(), l.quantity.get(), l.warehouse.clone())),
+        );
+        let mut candidates: HashMap<SkuCode, Vec<rules::Candidate>> = HashMap::new();
+        for sku in wanted.iter().map(|w| &w.sku) {
+            if candidates.contains_key(sku) {
+                continue;
+            }
+            let list = warehouses_of
+                .get(sku)
+                .into_iter()
+                .flatten()
+                .filter_map(|warehouse| {
+                    let row = &state[&(sku.clone(), warehouse.clone())];
+                    (row.active == 1).then(|| rules::Candidate {
+                        warehouse: warehouse.clone(),
+                        priority: row.priority,
+                        available: row.on_hand - row.reserved,
+                    })
+                })
+                .collect();
+            candidates.insert(sku.clone(), list);
+        }
+        let plan = match plan_hold(&wanted, &candidates) {
+            Ok(plan) => plan,
+            Err(short) => {
+                outcomes.push(Err(WarehouseError::InsufficientStock { lines: short }));
+                continue;
+            }
+        };
         let expires_at = now.plus_seconds(command.ttl_seconds);
         let reservation = Reservation {
             id: command.id.to_string(),
@@ -191,44 +230,62 @@ async fn hold_one(tx: &mut Tx, journal: &mut Journal, command: HoldCommand, now:
             reference: command.reference.clone(),
             expires_at: expires_at.to_rfc3339(),
             created_at: now.to_rfc3339(),
-            lines: response_order
+            lines: plan
                 .iter()
-                .filter_map(|(sku, warehouse)| {
-                    plan.iter().find(|p| &p.sku == sku && &p.warehouse == warehouse).map(|p| ReservationLine {
-                        sku: sku.to_string(),
-                        warehouse: warehouse.to_string(),
-                        quantity: p.quantity,
-                    })
+                .map(|p| ReservationLine {
+                    sku: p.sku.to_string(),
+                    warehouse: p.warehouse.to_string(),
+                    quantity: p.quantity,
                 })
                 .collect(),
         };
-        store::reservation_insert(tx, &reservation, expires_at).await?;
-        for (line, level) in applied {
+        for line in &plan {
+            let key = (line.sku.clone(), line.warehouse.clone());
+            let row = state.get_mut(&key).expect("planned rows are loaded");
+            row.reserved += line.quantity;
+            *net.entry(key).or_default() += line.quantity;
             journal.stock_changed(NewMovement {
                 warehouse: line.warehouse.clone(),
                 sku: line.sku.clone(),
                 kind: MovementKind::Reserve,
                 on_hand_delta: 0,
                 reserved_delta: line.quantity,
-                on_hand_after: level.on_hand,
-                reserved_after: level.reserved,
+                on_hand_after: row.on_hand,
+                reserved_after: row.reserved,
                 reference: Some(reservation.id.clone()),
                 reason: None,
             });
         }
         journal.event(reservation_event("reservation.created", &reservation));
-        return Ok(Ok(reservation));
+        outcomes.push(Ok(reservation.clone()));
+        created.push((reservation, expires_at));
     }
-    Ok(Err(WarehouseError::Contention(format!("reservation {}", command.id))))
+
+    let deltas: Vec<(&SkuCode, &WarehouseCode, i64)> =
+        net.iter().map(|((s, w), n)| (s, w, *n)).collect();
+    store::stock_rows_add_reserved(tx, &deltas).await?;
+    store::reservations_insert(tx, &created).await?;
+    journal.flush(tx, now).await?;
+    metrics::counter!("stockroom_reservations_held_total").increment(created.len() as u64);
+    Ok(outcomes)
 }
 
 fn reservation_event(event_type: &'static str, reservation: &Reservation) -> NewEvent {
-    NewEvent { event_type, aggregate: format!("reservation:{}", reservation.id), data: json!(reservation) }
+    NewEvent {
+        event_type,
+        aggregate: format!("reservation:{}", reservation.id),
+        data: json!(reservation),
+    }
 }
 
 /// Expires those of `ids` that are still active and due, giving back their stock with
 /// `expire` movements; returns how many it expired.
-async fn expire_reservations(tx: &mut Tx, journal: &mut Journal, ids: &[String], now: Timestamp) -> Result<usize> {
+async fn expire_reservations(
+    tx: &mut Tx,
+    journal: &mut Journal,
+    ids: &[String],
+    now: Timestamp,
+) -> Result<usize> {
     let expired = store::reservations_expire(tx, ids, now).await?;
     if expired.is_empty() {
         return Ok(0);
@@ -250,13 +307,26 @@ async fn expire_reservations(tx: &mut Tx, journal: &mut Journal, ids: &[String],
 }
 
 /// Releases, expires or ships one reservation line.
-async fn give_back(tx: &mut Tx, journal: &mut Journal, reservation_id: &str, line: &ReservationLine, kind: MovementKind) -> Result<()> {
+async fn give_back(
+    tx: &mut Tx,
+    journal: &mut Journal,
+    reservation_id: &str,
+    line: &ReservationLine,
+    kind: MovementKind,
+) -> Result<()> {
     let sku = SkuCode::parse(line.sku.clone()).map_err(|e| corrupt(format!("stored SKU: {e}")))?;
-    let warehouse = WarehouseCode::parse(line.warehouse.clone()).map_err(|e| corrupt(format!("stored warehouse: {e}")))?;
+    let warehouse = WarehouseCode::parse(line.warehouse.clone())
+        .map_err(|e| corrupt(format!("stored warehouse: {e}")))?;
     let (level, on_hand_delta) = if kind == MovementKind::Fulfill {
-        (stock_level_ship(tx, &sku, &warehouse, line.quantity).await?, -line.quantity)
+        (
+            stock_level_ship(tx, &sku, &warehouse, line.quantity).await?,
+            -line.quantity,
+        )
     } else {
-        (stock_level_unhold(tx, &sku, &warehouse, line.quantity).await?, 0)
+        (
+            stock_level_unhold(tx, &sku, &warehouse, line.quantity).await?,
+            0,
+        )
     };
     journal.stock_changed(NewMovement {
         warehouse,
@@ -286,17 +356,24 @@ pub async fn reservation_get(db: &Db, id: &ReservationId, now: Timestamp) -> Res
 }
 
 fn not_found(id: &ReservationId) -> WarehouseError {
-    WarehouseError::NotFound { what: "reservation", key: id.to_string() }
+    WarehouseError::NotFound {
+        what: "reservation",
+        key: id.to_string(),
+    }
 }
 
 async fn find_in_tx(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<Reservation> {
-    let (reservation, expires_at) = store::reservation_find(tx, id).await?.ok_or_else(|| not_found(id))?;
+    let (reservation, expires_at) = store::reservation_find(tx, id)
+        .await?
+        .ok_or_else(|| not_found(id))?;
     Ok(reservation.as_of(expires_at, now))
 }
 
 /// `active` → `confirmed`; confirming a confirmed reservation changes nothing.
 pub async fn confirm(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<Reservation> {
-    if store::reservation_transition(tx, id, &[Status::Active], Status::Confirmed, Some(now), now).await? {
+    if store::reservation_transition(tx, id, &[Status::Active], Status::Confirmed, Some(now), now)
+        .await?
+    {
         let reservation = find_in_tx(tx, id, now).await?;
         let mut journal = Journal::new();
         journal.event(reservation_event("reservation.confirmed", &reservation));
@@ -306,7 +383,10 @@ pub async fn confirm(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<
     let current = find_in_tx(tx, id, now).await?;
     match current.status {
         Status::Confirmed => Ok(current),
-        other => Err(WarehouseError::InvalidState { from: other.as_str().to_owned(), action: "confirm" }),
+        other => Err(WarehouseError::InvalidState {
+            from: other.as_str().to_owned(),
+            action: "confirm",
+        }),
     }
 }
 
@@ -315,7 +395,15 @@ pub async fn confirm(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<
 pub async fn release(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<Reservation> {
     let mut journal = Journal::new();
     if expire_reservations(tx, &mut journal, &[id.to_string()], now).await? == 0
-        && store::reservation_transition(tx, id, &[Status::Active, Status::Confirmed], Status::Released, None, now).await?
+        && store::reservation_transition(
+            tx,
+            id,
+            &[Status::Active, Status::Confirmed],
+            Status::Released,
+            None,
+            now,
+        )
+        .await?
     {
         for (_, line) in store::lines_of(tx, &[id.to_string()]).await? {
             give_back(tx, &mut journal, id.as_str(), &line, MovementKind::Release).await?;
@@ -329,13 +417,18 @@ pub async fn release(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<
     let current = find_in_tx(tx, id, now).await?;
     match current.status {
         Status::Released | Status::Expired => Ok(current),
-        other => Err(WarehouseError::InvalidState { from: other.as_str().to_owned(), action: "release" }),
+        other => Err(WarehouseError::InvalidState {
+            from: other.as_str().to_owned(),
+            action: "release",
+        }),
     }
 }
 
 /// `confirmed` → `fulfilled`: the stock left the building.
 pub async fn fulfill(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<Reservation> {
-    if store::reservation_transition(tx, id, &[Status::Confirmed], Status::Fulfilled, None, now).await? {
+    if store::reservation_transition(tx, id, &[Status::Confirmed], Status::Fulfilled, None, now)
+        .await?
+    {
         let mut journal = Journal::new();
         let mut lines = store::lines_of(tx, &[id.to_string()]).await?;
         lines.sort_by(|a, b| (&a.1.sku, &a.1.warehouse).cmp(&(&b.1.sku, &b.1.warehouse)));
@@ -348,7 +441,10 @@ pub async fn fulfill(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<
         return Ok(reservation);
     }
     let current = find_in_tx(tx, id, now).await?;
-    Err(WarehouseError::InvalidState { from: current.status.as_str().to_owned(), action: "fulfill" })
+    Err(WarehouseError::InvalidState {
+        from: current.status.as_str().to_owned(),
+        action: "fulfill",
+    })
 }
 
 /// One sweeper run: expires up to `batch_max` due reservations in one transaction; returns

@@ -1,67 +1,115 @@
 //! SQL of reservations. Both dialects share these statements except where noted.
 
-use super::rules::Candidate;
 use super::{Reservation, ReservationLine, Status};
 use crate::Result;
 use kernel::limits::INSERT_ROWS_MAX;
 use kernel::{ReservationId, SkuCode, Timestamp, WarehouseCode};
 use sqlx::FromRow;
-use std::collections::HashMap;
 use store::sql::{dynamic, list_placeholders, values_placeholders};
 use store::{Backend, Tx};
 
-#[derive(FromRow)]
-struct CandidateRow {
-    sku: String,
-    warehouse: String,
-    available: i64,
-    priority: i64,
+/// A stock row a batch of holds works on, as locked at the start of the batch.
+#[derive(Debug, Clone, FromRow)]
+pub(crate) struct StockRow {
+    pub sku: String,
+    pub warehouse: String,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub priority: i64,
+    pub active: i64,
 }
 
-/// Active warehouses holding any of `skus`, with what each has available; one query.
-pub(crate) async fn candidates_load(tx: &mut Tx, skus: &[&SkuCode]) -> Result<HashMap<SkuCode, Vec<Candidate>>> {
+/// Loads the stock rows of `skus`, locking them (PostgreSQL) in (SKU, warehouse) order so
+/// concurrent batches cannot deadlock and nobody changes them until this transaction ends.
+/// On SQLite the single writer already excludes everyone else.
+pub(crate) async fn stock_rows_lock(tx: &mut Tx, skus: &[&SkuCode]) -> Result<Vec<StockRow>> {
+    if skus.is_empty() {
+        return Ok(Vec::new());
+    }
+    let lock = match ::store::db::backend_of(tx) {
+        Backend::Postgres => "FOR UPDATE OF s",
+        Backend::Sqlite => "",
+    };
     let sql = format!(
-        "SELECT s.sku, s.warehouse, s.on_hand - s.reserved AS available, w.priority \
+        "SELECT s.sku, s.warehouse, s.on_hand, s.reserved, w.priority, w.active \
          FROM stock_levels s JOIN warehouses w ON w.code = s.warehouse \
-         WHERE w.active = 1 AND s.sku IN ({})",
+         WHERE s.sku IN ({}) ORDER BY s.sku, s.warehouse {lock}",
         list_placeholders(skus.len(), 1)
     );
-    let mut query = sqlx::query_as::<_, CandidateRow>(sqlx::AssertSqlSafe(sql));
+    let mut query = sqlx::query_as::<_, StockRow>(sqlx::AssertSqlSafe(sql));
     for sku in skus {
         query = query.bind(sku.as_str().to_owned());
     }
-    let mut out: HashMap<SkuCode, Vec<Candidate>> = HashMap::new();
-    for row in query.fetch_all(&mut **tx).await? {
-        let (Ok(sku), Ok(warehouse)) = (SkuCode::parse(row.sku), WarehouseCode::parse(row.warehouse)) else {
-            continue;
-        };
-        out.entry(sku).or_default().push(Candidate { warehouse, priority: row.priority, available: row.available });
-    }
-    Ok(out)
+    Ok(query.fetch_all(&mut **tx).await?)
 }
 
-pub(crate) async fn reservation_insert(tx: &mut Tx, r: &Reservation, expires_at: Timestamp) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO reservations (id, reference, status, expires_at_ms, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $5)",
-    )
-    .bind(r.id.clone())
-    .bind(r.reference.clone())
-    .bind(r.status.as_str())
-    .bind(expires_at.millis())
-    .bind(r.created_at.clone())
-    .execute(&mut **tx)
-    .await?;
-    for (chunk_no, chunk) in r.lines.chunks(INSERT_ROWS_MAX).enumerate() {
+/// Adds `net` to reserved of each row, one guarded statement per row.
+pub(crate) async fn stock_rows_add_reserved(
+    tx: &mut Tx,
+    deltas: &[(&SkuCode, &WarehouseCode, i64)],
+) -> Result<()> {
+    for (sku, warehouse, net) in deltas {
+        let updated = sqlx::query(
+            "UPDATE stock_levels SET reserved = reserved + $1 \
+             WHERE sku = $2 AND warehouse = $3 AND on_hand - reserved >= $1",
+        )
+        .bind(*net)
+        .bind(sku.as_str().to_owned())
+        .bind(warehouse.as_str().to_owned())
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if updated != 1 {
+            // The rows were locked when planned, so this is a bug, not a race.
+            return Err(crate::WarehouseError::Store(::store::StoreError::Corrupt(
+                format!("stock {warehouse}/{sku} changed under a locked batch"),
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Inserts reservations with their lines: multi-row statements, whatever the batch size.
+pub(crate) async fn reservations_insert(
+    tx: &mut Tx,
+    reservations: &[(Reservation, Timestamp)],
+) -> Result<()> {
+    for chunk in reservations.chunks(INSERT_ROWS_MAX) {
+        let sql = format!(
+            "INSERT INTO reservations (id, reference, status, expires_at_ms, created_at, updated_at) VALUES {}",
+            values_placeholders(chunk.len(), 6, 1)
+        );
+        let mut query = dynamic(sql);
+        for (r, expires_at) in chunk {
+            query = query
+                .bind(r.id.clone())
+                .bind(r.reference.clone())
+                .bind(r.status.as_str())
+                .bind(expires_at.millis())
+                .bind(r.created_at.clone())
+                .bind(r.created_at.clone());
+        }
+        query.execute(&mut **tx).await?;
+    }
+    let lines: Vec<(&str, usize, &ReservationLine)> = reservations
+        .iter()
+        .flat_map(|(r, _)| {
+            r.lines
+                .iter()
+                .enumerate()
+                .map(move |(i, l)| (r.id.as_str(), i, l))
+        })
+        .collect();
+    for chunk in lines.chunks(INSERT_ROWS_MAX) {
         let sql = format!(
             "INSERT INTO reservation_lines (reservation_id, line_no, sku, warehouse, quantity) VALUES {}",
             values_placeholders(chunk.len(), 5, 1)
         );
         let mut query = dynamic(sql);
-        for (i, line) in chunk.iter().enumerate() {
+        for (id, line_no, line) in chunk {
             query = query
-                .bind(r.id.clone())
-                .bind((chunk_no * INSERT_ROWS_MAX + i) as i64)
+                .bind(id.to_string())
+                .bind(*line_no as i64)
                 .bind(line.sku.clone())
                 .bind(line.warehouse.clone())
                 .bind(line.quantity);
@@ -118,7 +166,11 @@ pub(crate) async fn reservation_find(
             created_at: row.created_at,
             lines: lines
                 .into_iter()
-                .map(|l| ReservationLine { sku: l.sku, warehouse: l.warehouse, quantity: l.quantity })
+                .map(|l| ReservationLine {
+                    sku: l.sku,
+                    warehouse: l.warehouse,
+                    quantity: l.quantity,
+                })
                 .collect(),
         },
         expires_at,
@@ -138,7 +190,11 @@ pub(crate) async fn reservation_transition(
     let sql = format!(
         "UPDATE reservations SET status = $1, updated_at = $2 WHERE id = $3 AND status IN ({}) {}",
         list_placeholders(from.len(), 5),
-        if unexpired_at.is_some() { "AND expires_at_ms > $4" } else { "AND $4 = $4" }
+        if unexpired_at.is_some() {
+            "AND expires_at_ms > $4"
+        } else {
+            "AND $4 = $4"
+        }
     );
     let mut query = dynamic(sql)
         .bind(to.as_str())
@@ -152,7 +208,11 @@ pub(crate) async fn reservation_transition(
 }
 
 /// Marks as expired those of `ids` still active and due at `now`; returns them.
-pub(crate) async fn reservations_expire(tx: &mut Tx, ids: &[String], now: Timestamp) -> Result<Vec<String>> {
+pub(crate) async fn reservations_expire(
+    tx: &mut Tx,
+    ids: &[String],
+    now: Timestamp,
+) -> Result<Vec<String>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -161,7 +221,9 @@ pub(crate) async fn reservations_expire(tx: &mut Tx, ids: &[String], now: Timest
          WHERE status = 'active' AND expires_at_ms <= $2 AND id IN ({}) RETURNING id",
         list_placeholders(ids.len(), 3)
     );
-    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).bind(now.to_rfc3339()).bind(now.millis());
+    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
+        .bind(now.to_rfc3339())
+        .bind(now.millis());
     for id in ids {
         query = query.bind(id.clone());
     }
@@ -169,7 +231,10 @@ pub(crate) async fn reservations_expire(tx: &mut Tx, ids: &[String], now: Timest
 }
 
 /// Lines of the reservations `ids`, as (reservation id, line).
-pub(crate) async fn lines_of(tx: &mut Tx, ids: &[String]) -> Result<Vec<(String, ReservationLine)>> {
+pub(crate) async fn lines_of(
+    tx: &mut Tx,
+    ids: &[String],
+) -> Result<Vec<(String, ReservationLine)>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -185,13 +250,27 @@ pub(crate) async fn lines_of(tx: &mut Tx, ids: &[String]) -> Result<Vec<(String,
         .fetch_all(&mut **tx)
         .await?
         .into_iter()
-        .map(|l| (l.reservation_id, ReservationLine { sku: l.sku, warehouse: l.warehouse, quantity: l.quantity }))
+        .map(|l| {
+            (
+                l.reservation_id,
+                ReservationLine {
+                    sku: l.sku,
+                    warehouse: l.warehouse,
+                    quantity: l.quantity,
+                },
+            )
+        })
         .collect())
 }
 
 /// Up to `limit` active reservations due at `now`, oldest expiry first. On PostgreSQL, rows
 /// another sweeper has locked are skipped, so replicas share the work.
-pub(crate) async fn reservations_due(tx: &mut Tx, backend: Backend, now: Timestamp, limit: i64) -> Result<Vec<String>> {
+pub(crate) async fn reservations_due(
+    tx: &mut Tx,
+    backend: Backend,
+    now: Timestamp,
+    limit: i64,
+) -> Result<Vec<String>> {
     let sql = match backend {
         Backend::Postgres => {
             "SELECT id FROM reservations WHERE status = 'active' AND expires_at_ms <= $1 \
@@ -202,11 +281,20 @@ pub(crate) async fn reservations_due(tx: &mut Tx, backend: Backend, now: Timesta
              ORDER BY expires_at_ms LIMIT $2"
         }
     };
-    Ok(sqlx::query_scalar(sql).bind(now.millis()).bind(limit).fetch_all(&mut **tx).await?)
+    Ok(sqlx::query_scalar(sql)
+        .bind(now.millis())
+        .bind(limit)
+        .fetch_all(&mut **tx)
+        .await?)
 }
 
 /// Up to `limit` active reservations due at `now` that hold any of `skus`.
-pub(crate) async fn reservations_due_holding(tx: &mut Tx, skus: &[&SkuCode], now: Timestamp, limit: i64) -> Result<Vec<String>> {
+pub(crate) async fn reservations_due_holding(
+    tx: &mut Tx,
+    skus: &[&SkuCode],
+    now: Timestamp,
+    limit: i64,
+) -> Result<Vec<String>> {
     if skus.is_empty() {
         return Ok(Vec::new());
     }
@@ -215,7 +303,9 @@ pub(crate) async fn reservations_due_holding(tx: &mut Tx, skus: &[&SkuCode], now
          WHERE r.status = 'active' AND r.expires_at_ms <= $1 AND l.sku IN ({}) LIMIT $2",
         list_placeholders(skus.len(), 3)
     );
-    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).bind(now.millis()).bind(limit);
+    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
+        .bind(now.millis())
+        .bind(limit);
     for sku in skus {
         query = query.bind(sku.as_str().to_owned());
     }
