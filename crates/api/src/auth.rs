@@ -46,25 +46,16 @@ pub struct Principal {
 
 impl Principal {
     pub fn allows(&self, needed: Scope) -> bool {
-        self.scopes
-            .iter()
-            .any(|s| *s == Scope::Admin || *s == needed)
+        self.scopes.iter().any(|s| *s == Scope::Admin || *s == needed)
     }
 }
 
 pub fn hash_key(key: &str) -> String {
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn new_key() -> String {
-    format!(
-        "sk_{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    )
+    format!("sk_{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
 }
 
 /// A key as created: the secret is shown once and never stored.
@@ -75,19 +66,10 @@ pub struct CreatedKey {
 }
 
 /// Creates and stores a key with `scopes`.
-pub async fn key_create(
-    db: &Db,
-    scopes: &[Scope],
-    label: &str,
-    now: Timestamp,
-) -> Result<CreatedKey, StoreError> {
+pub async fn key_create(db: &Db, scopes: &[Scope], label: &str, now: Timestamp) -> Result<CreatedKey, StoreError> {
     let secret = new_key();
     let id = format!("key_{}", uuid::Uuid::now_v7().simple());
-    let scopes_text = scopes
-        .iter()
-        .map(|s| s.as_str())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let scopes_text = scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");
     let mut tx = db.begin().await?;
     sqlx::query("INSERT INTO api_keys (id, key_hash, scopes, label, created_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(id.clone())
@@ -102,39 +84,25 @@ pub async fn key_create(
 }
 
 /// Creates the bootstrap admin key if this database has none; returns it if it did.
-pub async fn bootstrap_admin_key(
-    db: &Db,
-    now: Timestamp,
-) -> Result<Option<CreatedKey>, StoreError> {
+pub async fn bootstrap_admin_key(db: &Db, now: Timestamp) -> Result<Option<CreatedKey>, StoreError> {
     let existing: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE label = 'bootstrap'")
-            .fetch_one(db.reader())
-            .await?;
+        sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE label = 'bootstrap'").fetch_one(db.reader()).await?;
     if existing > 0 {
         return Ok(None);
     }
-    key_create(db, &[Scope::Admin], "bootstrap", now)
-        .await
-        .map(Some)
+    key_create(db, &[Scope::Admin], "bootstrap", now).await.map(Some)
 }
 
 async fn principal_of(state: &AppState, key: &str) -> Result<Option<Principal>, ApiError> {
     let hash = hash_key(key);
     if state.admin_key_hash.as_deref() == Some(hash.as_str()) {
-        return Ok(Some(Principal {
-            key_id: "admin".into(),
-            scopes: vec![Scope::Admin],
-        }));
+        return Ok(Some(Principal { key_id: "admin".into(), scopes: vec![Scope::Admin] }));
     }
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT id, scopes FROM api_keys WHERE key_hash = $1")
-            .bind(hash)
-            .fetch_optional(state.db.reader())
-            .await?;
-    Ok(row.map(|(key_id, scopes)| Principal {
-        key_id,
-        scopes: scopes.split(' ').filter_map(Scope::parse).collect(),
-    }))
+    let row: Option<(String, String)> = sqlx::query_as("SELECT id, scopes FROM api_keys WHERE key_hash = $1")
+        .bind(hash)
+        .fetch_optional(state.db.reader())
+        .await?;
+    Ok(row.map(|(key_id, scopes)| Principal { key_id, scopes: scopes.split(' ').filter_map(Scope::parse).collect() }))
 }
 
 /// Middleware for `/v1`: reads need `inventory:read`, everything else `inventory:write`;
@@ -152,9 +120,7 @@ pub async fn require_key(
         .map(str::trim)
         .filter(|k| !k.is_empty() && k.len() <= 256)
         .ok_or_else(ApiError::unauthorized)?;
-    let principal = principal_of(&state, key)
-        .await?
-        .ok_or_else(ApiError::unauthorized)?;
+    let principal = principal_of(&state, key).await?.ok_or_else(ApiError::unauthorized)?;
     let needed = if matches!(*request.method(), Method::GET | Method::HEAD) {
         Scope::InventoryRead
     } else {

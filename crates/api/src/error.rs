@@ -43,37 +43,16 @@ pub struct Problem {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            detail: detail.into(),
-            errors: Vec::new(),
-            lines: None,
-            retry_after_seconds: None,
-        }
+        Self { status, code, detail: detail.into(), errors: Vec::new(), lines: None, retry_after_seconds: None }
     }
 
     pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::validation_many(vec![FieldError {
-            field: field.into(),
-            message: message.into(),
-        }])
+        Self::validation_many(vec![FieldError { field: field.into(), message: message.into() }])
     }
 
     pub fn validation_many(errors: Vec<FieldError>) -> Self {
-        let detail = errors
-            .iter()
-            .map(|e| format!("{}: {}", e.field, e.message))
-            .collect::<Vec<_>>()
-            .join("; ");
-        Self {
-            errors,
-            ..Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "validation_failed",
-                detail,
-            )
-        }
+        let detail = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ");
+        Self { errors, ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", detail) }
     }
 
     pub fn malformed(detail: impl Into<String>) -> Self {
@@ -81,19 +60,11 @@ impl ApiError {
     }
 
     pub fn unauthorized() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid API key is required: Authorization: Bearer <key>",
-        )
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid API key is required: Authorization: Bearer <key>")
     }
 
     pub fn forbidden(scope: &str) -> Self {
-        Self::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("this API key lacks the scope {scope}"),
-        )
+        Self::new(StatusCode::FORBIDDEN, "forbidden", format!("this API key lacks the scope {scope}"))
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
@@ -101,11 +72,7 @@ impl ApiError {
     }
 
     pub fn method_not_allowed() -> Self {
-        Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "malformed_request",
-            "this method is not allowed on this path",
-        )
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "malformed_request", "this method is not allowed on this path")
     }
 
     pub fn idempotency_key_reused() -> Self {
@@ -125,18 +92,11 @@ impl ApiError {
     }
 
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        Self {
-            retry_after_seconds: Some(1),
-            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
-        }
+        Self { retry_after_seconds: Some(1), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail) }
     }
 
     pub fn internal() -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "an internal error occurred; it has been logged",
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "an internal error occurred; it has been logged")
     }
 
     pub fn is_refusal(&self) -> bool {
@@ -182,10 +142,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, self.body()).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if let Some(seconds) = self.retry_after_seconds {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
@@ -196,37 +153,23 @@ impl IntoResponse for ApiError {
 impl From<WarehouseError> for ApiError {
     fn from(error: WarehouseError) -> Self {
         match error {
-            WarehouseError::NotFound { what, key } => {
-                ApiError::not_found(format!("{what} {key} does not exist"))
-            }
+            WarehouseError::NotFound { what, key } => ApiError::not_found(format!("{what} {key} does not exist")),
             WarehouseError::Invalid { field, message } => ApiError::validation(field, message),
-            WarehouseError::Conflict(detail) => {
-                ApiError::new(StatusCode::CONFLICT, "conflict", detail)
-            }
+            WarehouseError::Conflict(detail) => ApiError::new(StatusCode::CONFLICT, "conflict", detail),
             WarehouseError::InsufficientStock { lines } => {
                 let detail = lines
                     .iter()
-                    .map(|l| {
-                        format!(
-                            "{}: requested {}, available {}",
-                            l.sku, l.requested, l.available
-                        )
-                    })
+                    .map(|l| format!("{}: requested {}, available {}", l.sku, l.requested, l.available))
                     .collect::<Vec<_>>()
                     .join("; ");
-                ApiError {
-                    lines: Some(lines),
-                    ..ApiError::new(StatusCode::CONFLICT, "insufficient_stock", detail)
-                }
+                ApiError { lines: Some(lines), ..ApiError::new(StatusCode::CONFLICT, "insufficient_stock", detail) }
             }
             WarehouseError::InvalidState { from, action } => ApiError::new(
                 StatusCode::CONFLICT,
                 "invalid_state",
                 format!("the reservation is {from} and cannot {action}"),
             ),
-            WarehouseError::Contention(what) => {
-                ApiError::unavailable(format!("{what} is changing too fast; retry"))
-            }
+            WarehouseError::Contention(what) => ApiError::unavailable(format!("{what} is changing too fast; retry")),
             WarehouseError::Overloaded => {
                 ApiError::unavailable("too many reservation requests are waiting; retry shortly")
             }
@@ -244,9 +187,8 @@ impl From<store::StoreError> for ApiError {
             tracing::warn!(error = %error, "retryable database conflict");
             return ApiError::unavailable("the database is busy; retry");
         }
-        if let store::StoreError::Database(
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
-        ) = &error
+        if let store::StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)) =
+            &error
         {
             tracing::error!(error = %error, "database unavailable");
             return ApiError::unavailable("the database is unavailable; retry");

@@ -30,13 +30,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             .and_then(|v| v.split(';').next())
             .is_some_and(|mime| {
                 let mime = mime.trim().to_ascii_lowercase();
-                mime == "application/json"
-                    || (mime.starts_with("application/") && mime.ends_with("+json"))
+                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
             });
         if !is_json {
-            return Err(ApiError::malformed(
-                "the body must be JSON with Content-Type: application/json",
-            ));
+            return Err(ApiError::malformed("the body must be JSON with Content-Type: application/json"));
         }
         let raw = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
@@ -67,17 +64,11 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
                 };
                 ApiError::validation(field, message)
             }
-            _ => ApiError::malformed(format!(
-                "the body is not valid JSON: {}",
-                without_position(&inner.to_string())
-            )),
+            _ => ApiError::malformed(format!("the body is not valid JSON: {}", without_position(&inner.to_string()))),
         }
     })?;
     deserializer.end().map_err(|e| {
-        ApiError::malformed(format!(
-            "the body is not valid JSON: {}",
-            without_position(&e.to_string())
-        ))
+        ApiError::malformed(format!("the body is not valid JSON: {}", without_position(&e.to_string())))
     })?;
     Ok(value)
 }
@@ -120,45 +111,25 @@ impl QueryMap {
     }
 
     /// The parameter parsed as a code (SKU or warehouse), if present.
-    pub fn code<C: std::str::FromStr<Err = kernel::CodeError>>(
-        &self,
-        key: &str,
-    ) -> Result<Option<C>, ApiError> {
-        self.get(key)
-            .map(|raw| {
-                raw.parse::<C>()
-                    .map_err(|e| ApiError::validation(key, e.to_string()))
-            })
-            .transpose()
+    pub fn code<C: std::str::FromStr<Err = kernel::CodeError>>(&self, key: &str) -> Result<Option<C>, ApiError> {
+        self.get(key).map(|raw| raw.parse::<C>().map_err(|e| ApiError::validation(key, e.to_string()))).transpose()
     }
 
     pub fn page(&self) -> Result<kernel::PageRequest, ApiError> {
-        kernel::PageRequest::parse(self.get("limit"), self.get("next"))
-            .map_err(|(f, m)| ApiError::validation(f, m))
+        kernel::PageRequest::parse(self.get("limit"), self.get("next")).map_err(|(f, m)| ApiError::validation(f, m))
     }
 }
 
 /// Checks free text: at most [`kernel::limits::TEXT_CHARS_MAX`] characters, and not blank when
 /// required.
-pub fn check_text(
-    field: &str,
-    value: &str,
-    required: bool,
-    errors: &mut Vec<crate::error::FieldError>,
-) {
+pub fn check_text(field: &str, value: &str, required: bool, errors: &mut Vec<crate::error::FieldError>) {
     let chars = value.chars().count();
     if required && value.trim().is_empty() {
-        errors.push(crate::error::FieldError {
-            field: field.to_owned(),
-            message: "must not be empty".into(),
-        });
+        errors.push(crate::error::FieldError { field: field.to_owned(), message: "must not be empty".into() });
     } else if chars > kernel::limits::TEXT_CHARS_MAX {
         errors.push(crate::error::FieldError {
             field: field.to_owned(),
-            message: format!(
-                "must be at most {} characters",
-                kernel::limits::TEXT_CHARS_MAX
-            ),
+            message: format!("must be at most {} characters", kernel::limits::TEXT_CHARS_MAX),
         });
     }
 }

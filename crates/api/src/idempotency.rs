@@ -21,9 +21,7 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
     let Some(raw) = headers.get("idempotency-key") else {
         return Ok(None);
     };
-    let key = raw
-        .to_str()
-        .map_err(|_| ApiError::validation("Idempotency-Key", "must be visible ASCII"))?;
+    let key = raw.to_str().map_err(|_| ApiError::validation("Idempotency-Key", "must be visible ASCII"))?;
     if key.is_empty() || key.len() > IDEMPOTENCY_KEY_CHARS_MAX {
         return Err(ApiError::validation(
             "Idempotency-Key",
@@ -41,23 +39,14 @@ pub struct Answer {
 
 impl Answer {
     pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Self {
-        Self {
-            status,
-            body: serde_json::to_string(value).unwrap_or_default(),
-        }
+        Self { status, body: serde_json::to_string(value).unwrap_or_default() }
     }
 }
 
 fn respond(status: StatusCode, body: String) -> Response {
-    let content_type = if status.is_success() {
-        "application/json"
-    } else {
-        "application/problem+json"
-    };
+    let content_type = if status.is_success() { "application/json" } else { "application/problem+json" };
     let mut response = (status, body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
@@ -114,16 +103,7 @@ where
                 tx.rollback().await?;
                 if let Some(key) = &key {
                     let mut tx = state.db.begin().await?;
-                    record_refusal(
-                        &mut tx,
-                        &scope,
-                        key,
-                        &print,
-                        refusal.status.as_u16(),
-                        &refusal.body(),
-                        now,
-                    )
-                    .await?;
+                    record_refusal(&mut tx, &scope, key, &print, refusal.status.as_u16(), &refusal.body(), now).await?;
                     tx.commit().await?;
                 }
                 return Err(refusal);

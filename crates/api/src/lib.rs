@@ -44,20 +44,14 @@ pub struct AppState {
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState")
-            .field("db", &self.db)
-            .field("clock", &self.clock)
-            .finish_non_exhaustive()
+        f.debug_struct("AppState").field("db", &self.db).field("clock", &self.clock).finish_non_exhaustive()
     }
 }
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
-    let v1 = routes::v1_routes().route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        auth::require_key,
-    ));
+    let v1 = routes::v1_routes().route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key));
     Router::new()
         .merge(routes::health::routes())
         .merge(openapi::routes())

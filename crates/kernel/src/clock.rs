@@ -26,11 +26,9 @@ impl Timestamp {
     pub fn to_rfc3339(self) -> String {
         let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
             .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        let format = time::macros::format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-        );
-        at.format(&format)
-            .unwrap_or_else(|_| at.format(&Rfc3339).unwrap_or_default())
+        let format =
+            time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+        at.format(&format).unwrap_or_else(|_| at.format(&Rfc3339).unwrap_or_default())
     }
 }
 
@@ -82,14 +80,8 @@ mod tests {
 
     #[test]
     fn timestamps_format_as_rfc3339_utc_with_millis() {
-        assert_eq!(
-            Timestamp::from_millis(0).to_rfc3339(),
-            "1970-01-01T00:00:00.000Z"
-        );
-        assert_eq!(
-            Timestamp::from_millis(1_764_000_000_123).to_rfc3339(),
-            "2025-11-24T16:00:00.123Z"
-        );
+        assert_eq!(Timestamp::from_millis(0).to_rfc3339(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(Timestamp::from_millis(1_764_000_000_123).to_rfc3339(), "2025-11-24T16:00:00.123Z");
     }
 
     #[test]

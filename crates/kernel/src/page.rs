@@ -25,19 +25,15 @@ impl PageRequest {
             Some(raw) => match raw.parse::<u32>() {
                 Ok(l) if (1..=PAGE_SIZE_MAX).contains(&l) => l,
                 _ => {
-                    return Err((
-                        "limit",
-                        format!("must be an integer from 1 to {PAGE_SIZE_MAX}"),
-                    ));
+                    return Err(("limit", format!("must be an integer from 1 to {PAGE_SIZE_MAX}")));
                 }
             },
         };
         let after = match next {
             None | Some("") => None,
-            Some(cursor) => Some(
-                decode_cursor(cursor)
-                    .ok_or(("next", "is not a cursor given out by this API".to_owned()))?,
-            ),
+            Some(cursor) => {
+                Some(decode_cursor(cursor).ok_or(("next", "is not a cursor given out by this API".to_owned()))?)
+            }
         };
         Ok(Self { after, limit })
     }
@@ -46,11 +42,9 @@ impl PageRequest {
     pub fn after_seq(&self) -> Result<i64, PageError> {
         match &self.after {
             None => Ok(0),
-            Some(key) => key
-                .parse::<i64>()
-                .ok()
-                .filter(|s| *s >= 0)
-                .ok_or(("next", "is not a cursor for this list".to_owned())),
+            Some(key) => {
+                key.parse::<i64>().ok().filter(|s| *s >= 0).ok_or(("next", "is not a cursor for this list".to_owned()))
+            }
         }
     }
 }
@@ -65,11 +59,7 @@ pub struct Page<T> {
 impl<T> Page<T> {
     /// Builds a page from up to `limit` rows; `key` gives each row's sort key.
     pub fn from_rows(items: Vec<T>, limit: u32, key: impl Fn(&T) -> String) -> Self {
-        let next = if items.len() as u32 >= limit {
-            items.last().map(|last| encode_cursor(&key(last)))
-        } else {
-            None
-        };
+        let next = if items.len() as u32 >= limit { items.last().map(|last| encode_cursor(&key(last))) } else { None };
         Self { items, next }
     }
 }
@@ -82,10 +72,8 @@ pub fn decode_cursor(cursor: &str) -> Option<String> {
     if cursor.len() % 2 != 0 || cursor.len() > 256 {
         return None;
     }
-    let bytes: Option<Vec<u8>> = (0..cursor.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(cursor.get(i..i + 2)?, 16).ok())
-        .collect();
+    let bytes: Option<Vec<u8>> =
+        (0..cursor.len()).step_by(2).map(|i| u8::from_str_radix(cursor.get(i..i + 2)?, 16).ok()).collect();
     String::from_utf8(bytes?).ok()
 }
 
@@ -95,10 +83,7 @@ mod tests {
 
     #[test]
     fn page_request_checks_limit_and_cursor() {
-        assert_eq!(
-            PageRequest::parse(None, None).unwrap().limit,
-            PAGE_SIZE_DEFAULT
-        );
+        assert_eq!(PageRequest::parse(None, None).unwrap().limit, PAGE_SIZE_DEFAULT);
         assert!(PageRequest::parse(Some("0"), None).is_err());
         assert!(PageRequest::parse(Some("1001"), None).is_err());
         assert!(PageRequest::parse(Some("ten"), None).is_err());
@@ -110,10 +95,7 @@ mod tests {
     #[test]
     fn a_full_page_points_at_the_next_and_a_short_one_does_not() {
         let full = Page::from_rows(vec![1_i64, 2, 3], 3, |x| x.to_string());
-        assert_eq!(
-            decode_cursor(full.next.as_deref().unwrap()).as_deref(),
-            Some("3")
-        );
+        assert_eq!(decode_cursor(full.next.as_deref().unwrap()).as_deref(), Some("3"));
         let short = Page::from_rows(vec![1_i64], 3, |x| x.to_string());
         assert_eq!(short.next, None);
     }

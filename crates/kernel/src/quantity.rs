@@ -14,11 +14,7 @@ pub struct QuantityError;
 
 impl Quantity {
     pub fn new(units: i64) -> Result<Self, QuantityError> {
-        if (1..=QUANTITY_MAX).contains(&units) {
-            Ok(Self(units))
-        } else {
-            Err(QuantityError)
-        }
+        if (1..=QUANTITY_MAX).contains(&units) { Ok(Self(units)) } else { Err(QuantityError) }
     }
 
     pub fn get(self) -> i64 {

@@ -65,11 +65,7 @@ impl Running {
 }
 
 /// Connects (migrating), binds, and starts the API and its workers.
-pub async fn start(
-    config: ServeConfig,
-    clock: Arc<dyn Clock>,
-    metrics: PrometheusHandle,
-) -> anyhow::Result<Running> {
+pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: PrometheusHandle) -> anyhow::Result<Running> {
     let db = Db::connect_and_migrate(&config.database_url, &config.db)
         .await
         .with_context(|| format!("opening the database {}", redact(&config.database_url)))?;
@@ -88,57 +84,30 @@ pub async fn start(
         };
     }
     let (reservations, group_workers) = GroupCommit::start(db.clone(), clock.clone(), group_config);
-    let state = api::AppState {
-        db: db.clone(),
-        clock: clock.clone(),
-        admin_key_hash,
-        metrics,
-        reservations,
-    };
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let state = api::AppState { db: db.clone(), clock: clock.clone(), admin_key_hash, metrics, reservations };
+    let listener =
+        tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
 
     let mut workers = group_workers;
-    workers.push(supervisor::spawn(
-        "sweeper",
-        config.sweep_interval,
-        shutdown.clone(),
-        {
+    workers.push(supervisor::spawn("sweeper", config.sweep_interval, shutdown.clone(), {
+        let (db, clock) = (db.clone(), clock.clone());
+        move || {
             let (db, clock) = (db.clone(), clock.clone());
-            move || {
-                let (db, clock) = (db.clone(), clock.clone());
-                async move {
-                    let expired = warehouse::reservation::sweep_expired(
-                        &db,
-                        clock.now(),
-                        kernel::limits::SWEEP_BATCH_MAX,
-                    )
-                    .await?;
-                    Ok(supervisor::Progress {
-                        done: expired,
-                        more: expired as i64 >= kernel::limits::SWEEP_BATCH_MAX,
-                    })
-                }
+            async move {
+                let expired =
+                    warehouse::reservation::sweep_expired(&db, clock.now(), kernel::limits::SWEEP_BATCH_MAX).await?;
+                Ok(supervisor::Progress { done: expired, more: expired as i64 >= kernel::limits::SWEEP_BATCH_MAX })
             }
-        },
-    ));
+        }
+    }));
 
     let app = api::router(state);
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });
     tracing::info!("listening on http://{addr}");
-    Ok(Running {
-        addr,
-        db,
-        bootstrap_key,
-        shutdown,
-        server,
-        workers,
-    })
+    Ok(Running { addr, db, bootstrap_key, shutdown, server, workers })
 }
 
 /// The URL without its password, for logs.
@@ -147,12 +116,7 @@ pub fn redact(url: &str) -> String {
         (Some(scheme), Some(at)) if at > scheme => {
             let credentials = &url[scheme + 3..at];
             match credentials.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme + 3],
-                    &credentials[..colon],
-                    &url[at..]
-                ),
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &credentials[..colon], &url[at..]),
                 None => url.to_owned(),
             }
         }
@@ -164,14 +128,8 @@ pub fn redact(url: &str) -> String {
 mod tests {
     #[test]
     fn redact_hides_passwords_only() {
-        assert_eq!(
-            super::redact("postgres://u:secret@h/db"),
-            "postgres://u:***@h/db"
-        );
+        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(
-            super::redact("sqlite://stockroom.db"),
-            "sqlite://stockroom.db"
-        );
+        assert_eq!(super::redact("sqlite://stockroom.db"), "sqlite://stockroom.db");
     }
 }

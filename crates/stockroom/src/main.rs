@@ -12,11 +12,7 @@ use tracing_subscriber::EnvFilter;
 use warehouse::reservation::group_commit::GroupCommitConfig;
 
 #[derive(Parser)]
-#[command(
-    name = "stockroom",
-    version,
-    about = "Inventory, order and fulfillment backbone"
-)]
+#[command(name = "stockroom", version, about = "Inventory, order and fulfillment backbone")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,11 +21,7 @@ struct Cli {
 #[derive(clap::Args, Clone)]
 struct DatabaseArgs {
     /// sqlite://PATH (created if missing) or postgres://...
-    #[arg(
-        long,
-        env = "STOCKROOM_DATABASE_URL",
-        default_value = "sqlite://stockroom.db"
-    )]
+    #[arg(long, env = "STOCKROOM_DATABASE_URL", default_value = "sqlite://stockroom.db")]
     database_url: String,
     /// SQLite durability: `full` survives a power cut; `normal` (WAL) may lose the last
     /// commits on power loss.
@@ -44,11 +36,7 @@ impl DatabaseArgs {
     fn options(&self) -> DbOptions {
         DbOptions {
             max_connections: self.db_max_connections,
-            sqlite_sync: if self.sqlite_synchronous == "normal" {
-                SqliteSync::Normal
-            } else {
-                SqliteSync::Full
-            },
+            sqlite_sync: if self.sqlite_synchronous == "normal" { SqliteSync::Normal } else { SqliteSync::Full },
             ..DbOptions::default()
         }
     }
@@ -64,11 +52,7 @@ struct GroupCommitArgs {
     #[arg(long, env = "STOCKROOM_GROUP_COMMIT_WINDOW_US", default_value_t = 0)]
     group_commit_window_us: u64,
     /// Most reservation requests waiting; beyond it they get 503 with Retry-After.
-    #[arg(
-        long,
-        env = "STOCKROOM_GROUP_COMMIT_QUEUE_MAX",
-        default_value_t = 20_000
-    )]
+    #[arg(long, env = "STOCKROOM_GROUP_COMMIT_QUEUE_MAX", default_value_t = 20_000)]
     group_commit_queue_max: usize,
     /// Batches applied concurrently (0: 1 on SQLite, 4 on PostgreSQL).
     #[arg(long, env = "STOCKROOM_GROUP_COMMIT_WORKERS", default_value_t = 0)]
@@ -135,9 +119,7 @@ enum KeysCommand {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")))
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -157,16 +139,8 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve {
-            listen,
-            database,
-            admin_key,
-            sweep_interval_ms,
-            group_commit,
-        } => {
-            let metrics = PrometheusBuilder::new()
-                .install_recorder()
-                .context("installing the metrics recorder")?;
+        Command::Serve { listen, database, admin_key, sweep_interval_ms, group_commit } => {
+            let metrics = PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
             let config = stockroom::ServeConfig {
                 listen,
                 database_url: database.database_url.clone(),
@@ -186,31 +160,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Migrate { database } => {
             Db::connect_and_migrate(&database.database_url, &database.options()).await?;
-            println!(
-                "migrations applied to {}",
-                stockroom::redact(&database.database_url)
-            );
+            println!("migrations applied to {}", stockroom::redact(&database.database_url));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Keys {
-            command:
-                KeysCommand::Create {
-                    scopes,
-                    label,
-                    database,
-                },
-        } => {
+        Command::Keys { command: KeysCommand::Create { scopes, label, database } } => {
             let scopes = scopes
                 .iter()
                 .flat_map(|s| s.split(','))
-                .map(|s| {
-                    api::auth::Scope::parse(s.trim())
-                        .with_context(|| format!("unknown scope {s:?}"))
-                })
+                .map(|s| api::auth::Scope::parse(s.trim()).with_context(|| format!("unknown scope {s:?}")))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let db = Db::connect_and_migrate(&database.database_url, &database.options()).await?;
-            let key = api::auth::key_create(&db, &scopes, &label, kernel::Clock::now(&SystemClock))
-                .await?;
+            let key = api::auth::key_create(&db, &scopes, &label, kernel::Clock::now(&SystemClock)).await?;
             println!("{}", key.secret);
             eprintln!("created key {} (shown once)", key.id);
             Ok(ExitCode::SUCCESS)
@@ -219,11 +179,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let db = Db::connect_and_migrate(&database.database_url, &database.options()).await?;
             let report = warehouse::reconcile::reconcile(db.reader()).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(if report.mismatches.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            Ok(if report.mismatches.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
     }
 }

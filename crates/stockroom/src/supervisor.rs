@@ -17,12 +17,7 @@ pub struct Progress {
 /// Longest pause after repeated failures.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-pub fn spawn<F, Fut>(
-    name: &'static str,
-    interval: Duration,
-    shutdown: CancellationToken,
-    run: F,
-) -> JoinHandle<()>
+pub fn spawn<F, Fut>(name: &'static str, interval: Duration, shutdown: CancellationToken, run: F) -> JoinHandle<()>
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<Progress>> + Send + 'static,
@@ -36,28 +31,21 @@ where
                 Ok(Ok(progress)) => {
                     failures = 0;
                     metrics::counter!("stockroom_worker_runs_total", "worker" => name).increment(1);
-                    metrics::counter!("stockroom_worker_items_total", "worker" => name)
-                        .increment(progress.done as u64);
+                    metrics::counter!("stockroom_worker_items_total", "worker" => name).increment(progress.done as u64);
                     if progress.done > 0 {
                         tracing::debug!(worker = name, done = progress.done, "worker run");
                     }
-                    if progress.more {
-                        Duration::ZERO
-                    } else {
-                        interval
-                    }
+                    if progress.more { Duration::ZERO } else { interval }
                 }
                 Ok(Err(error)) => {
                     failures += 1;
-                    metrics::counter!("stockroom_worker_failures_total", "worker" => name)
-                        .increment(1);
+                    metrics::counter!("stockroom_worker_failures_total", "worker" => name).increment(1);
                     tracing::error!(worker = name, error = ?error, failures, "worker run failed; restarting");
                     backoff(interval, failures)
                 }
                 Err(join_error) => {
                     failures += 1;
-                    metrics::counter!("stockroom_worker_failures_total", "worker" => name)
-                        .increment(1);
+                    metrics::counter!("stockroom_worker_failures_total", "worker" => name).increment(1);
                     tracing::error!(worker = name, error = %join_error, failures, "worker panicked; restarting");
                     backoff(interval, failures)
                 }
@@ -72,9 +60,7 @@ where
 }
 
 fn backoff(interval: Duration, failures: u32) -> Duration {
-    interval
-        .saturating_mul(2u32.saturating_pow(failures.min(8)))
-        .min(BACKOFF_MAX)
+    interval.saturating_mul(2u32.saturating_pow(failures.min(8))).min(BACKOFF_MAX)
 }
 
 #[cfg(test)]
@@ -88,24 +74,16 @@ mod tests {
         let runs = Arc::new(AtomicUsize::new(0));
         let shutdown = CancellationToken::new();
         let counter = runs.clone();
-        let handle = spawn(
-            "flaky",
-            Duration::from_millis(1),
-            shutdown.clone(),
-            move || {
-                let counter = counter.clone();
-                async move {
-                    match counter.fetch_add(1, Ordering::SeqCst) {
-                        0 => anyhow::bail!("first run fails"),
-                        1 => panic!("second run panics"),
-                        _ => Ok(Progress {
-                            done: 1,
-                            more: false,
-                        }),
-                    }
+        let handle = spawn("flaky", Duration::from_millis(1), shutdown.clone(), move || {
+            let counter = counter.clone();
+            async move {
+                match counter.fetch_add(1, Ordering::SeqCst) {
+                    0 => anyhow::bail!("first run fails"),
+                    1 => panic!("second run panics"),
+                    _ => Ok(Progress { done: 1, more: false }),
                 }
-            },
-        );
+            }
+        });
         for _ in 0..200 {
             if runs.load(Ordering::SeqCst) >= 3 {
                 break;
@@ -114,9 +92,6 @@ mod tests {
         }
         shutdown.cancel();
         handle.await.unwrap();
-        assert!(
-            runs.load(Ordering::SeqCst) >= 3,
-            "the worker was not restarted after failing and panicking"
-        );
+        assert!(runs.load(Ordering::SeqCst) >= 3, "the worker was not restarted after failing and panicking");
     }
 }

@@ -39,11 +39,7 @@ pub struct DbOptions {
 
 impl Default for DbOptions {
     fn default() -> Self {
-        Self {
-            max_connections: 16,
-            sqlite_sync: SqliteSync::Full,
-            acquire_timeout: Duration::from_secs(10),
-        }
+        Self { max_connections: 16, sqlite_sync: SqliteSync::Full, acquire_timeout: Duration::from_secs(10) }
     }
 }
 
@@ -67,11 +63,7 @@ impl Db {
             let url = sqlite_url_with_create(url);
             let write = sqlite_pool(&url, 1, options).await?;
             let read = sqlite_pool(&url, options.max_connections.max(1), options).await?;
-            Ok(Self {
-                write,
-                read,
-                backend: Backend::Sqlite,
-            })
+            Ok(Self { write, read, backend: Backend::Sqlite })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let connect = AnyConnectOptions::from_str(url)?
                 .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
@@ -80,11 +72,7 @@ impl Db {
                 .acquire_timeout(options.acquire_timeout)
                 .connect_with(connect)
                 .await?;
-            Ok(Self {
-                write: pool.clone(),
-                read: pool,
-                backend: Backend::Postgres,
-            })
+            Ok(Self { write: pool.clone(), read: pool, backend: Backend::Postgres })
         } else {
             Err(StoreError::UnsupportedUrl(url.to_owned()))
         }
@@ -115,15 +103,10 @@ impl Db {
 
     /// True when the database answers and every embedded migration is applied.
     pub async fn is_ready(&self) -> bool {
-        let expected = self
-            .migrator()
-            .iter()
-            .filter(|m| m.migration_type.is_up_migration())
-            .count();
-        let applied: Result<i64, _> =
-            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
-                .fetch_one(&self.read)
-                .await;
+        let expected = self.migrator().iter().filter(|m| m.migration_type.is_up_migration()).count();
+        let applied: Result<i64, _> = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
+            .fetch_one(&self.read)
+            .await;
         matches!(applied, Ok(n) if n as usize >= expected)
     }
 
@@ -151,11 +134,7 @@ impl Db {
 
 /// The backend a connection (or transaction) talks to.
 pub fn backend_of(conn: &sqlx::AnyConnection) -> Backend {
-    if conn.backend_name() == "PostgreSQL" {
-        Backend::Postgres
-    } else {
-        Backend::Sqlite
-    }
+    if conn.backend_name() == "PostgreSQL" { Backend::Postgres } else { Backend::Sqlite }
 }
 
 fn sqlite_url_with_create(url: &str) -> String {
@@ -185,10 +164,7 @@ async fn sqlite_pool(url: &str, max: u32, options: &DbOptions) -> Result<AnyPool
                 conn.execute("PRAGMA journal_mode = WAL").await?;
                 conn.execute("PRAGMA foreign_keys = ON").await?;
                 conn.execute(synchronous).await?;
-                conn.execute(sqlx::AssertSqlSafe(format!(
-                    "PRAGMA busy_timeout = {busy_ms}"
-                )))
-                .await?;
+                conn.execute(sqlx::AssertSqlSafe(format!("PRAGMA busy_timeout = {busy_ms}"))).await?;
                 Ok(())
             })
         })

@@ -44,16 +44,11 @@ pub fn constraint_of(error: &sqlx::Error) -> Option<&str> {
 }
 
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .is_some_and(|db| db.is_unique_violation())
+    error.as_database_error().is_some_and(|db| db.is_unique_violation())
 }
 
 pub fn is_retryable(error: &sqlx::Error) -> bool {
-    error.as_database_error().is_some_and(|db| {
-        matches!(
-            db.code().as_deref(),
-            Some("40P01" | "40001" | "5" | "6" | "517")
-        )
-    })
+    error
+        .as_database_error()
+        .is_some_and(|db| matches!(db.code().as_deref(), Some("40P01" | "40001" | "5" | "6" | "517")))
 }

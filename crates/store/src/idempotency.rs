@@ -47,45 +47,31 @@ pub async fn claim(
     if inserted == 1 {
         return Ok(Claim::Fresh);
     }
-    let (stored_fingerprint, status, body): (String, Option<i64>, Option<String>) = sqlx::query_as(
-        "SELECT fingerprint, status, body FROM idempotency_keys WHERE scope = $1 AND idem_key = $2",
-    )
-    .bind(scope.to_owned())
-    .bind(key.to_owned())
-    .fetch_one(&mut **tx)
-    .await?;
+    let (stored_fingerprint, status, body): (String, Option<i64>, Option<String>) =
+        sqlx::query_as("SELECT fingerprint, status, body FROM idempotency_keys WHERE scope = $1 AND idem_key = $2")
+            .bind(scope.to_owned())
+            .bind(key.to_owned())
+            .fetch_one(&mut **tx)
+            .await?;
     if stored_fingerprint != fingerprint {
         return Ok(Claim::Mismatch);
     }
     match (status, body) {
-        (Some(status), Some(body)) => Ok(Claim::Replay {
-            status: status as u16,
-            body,
-        }),
+        (Some(status), Some(body)) => Ok(Claim::Replay { status: status as u16, body }),
         // Only possible if a claim was committed without its response, which the API never does.
-        _ => Err(StoreError::Corrupt(format!(
-            "idempotency key {key} has no saved response"
-        ))),
+        _ => Err(StoreError::Corrupt(format!("idempotency key {key} has no saved response"))),
     }
 }
 
 /// Saves the response of a [`Claim::Fresh`] key, in the transaction that did the work.
-pub async fn save(
-    tx: &mut Tx,
-    scope: &str,
-    key: &str,
-    status: u16,
-    body: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE idempotency_keys SET status = $1, body = $2 WHERE scope = $3 AND idem_key = $4",
-    )
-    .bind(i64::from(status))
-    .bind(body.to_owned())
-    .bind(scope.to_owned())
-    .bind(key.to_owned())
-    .execute(&mut **tx)
-    .await?;
+pub async fn save(tx: &mut Tx, scope: &str, key: &str, status: u16, body: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE idempotency_keys SET status = $1, body = $2 WHERE scope = $3 AND idem_key = $4")
+        .bind(i64::from(status))
+        .bind(body.to_owned())
+        .bind(scope.to_owned())
+        .bind(key.to_owned())
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

@@ -48,12 +48,11 @@ struct EventRow {
 /// Takes the sequence lock (see the module docs) and reserves `count` global sequence numbers;
 /// returns the first. With `count = 0` it only takes the lock.
 pub async fn lock_sequence(tx: &mut Tx, count: i64) -> Result<i64, StoreError> {
-    let last: i64 = sqlx::query_scalar(
-        "UPDATE event_sequence SET last_seq = last_seq + $1 WHERE id = 1 RETURNING last_seq",
-    )
-    .bind(count)
-    .fetch_one(&mut **tx)
-    .await?;
+    let last: i64 =
+        sqlx::query_scalar("UPDATE event_sequence SET last_seq = last_seq + $1 WHERE id = 1 RETURNING last_seq")
+            .bind(count)
+            .fetch_one(&mut **tx)
+            .await?;
     Ok(last - count + 1)
 }
 
@@ -126,11 +125,7 @@ pub async fn append(tx: &mut Tx, events: &[NewEvent], at: Timestamp) -> Result<(
 }
 
 /// Events with `seq > after`, oldest first.
-pub async fn events_after(
-    pool: &AnyPool,
-    after: i64,
-    limit: u32,
-) -> Result<Vec<StoredEvent>, StoreError> {
+pub async fn events_after(pool: &AnyPool, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
     let rows: Vec<EventRow> = sqlx::query_as(
         "SELECT seq, id, event_type, aggregate, aggregate_seq, at, data FROM events \
          WHERE seq > $1 ORDER BY seq LIMIT $2",
@@ -148,8 +143,7 @@ pub async fn events_after(
                 aggregate: r.aggregate,
                 aggregate_seq: r.aggregate_seq,
                 at: r.at,
-                data: serde_json::from_str(&r.data)
-                    .map_err(|e| StoreError::Corrupt(format!("event data: {e}")))?,
+                data: serde_json::from_str(&r.data).map_err(|e| StoreError::Corrupt(format!("event data: {e}")))?,
             })
         })
         .collect()

@@ -30,10 +30,7 @@ pub fn values_placeholders(rows: usize, columns: usize, first: usize) -> String 
 
 /// `$first, $first+1, ...` for an `IN (...)` list of `count` values.
 pub fn list_placeholders(count: usize, first: usize) -> String {
-    (first..first + count)
-        .map(|n| format!("${n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
 }
 
 /// A query whose text was assembled from static fragments and generated placeholders.

@@ -42,16 +42,10 @@ impl TestDatabase {
         match backend {
             Backend::Sqlite => {
                 let path = std::env::temp_dir().join(format!("{name}.db"));
-                Self {
-                    backend,
-                    url: format!("sqlite://{}", path.display()),
-                    sqlite_file: Some(path),
-                    postgres: None,
-                }
+                Self { backend, url: format!("sqlite://{}", path.display()), sqlite_file: Some(path), postgres: None }
             }
             Backend::Postgres => {
-                let admin_url =
-                    std::env::var(POSTGRES_URL_VAR).expect("STOCKROOM_TEST_POSTGRES_URL is set");
+                let admin_url = std::env::var(POSTGRES_URL_VAR).expect("STOCKROOM_TEST_POSTGRES_URL is set");
                 sqlx::any::install_default_drivers();
                 let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin_url)
                     .await
@@ -61,10 +55,7 @@ impl TestDatabase {
                     .await
                     .expect("create the test database");
                 let _ = sqlx::Connection::close(conn).await;
-                let base = admin_url
-                    .rsplit_once('/')
-                    .map(|(b, _)| b)
-                    .unwrap_or(&admin_url);
+                let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin_url);
                 Self {
                     backend,
                     url: format!("{base}/{name}"),
@@ -77,9 +68,7 @@ impl TestDatabase {
 
     /// Connects and migrates.
     pub async fn connect(&self) -> Db {
-        Db::connect_and_migrate(&self.url, &DbOptions::default())
-            .await
-            .expect("connect to the test database")
+        Db::connect_and_migrate(&self.url, &DbOptions::default()).await.expect("connect to the test database")
     }
 
     /// Removes the database (best effort: a failed cleanup must not fail a test).
@@ -90,14 +79,11 @@ impl TestDatabase {
             }
         }
         if let Some((admin_url, name)) = &self.postgres
-            && let Ok(mut conn) =
-                <sqlx::AnyConnection as sqlx::Connection>::connect(admin_url).await
+            && let Ok(mut conn) = <sqlx::AnyConnection as sqlx::Connection>::connect(admin_url).await
         {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&mut conn)
-            .await;
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                .execute(&mut conn)
+                .await;
         }
     }
 }
@@ -112,7 +98,8 @@ pub struct AppOptions {
 impl Default for AppOptions {
     fn default() -> Self {
         Self {
-            sweep_interval: Duration::from_millis(200),
+            // The API's default period, so tests check the documented behaviour.
+            sweep_interval: Duration::from_millis(1000),
             clock: Arc::new(SystemClock),
         }
     }
@@ -140,35 +127,15 @@ pub async fn spawn_app_with(backend: Backend, options: AppOptions) -> TestApp {
         database_url: database.url.clone(),
         admin_key: Some(ADMIN_KEY.into()),
         sweep_interval: options.sweep_interval,
-        db: DbOptions {
-            max_connections: 8,
-            ..DbOptions::default()
-        },
-        group_commit: GroupCommitConfig {
-            workers: 0,
-            ..GroupCommitConfig::default()
-        },
+        db: DbOptions { max_connections: 8, ..DbOptions::default() },
+        group_commit: GroupCommitConfig { workers: 0, ..GroupCommitConfig::default() },
     };
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .build_recorder()
-        .handle();
-    let running = stockroom::start(config, options.clock, metrics)
-        .await
-        .expect("start the app");
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle();
+    let running = stockroom::start(config, options.clock, metrics).await.expect("start the app");
     let base_url = format!("http://{}", running.addr);
     let db = running.db.clone();
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
-        .build()
-        .expect("build the HTTP client");
-    TestApp {
-        base_url,
-        backend,
-        db,
-        client,
-        database,
-        running: Arc::new(Mutex::new(Some(running))),
-    }
+    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("build the HTTP client");
+    TestApp { base_url, backend, db, client, database, running: Arc::new(Mutex::new(Some(running))) }
 }
 
 /// Runs `test` once per backend, each on a fresh app, and cleans up after each.
@@ -197,29 +164,15 @@ impl Reply {
     /// Asserts the status and returns the body.
     #[track_caller]
     pub fn expect(self, status: u16) -> Value {
-        assert_eq!(
-            self.status.as_u16(),
-            status,
-            "unexpected status; body: {}",
-            self.body
-        );
+        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.body);
         self.body
     }
 
     /// Asserts a problem document with this status and code.
     #[track_caller]
     pub fn expect_problem(self, status: u16, code: &str) -> Value {
-        assert_eq!(
-            self.status.as_u16(),
-            status,
-            "unexpected status; body: {}",
-            self.body
-        );
-        assert_eq!(
-            self.content_type, "application/problem+json",
-            "body: {}",
-            self.body
-        );
+        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.body);
+        assert_eq!(self.content_type, "application/problem+json", "body: {}", self.body);
         assert_eq!(self.body["code"], code, "body: {}", self.body);
         assert_eq!(self.body["status"], status, "body: {}", self.body);
         self.body
@@ -251,9 +204,7 @@ impl TestApp {
         key: Option<&str>,
         headers: &[(&str, &str)],
     ) -> Reply {
-        let mut request = self
-            .client
-            .request(method, format!("{}{path}", self.base_url));
+        let mut request = self.client.request(method, format!("{}{path}", self.base_url));
         if let Some(key) = key {
             request = request.bearer_auth(key);
         }
@@ -266,28 +217,14 @@ impl TestApp {
         let response = request.send().await.expect("send the request");
         let status = response.status();
         let headers = response.headers().clone();
-        let content_type = headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         let bytes = response.bytes().await.expect("read the body");
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-        };
-        Reply {
-            status,
-            body,
-            content_type,
-            headers,
-        }
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        Reply { status, body, content_type, headers }
     }
 
     pub async fn get(&self, path: &str) -> Reply {
-        self.request(Method::GET, path, None, Some(ADMIN_KEY), &[])
-            .await
+        self.request(Method::GET, path, None, Some(ADMIN_KEY), &[]).await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Reply {
@@ -296,55 +233,30 @@ impl TestApp {
 
     pub async fn post_with(&self, path: &str, body: Value, headers: &[(&str, &str)]) -> Reply {
         let bytes = serde_json::to_vec(&body).expect("serialize");
-        self.request(
-            Method::POST,
-            path,
-            Some(("application/json", bytes)),
-            Some(ADMIN_KEY),
-            headers,
-        )
-        .await
+        self.request(Method::POST, path, Some(("application/json", bytes)), Some(ADMIN_KEY), headers).await
     }
 
     pub async fn patch(&self, path: &str, body: Value) -> Reply {
         let bytes = serde_json::to_vec(&body).expect("serialize");
-        self.request(
-            Method::PATCH,
-            path,
-            Some(("application/json", bytes)),
-            Some(ADMIN_KEY),
-            &[],
-        )
-        .await
+        self.request(Method::PATCH, path, Some(("application/json", bytes)), Some(ADMIN_KEY), &[]).await
     }
 
     // ------------------------------------------------------------ domain helpers
 
     pub async fn create_item(&self, sku: &str) {
-        self.post(
-            "/v1/items",
-            json!({"sku": sku, "name": format!("Item {sku}")}),
-        )
-        .await
-        .expect(201);
+        self.post("/v1/items", json!({"sku": sku, "name": format!("Item {sku}")})).await.expect(201);
     }
 
     pub async fn create_warehouse(&self, code: &str, priority: i64) {
-        self.post(
-            "/v1/warehouses",
-            json!({"code": code, "name": format!("Warehouse {code}"), "priority": priority}),
-        )
-        .await
-        .expect(201);
+        self.post("/v1/warehouses", json!({"code": code, "name": format!("Warehouse {code}"), "priority": priority}))
+            .await
+            .expect(201);
     }
 
     pub async fn receive(&self, warehouse: &str, sku: &str, quantity: i64) {
-        self.post(
-            "/v1/receipts",
-            json!({"warehouse": warehouse, "lines": [{"sku": sku, "quantity": quantity}]}),
-        )
-        .await
-        .expect(201);
+        self.post("/v1/receipts", json!({"warehouse": warehouse, "lines": [{"sku": sku, "quantity": quantity}]}))
+            .await
+            .expect(201);
     }
 
     /// The stock object of `GET /v1/stock/{sku}`.
@@ -355,12 +267,7 @@ impl TestApp {
     /// Asserts a clean reconciliation.
     #[track_caller]
     pub fn assert_reconciled(&self, report: &Value) {
-        assert_eq!(
-            report["mismatches"],
-            json!([]),
-            "[{}] reconciliation: {report}",
-            self.label()
-        );
+        assert_eq!(report["mismatches"], json!([]), "[{}] reconciliation: {report}", self.label());
     }
 
     pub async fn reconcile(&self) {
@@ -373,18 +280,12 @@ impl TestApp {
         let mut after = 0;
         let mut events = Vec::new();
         loop {
-            let page = self
-                .get(&format!("/v1/events?after={after}&limit=1000"))
-                .await
-                .expect(200);
+            let page = self.get(&format!("/v1/events?after={after}&limit=1000")).await.expect(200);
             let items = page["items"].as_array().cloned().unwrap_or_default();
             if items.is_empty() {
                 return events;
             }
-            after = items
-                .last()
-                .and_then(|e| e["seq"].as_i64())
-                .expect("events have a seq");
+            after = items.last().and_then(|e| e["seq"].as_i64()).expect("events have a seq");
             events.extend(items);
         }
     }

@@ -3,8 +3,8 @@
 
 use crate::ledger::{Journal, MovementKind, NewMovement};
 use crate::stock::{
-    Level, stock_level_create, stock_level_find, stock_level_in_tx, stock_level_receive,
-    stock_level_set_counted, stock_level_take,
+    Level, stock_level_create, stock_level_find, stock_level_in_tx, stock_level_receive, stock_level_set_counted,
+    stock_level_take,
 };
 use crate::{Result, ShortLine, WarehouseError};
 use kernel::{SkuCode, Timestamp, WarehouseCode};
@@ -52,11 +52,9 @@ pub async fn adjust(tx: &mut Tx, adjustment: Adjustment, now: Timestamp) -> Resu
     let (sku, warehouse) = (&adjustment.sku, &adjustment.warehouse);
 
     let (kind, delta, level) = match adjustment.change {
-        Change::Delta(delta) if delta > 0 => (
-            MovementKind::Adjustment,
-            delta,
-            stock_level_receive(tx, sku, warehouse, delta).await?,
-        ),
+        Change::Delta(delta) if delta > 0 => {
+            (MovementKind::Adjustment, delta, stock_level_receive(tx, sku, warehouse, delta).await?)
+        }
         Change::Delta(delta) => match stock_level_take(tx, sku, warehouse, -delta).await? {
             Some(level) => (MovementKind::Adjustment, delta, level),
             None => return Err(short(tx, sku, warehouse, -delta).await?),
@@ -65,10 +63,7 @@ pub async fn adjust(tx: &mut Tx, adjustment: Adjustment, now: Timestamp) -> Resu
             let mut outcome = None;
             for _ in 0..COUNT_ATTEMPTS_MAX {
                 let existing = stock_level_find(tx, sku, warehouse).await?;
-                let before = existing.unwrap_or(Level {
-                    on_hand: 0,
-                    reserved: 0,
-                });
+                let before = existing.unwrap_or(Level { on_hand: 0, reserved: 0 });
                 if counted < before.reserved {
                     return Err(WarehouseError::InsufficientStock {
                         lines: vec![ShortLine {
@@ -83,9 +78,7 @@ pub async fn adjust(tx: &mut Tx, adjustment: Adjustment, now: Timestamp) -> Resu
                 // Both branches only write if nobody changed the level since we read it.
                 let level = match existing {
                     None => stock_level_create(tx, sku, warehouse, counted).await?,
-                    Some(_) => {
-                        stock_level_set_counted(tx, sku, warehouse, before.on_hand, counted).await?
-                    }
+                    Some(_) => stock_level_set_counted(tx, sku, warehouse, before.on_hand, counted).await?,
                 };
                 if let Some(level) = level {
                     outcome = Some((MovementKind::Count, delta, level));
@@ -124,12 +117,7 @@ pub async fn adjust(tx: &mut Tx, adjustment: Adjustment, now: Timestamp) -> Resu
     })
 }
 
-async fn short(
-    tx: &mut Tx,
-    sku: &SkuCode,
-    warehouse: &WarehouseCode,
-    requested: i64,
-) -> Result<WarehouseError> {
+async fn short(tx: &mut Tx, sku: &SkuCode, warehouse: &WarehouseCode, requested: i64) -> Result<WarehouseError> {
     let level = stock_level_in_tx(tx, sku, warehouse).await?;
     Ok(WarehouseError::InsufficientStock {
         lines: vec![ShortLine {

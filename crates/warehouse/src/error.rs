@@ -53,9 +53,6 @@ impl From<sqlx::Error> for WarehouseError {
 
 impl WarehouseError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        WarehouseError::Invalid {
-            field: field.into(),
-            message: message.into(),
-        }
+        WarehouseError::Invalid { field: field.into(), message: message.into() }
     }
 }

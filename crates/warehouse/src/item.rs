@@ -66,18 +66,11 @@ pub async fn item_create(tx: &mut Tx, new: NewItem, now: Timestamp) -> Result<It
     .await?
     .rows_affected();
     if inserted == 0 {
-        return Err(WarehouseError::Conflict(format!(
-            "an item with SKU {} exists already",
-            item.sku
-        )));
+        return Err(WarehouseError::Conflict(format!("an item with SKU {} exists already", item.sku)));
     }
     store::outbox::append(
         tx,
-        &[NewEvent {
-            event_type: "item.created",
-            aggregate: format!("item:{}", item.sku),
-            data: json!(item),
-        }],
+        &[NewEvent { event_type: "item.created", aggregate: format!("item:{}", item.sku), data: json!(item) }],
         now,
     )
     .await?;
@@ -85,17 +78,12 @@ pub async fn item_create(tx: &mut Tx, new: NewItem, now: Timestamp) -> Result<It
 }
 
 pub async fn item_get(pool: &AnyPool, sku: &SkuCode) -> Result<Item> {
-    sqlx::query_as::<_, ItemRow>(
-        "SELECT sku, name, weight_grams, track_lots, created_at FROM items WHERE sku = $1",
-    )
-    .bind(sku.as_str().to_owned())
-    .fetch_optional(pool)
-    .await?
-    .map(Item::from)
-    .ok_or_else(|| WarehouseError::NotFound {
-        what: "item",
-        key: sku.to_string(),
-    })
+    sqlx::query_as::<_, ItemRow>("SELECT sku, name, weight_grams, track_lots, created_at FROM items WHERE sku = $1")
+        .bind(sku.as_str().to_owned())
+        .fetch_optional(pool)
+        .await?
+        .map(Item::from)
+        .ok_or_else(|| WarehouseError::NotFound { what: "item", key: sku.to_string() })
 }
 
 /// The items among `skus` that exist, with whether each tracks lots; one query.
@@ -103,20 +91,13 @@ pub(crate) async fn items_known(tx: &mut Tx, skus: &[&SkuCode]) -> Result<Vec<(S
     if skus.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = format!(
-        "SELECT sku, track_lots FROM items WHERE sku IN ({})",
-        store::sql::list_placeholders(skus.len(), 1)
-    );
+    let sql =
+        format!("SELECT sku, track_lots FROM items WHERE sku IN ({})", store::sql::list_placeholders(skus.len(), 1));
     let mut query = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql));
     for sku in skus {
         query = query.bind(sku.as_str().to_owned());
     }
-    Ok(query
-        .fetch_all(&mut **tx)
-        .await?
-        .into_iter()
-        .map(|(sku, lots)| (sku, lots != 0))
-        .collect())
+    Ok(query.fetch_all(&mut **tx).await?.into_iter().map(|(sku, lots)| (sku, lots != 0)).collect())
 }
 
 /// Fails with [`WarehouseError::Invalid`] naming the first line whose SKU does not exist.
@@ -131,10 +112,7 @@ pub(crate) async fn require_items<'a>(
     let known = items_known(tx, &distinct).await?;
     for (field, sku) in &lines {
         if !known.iter().any(|(k, _)| k == sku.as_str()) {
-            return Err(WarehouseError::invalid(
-                field.clone(),
-                format!("unknown SKU {sku}"),
-            ));
+            return Err(WarehouseError::invalid(field.clone(), format!("unknown SKU {sku}")));
         }
     }
     Ok(known)

@@ -52,23 +52,13 @@ pub async fn receive(tx: &mut Tx, receipt: Receipt, now: Timestamp) -> Result<Re
     crate::site::require_warehouse(tx, "warehouse", &receipt.warehouse).await?;
     let known = crate::item::require_items(
         tx,
-        receipt
-            .lines
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (format!("lines[{i}].sku"), &l.sku)),
+        receipt.lines.iter().enumerate().map(|(i, l)| (format!("lines[{i}].sku"), &l.sku)),
     )
     .await?;
     for (i, line) in receipt.lines.iter().enumerate() {
-        let tracks_lots = known
-            .iter()
-            .any(|(sku, lots)| sku == line.sku.as_str() && *lots);
+        let tracks_lots = known.iter().any(|(sku, lots)| sku == line.sku.as_str() && *lots);
         if tracks_lots && (line.lot.is_none() || line.expires_on.is_none()) {
-            let field = if line.lot.is_none() {
-                "lot"
-            } else {
-                "expires_on"
-            };
+            let field = if line.lot.is_none() { "lot" } else { "expires_on" };
             return Err(WarehouseError::invalid(
                 format!("lines[{i}].{field}"),
                 format!("is required: item {} tracks lots", line.sku),

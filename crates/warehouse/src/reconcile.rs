@@ -26,9 +26,7 @@ pub struct Reconciliation {
 
 pub async fn reconcile(pool: &AnyPool) -> Result<Reconciliation> {
     let mut tx = pool.begin().await?;
-    let checked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM stock_levels")
-        .fetch_one(&mut *tx)
-        .await?;
+    let checked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM stock_levels").fetch_one(&mut *tx).await?;
     let mut mismatches: Vec<Mismatch> = sqlx::query_as(
         "SELECT k.warehouse, k.sku, 'ledger' AS \"check\", \
                 COALESCE(s.on_hand, 0) AS on_hand, COALESCE(s.reserved, 0) AS reserved, \
@@ -57,8 +55,5 @@ pub async fn reconcile(pool: &AnyPool) -> Result<Reconciliation> {
     .await?;
     mismatches.extend(held);
     tx.commit().await?;
-    Ok(Reconciliation {
-        checked,
-        mismatches,
-    })
+    Ok(Reconciliation { checked, mismatches })
 }

@@ -74,8 +74,7 @@ pub struct WarehousePatch {
     pub country: Option<String>,
 }
 
-const COLUMNS: &str =
-    "code, name, country, latitude, longitude, priority, active, created_at, updated_at";
+const COLUMNS: &str = "code, name, country, latitude, longitude, priority, active, created_at, updated_at";
 
 pub async fn warehouse_create(tx: &mut Tx, new: NewWarehouse, now: Timestamp) -> Result<Warehouse> {
     let at = now.to_rfc3339();
@@ -107,10 +106,7 @@ pub async fn warehouse_create(tx: &mut Tx, new: NewWarehouse, now: Timestamp) ->
     .await?
     .rows_affected();
     if inserted == 0 {
-        return Err(WarehouseError::Conflict(format!(
-            "a warehouse with code {} exists already",
-            warehouse.code
-        )));
+        return Err(WarehouseError::Conflict(format!("a warehouse with code {} exists already", warehouse.code)));
     }
     append_event(tx, "warehouse.created", &warehouse, now).await?;
     Ok(warehouse)
@@ -151,19 +147,10 @@ pub async fn warehouse_update(
     Ok(updated)
 }
 
-async fn append_event(
-    tx: &mut Tx,
-    event_type: &'static str,
-    w: &Warehouse,
-    now: Timestamp,
-) -> Result<()> {
+async fn append_event(tx: &mut Tx, event_type: &'static str, w: &Warehouse, now: Timestamp) -> Result<()> {
     store::outbox::append(
         tx,
-        &[NewEvent {
-            event_type,
-            aggregate: format!("warehouse:{}", w.code),
-            data: json!(w),
-        }],
+        &[NewEvent { event_type, aggregate: format!("warehouse:{}", w.code), data: json!(w) }],
         now,
     )
     .await?;
@@ -171,64 +158,43 @@ async fn append_event(
 }
 
 pub async fn warehouse_get(pool: &AnyPool, code: &WarehouseCode) -> Result<Warehouse> {
-    sqlx::query_as::<_, WarehouseRow>(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM warehouses WHERE code = $1"
-    )))
-    .bind(code.as_str().to_owned())
-    .fetch_optional(pool)
-    .await?
-    .map(Warehouse::from)
-    .ok_or_else(|| WarehouseError::NotFound {
-        what: "warehouse",
-        key: code.to_string(),
-    })
+    sqlx::query_as::<_, WarehouseRow>(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM warehouses WHERE code = $1")))
+        .bind(code.as_str().to_owned())
+        .fetch_optional(pool)
+        .await?
+        .map(Warehouse::from)
+        .ok_or_else(|| WarehouseError::NotFound { what: "warehouse", key: code.to_string() })
 }
 
 pub(crate) async fn warehouse_in_tx(tx: &mut Tx, code: &WarehouseCode) -> Result<Warehouse> {
-    sqlx::query_as::<_, WarehouseRow>(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM warehouses WHERE code = $1"
-    )))
-    .bind(code.as_str().to_owned())
-    .fetch_optional(&mut **tx)
-    .await?
-    .map(Warehouse::from)
-    .ok_or_else(|| WarehouseError::NotFound {
-        what: "warehouse",
-        key: code.to_string(),
-    })
+    sqlx::query_as::<_, WarehouseRow>(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM warehouses WHERE code = $1")))
+        .bind(code.as_str().to_owned())
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(Warehouse::from)
+        .ok_or_else(|| WarehouseError::NotFound { what: "warehouse", key: code.to_string() })
 }
 
 /// Fails with [`WarehouseError::Invalid`] on `field` when the warehouse does not exist.
-pub(crate) async fn require_warehouse(
-    tx: &mut Tx,
-    field: &str,
-    code: &WarehouseCode,
-) -> Result<Warehouse> {
+pub(crate) async fn require_warehouse(tx: &mut Tx, field: &str, code: &WarehouseCode) -> Result<Warehouse> {
     match warehouse_in_tx(tx, code).await {
-        Err(WarehouseError::NotFound { .. }) => Err(WarehouseError::invalid(
-            field,
-            format!("unknown warehouse {code}"),
-        )),
+        Err(WarehouseError::NotFound { .. }) => {
+            Err(WarehouseError::invalid(field, format!("unknown warehouse {code}")))
+        }
         other => other,
     }
 }
 
 /// Warehouses ordered by code, after the code `after`.
-pub async fn warehouses_list(
-    pool: &AnyPool,
-    after: Option<&str>,
-    limit: u32,
-) -> Result<Vec<Warehouse>> {
-    Ok(
-        sqlx::query_as::<_, WarehouseRow>(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM warehouses WHERE code > $1 ORDER BY code LIMIT $2"
-        )))
-        .bind(after.unwrap_or("").to_owned())
-        .bind(i64::from(limit))
-        .fetch_all(pool)
-        .await?
-        .into_iter()
-        .map(Warehouse::from)
-        .collect(),
-    )
+pub async fn warehouses_list(pool: &AnyPool, after: Option<&str>, limit: u32) -> Result<Vec<Warehouse>> {
+    Ok(sqlx::query_as::<_, WarehouseRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM warehouses WHERE code > $1 ORDER BY code LIMIT $2"
+    )))
+    .bind(after.unwrap_or("").to_owned())
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(Warehouse::from)
+    .collect())
 }

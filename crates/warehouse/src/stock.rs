@@ -29,12 +29,7 @@ fn key(sku: &SkuCode, warehouse: &WarehouseCode) -> (String, String) {
 }
 
 /// Adds `units` to on hand, creating the level if needed.
-pub async fn stock_level_receive(
-    tx: &mut Tx,
-    sku: &SkuCode,
-    warehouse: &WarehouseCode,
-    units: i64,
-) -> Result<Level> {
+pub async fn stock_level_receive(tx: &mut Tx, sku: &SkuCode, warehouse: &WarehouseCode, units: i64) -> Result<Level> {
     let (sku, warehouse) = key(sku, warehouse);
     let result = sqlx::query_as(
         "INSERT INTO stock_levels (sku, warehouse, on_hand, reserved) VALUES ($1, $2, $3, 0) \
@@ -49,9 +44,7 @@ pub async fn stock_level_receive(
     match result {
         Ok(level) => Ok(level),
         Err(e) if store::error::constraint_of(&e) == Some("stock_on_hand_bounded") => {
-            Err(WarehouseError::Conflict(format!(
-                "stock of {sku} would exceed the largest level a warehouse may hold"
-            )))
+            Err(WarehouseError::Conflict(format!("stock of {sku} would exceed the largest level a warehouse may hold")))
         }
         Err(e) => Err(e.into()),
     }
@@ -117,12 +110,7 @@ pub async fn stock_level_hold(
 }
 
 /// Gives back `units` of reserved stock (release, expiry).
-pub async fn stock_level_unhold(
-    tx: &mut Tx,
-    sku: &SkuCode,
-    warehouse: &WarehouseCode,
-    units: i64,
-) -> Result<Level> {
+pub async fn stock_level_unhold(tx: &mut Tx, sku: &SkuCode, warehouse: &WarehouseCode, units: i64) -> Result<Level> {
     let (sku_s, warehouse_s) = key(sku, warehouse);
     sqlx::query_as(
         "UPDATE stock_levels SET reserved = reserved - $1 \
@@ -137,12 +125,7 @@ pub async fn stock_level_unhold(
 }
 
 /// Ships `units` of reserved stock: on hand and reserved both go down.
-pub async fn stock_level_ship(
-    tx: &mut Tx,
-    sku: &SkuCode,
-    warehouse: &WarehouseCode,
-    units: i64,
-) -> Result<Level> {
+pub async fn stock_level_ship(tx: &mut Tx, sku: &SkuCode, warehouse: &WarehouseCode, units: i64) -> Result<Level> {
     let (sku_s, warehouse_s) = key(sku, warehouse);
     sqlx::query_as(
         "UPDATE stock_levels SET on_hand = on_hand - $1, reserved = reserved - $1 \
@@ -158,39 +141,22 @@ pub async fn stock_level_ship(
 
 fn broken_invariant(sku: &SkuCode, warehouse: &WarehouseCode, what: &str) -> WarehouseError {
     tracing::error!(%sku, %warehouse, what, "stock invariant broken");
-    WarehouseError::Store(store::StoreError::Corrupt(format!(
-        "stock {warehouse}/{sku}: {what}"
-    )))
+    WarehouseError::Store(store::StoreError::Corrupt(format!("stock {warehouse}/{sku}: {what}")))
 }
 
 /// The current level of one warehouse and SKU in the transaction, if it has a row.
-pub async fn stock_level_find(
-    tx: &mut Tx,
-    sku: &SkuCode,
-    warehouse: &WarehouseCode,
-) -> Result<Option<Level>> {
+pub async fn stock_level_find(tx: &mut Tx, sku: &SkuCode, warehouse: &WarehouseCode) -> Result<Option<Level>> {
     let (sku, warehouse) = key(sku, warehouse);
-    Ok(sqlx::query_as(
-        "SELECT on_hand, reserved FROM stock_levels WHERE sku = $1 AND warehouse = $2",
-    )
-    .bind(sku)
-    .bind(warehouse)
-    .fetch_optional(&mut **tx)
-    .await?)
+    Ok(sqlx::query_as("SELECT on_hand, reserved FROM stock_levels WHERE sku = $1 AND warehouse = $2")
+        .bind(sku)
+        .bind(warehouse)
+        .fetch_optional(&mut **tx)
+        .await?)
 }
 
 /// The current level of one warehouse and SKU in the transaction (zero if there is none).
-pub async fn stock_level_in_tx(
-    tx: &mut Tx,
-    sku: &SkuCode,
-    warehouse: &WarehouseCode,
-) -> Result<Level> {
-    Ok(stock_level_find(tx, sku, warehouse)
-        .await?
-        .unwrap_or(Level {
-            on_hand: 0,
-            reserved: 0,
-        }))
+pub async fn stock_level_in_tx(tx: &mut Tx, sku: &SkuCode, warehouse: &WarehouseCode) -> Result<Level> {
+    Ok(stock_level_find(tx, sku, warehouse).await?.unwrap_or(Level { on_hand: 0, reserved: 0 }))
 }
 
 /// Creates the level with `on_hand` units unless it exists.
@@ -235,13 +201,7 @@ pub struct StockView {
 
 impl StockView {
     fn empty(sku: String) -> Self {
-        Self {
-            sku,
-            on_hand: 0,
-            reserved: 0,
-            available: 0,
-            warehouses: Vec::new(),
-        }
+        Self { sku, on_hand: 0, reserved: 0, available: 0, warehouses: Vec::new() }
     }
 
     fn add(&mut self, row: WarehouseStock) {
@@ -281,8 +241,8 @@ pub async fn stock_views(
          WHERE i.sku IN ({}) ORDER BY i.sku, s.warehouse",
         list_placeholders(skus.len(), 2)
     );
-    let mut query = sqlx::query_as::<_, StockRow>(sqlx::AssertSqlSafe(sql))
-        .bind(warehouse.map(|w| w.as_str().to_owned()));
+    let mut query =
+        sqlx::query_as::<_, StockRow>(sqlx::AssertSqlSafe(sql)).bind(warehouse.map(|w| w.as_str().to_owned()));
     for sku in skus {
         query = query.bind(sku.as_str().to_owned());
     }
@@ -293,9 +253,7 @@ pub async fn stock_views(
             views.push(StockView::empty(row.item_sku.clone()));
         }
         let view = views.last_mut().expect("pushed above");
-        if let (Some(warehouse), Some(on_hand), Some(reserved)) =
-            (row.warehouse, row.on_hand, row.reserved)
-        {
+        if let (Some(warehouse), Some(on_hand), Some(reserved)) = (row.warehouse, row.on_hand, row.reserved) {
             view.add(WarehouseStock {
                 warehouse,
                 on_hand,
@@ -308,18 +266,12 @@ pub async fn stock_views(
     // Answer in the order asked (and once per SKU even if asked twice).
     let mut by_sku: std::collections::HashMap<String, StockView> =
         views.into_iter().map(|v| (v.sku.clone(), v)).collect();
-    Ok(skus
-        .iter()
-        .filter_map(|sku| by_sku.remove(sku.as_str()))
-        .collect())
+    Ok(skus.iter().filter_map(|sku| by_sku.remove(sku.as_str())).collect())
 }
 
 pub async fn stock_view(pool: &AnyPool, sku: &SkuCode) -> Result<StockView> {
     stock_views(pool, std::slice::from_ref(sku), None)
         .await?
         .pop()
-        .ok_or_else(|| WarehouseError::NotFound {
-            what: "item",
-            key: sku.to_string(),
-        })
+        .ok_or_else(|| WarehouseError::NotFound { what: "item", key: sku.to_string() })
 }

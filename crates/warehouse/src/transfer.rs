@@ -46,15 +46,8 @@ pub async fn transfer(tx: &mut Tx, transfer: Transfer, now: Timestamp) -> Result
     }
     crate::site::require_warehouse(tx, "from", &transfer.from).await?;
     crate::site::require_warehouse(tx, "to", &transfer.to).await?;
-    crate::item::require_items(
-        tx,
-        transfer
-            .lines
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (format!("lines[{i}].sku"), &l.sku)),
-    )
-    .await?;
+    crate::item::require_items(tx, transfer.lines.iter().enumerate().map(|(i, l)| (format!("lines[{i}].sku"), &l.sku)))
+        .await?;
 
     let id = format!("trf_{}", uuid::Uuid::now_v7().simple());
     let reference = transfer.reference.clone().unwrap_or_else(|| id.clone());
@@ -88,9 +81,7 @@ pub async fn transfer(tx: &mut Tx, transfer: Transfer, now: Timestamp) -> Result
                 sku: sku.to_string(),
                 warehouse: Some(transfer.from.to_string()),
                 requested: *units,
-                available: stock_level_in_tx(tx, sku, &transfer.from)
-                    .await?
-                    .available(),
+                available: stock_level_in_tx(tx, sku, &transfer.from).await?.available(),
             }),
         }
         if take_first {
@@ -106,13 +97,7 @@ pub async fn transfer(tx: &mut Tx, transfer: Transfer, now: Timestamp) -> Result
         from: transfer.from.to_string(),
         to: transfer.to.to_string(),
         reference: transfer.reference,
-        lines: per_sku
-            .into_iter()
-            .map(|(sku, quantity)| TransferLineView {
-                sku: sku.to_string(),
-                quantity,
-            })
-            .collect(),
+        lines: per_sku.into_iter().map(|(sku, quantity)| TransferLineView { sku: sku.to_string(), quantity }).collect(),
         at: now.to_rfc3339(),
     })
 }

@@ -26,10 +26,7 @@ pub fn routes() -> Router<AppState> {
         .route("/items", post(item_create))
         .route("/items/{sku}", get(item_get))
         .route("/warehouses", post(warehouse_create).get(warehouse_list))
-        .route(
-            "/warehouses/{code}",
-            get(warehouse_get).patch(warehouse_patch),
-        )
+        .route("/warehouses/{code}", get(warehouse_get).patch(warehouse_patch))
         .route("/receipts", post(receipt_create))
         .route("/adjustments", post(adjustment_create))
         .route("/transfers", post(transfer_create))
@@ -38,27 +35,16 @@ pub fn routes() -> Router<AppState> {
 }
 
 fn finish(errors: Vec<FieldError>) -> Result<(), ApiError> {
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::validation_many(errors))
-    }
+    if errors.is_empty() { Ok(()) } else { Err(ApiError::validation_many(errors)) }
 }
 
 fn field_error(errors: &mut Vec<FieldError>, field: impl Into<String>, message: impl Into<String>) {
-    errors.push(FieldError {
-        field: field.into(),
-        message: message.into(),
-    });
+    errors.push(FieldError { field: field.into(), message: message.into() });
 }
 
 fn check_lines<T>(lines: &[T], errors: &mut Vec<FieldError>) {
     if lines.is_empty() || lines.len() > LINES_PER_REQUEST_MAX {
-        field_error(
-            errors,
-            "lines",
-            format!("must have 1 to {LINES_PER_REQUEST_MAX} lines"),
-        );
+        field_error(errors, "lines", format!("must have 1 to {LINES_PER_REQUEST_MAX} lines"));
     }
 }
 
@@ -67,8 +53,7 @@ fn path_sku(raw: &str) -> Result<SkuCode, ApiError> {
 }
 
 fn path_warehouse(raw: &str) -> Result<WarehouseCode, ApiError> {
-    WarehouseCode::parse(raw)
-        .map_err(|_| ApiError::not_found(format!("warehouse {raw} does not exist")))
+    WarehouseCode::parse(raw).map_err(|_| ApiError::not_found(format!("warehouse {raw} does not exist")))
 }
 
 // ---------------------------------------------------------------- items
@@ -101,46 +86,25 @@ pub async fn item_create(
     if let Some(w) = req.weight_grams
         && !(0..=QUANTITY_MAX).contains(&w)
     {
-        field_error(
-            &mut errors,
-            "weight_grams",
-            format!("must be between 0 and {QUANTITY_MAX}"),
-        );
+        field_error(&mut errors, "weight_grams", format!("must be between 0 and {QUANTITY_MAX}"));
     }
     finish(errors)?;
-    let new = NewItem {
-        sku: req.sku,
-        name: req.name,
-        weight_grams: req.weight_grams,
-        track_lots: req.track_lots,
-    };
-    run_write(
-        &state,
-        &principal,
-        "POST /v1/items",
-        &headers,
-        &body.raw,
-        move |tx, now| {
-            let new = new.clone();
-            Box::pin(async move {
-                let item = warehouse::item::item_create(tx, new, now).await?;
-                Ok(Answer::json(StatusCode::CREATED, &item))
-            })
-        },
-    )
+    let new = NewItem { sku: req.sku, name: req.name, weight_grams: req.weight_grams, track_lots: req.track_lots };
+    run_write(&state, &principal, "POST /v1/items", &headers, &body.raw, move |tx, now| {
+        let new = new.clone();
+        Box::pin(async move {
+            let item = warehouse::item::item_create(tx, new, now).await?;
+            Ok(Answer::json(StatusCode::CREATED, &item))
+        })
+    })
     .await
 }
 
 /// Reads an item.
 #[utoipa::path(get, path = "/v1/items/{sku}", tag = "items", params(("sku" = String, Path)),
     responses((status = 200, body = Item), (status = 404, body = crate::error::Problem)), security(("bearer" = [])))]
-pub async fn item_get(
-    State(state): State<AppState>,
-    Path(sku): Path<String>,
-) -> Result<Json<Item>, ApiError> {
-    Ok(Json(
-        warehouse::item::item_get(state.db.reader(), &path_sku(&sku)?).await?,
-    ))
+pub async fn item_get(State(state): State<AppState>, Path(sku): Path<String>) -> Result<Json<Item>, ApiError> {
+    Ok(Json(warehouse::item::item_get(state.db.reader(), &path_sku(&sku)?).await?))
 }
 
 // ---------------------------------------------------------------- warehouses
@@ -187,11 +151,7 @@ fn check_site(
     if let Some(country) = country
         && !(country.len() == 2 && country.bytes().all(|b| b.is_ascii_uppercase()))
     {
-        field_error(
-            errors,
-            "country",
-            "must be an ISO 3166-1 alpha-2 code such as DE",
-        );
+        field_error(errors, "country", "must be an ISO 3166-1 alpha-2 code such as DE");
     }
     if let Some(lat) = latitude
         && !(-90.0..=90.0).contains(&lat)
@@ -206,11 +166,7 @@ fn check_site(
     if let Some(p) = priority
         && !(0..=PRIORITY_MAX).contains(&p)
     {
-        field_error(
-            errors,
-            "priority",
-            format!("must be between 0 and {PRIORITY_MAX}"),
-        );
+        field_error(errors, "priority", format!("must be between 0 and {PRIORITY_MAX}"));
     }
 }
 
@@ -227,14 +183,7 @@ pub async fn warehouse_create(
 ) -> Result<Response, ApiError> {
     let req = body.value;
     let mut errors = Vec::new();
-    check_site(
-        Some(&req.name),
-        req.country.as_deref(),
-        req.latitude,
-        req.longitude,
-        req.priority,
-        &mut errors,
-    );
+    check_site(Some(&req.name), req.country.as_deref(), req.latitude, req.longitude, req.priority, &mut errors);
     finish(errors)?;
     let new = NewWarehouse {
         code: req.code,
@@ -245,20 +194,13 @@ pub async fn warehouse_create(
         priority: req.priority.unwrap_or(PRIORITY_DEFAULT),
         active: req.active.unwrap_or(true),
     };
-    run_write(
-        &state,
-        &principal,
-        "POST /v1/warehouses",
-        &headers,
-        &body.raw,
-        move |tx, now| {
-            let new = new.clone();
-            Box::pin(async move {
-                let created = warehouse::site::warehouse_create(tx, new, now).await?;
-                Ok(Answer::json(StatusCode::CREATED, &created))
-            })
-        },
-    )
+    run_write(&state, &principal, "POST /v1/warehouses", &headers, &body.raw, move |tx, now| {
+        let new = new.clone();
+        Box::pin(async move {
+            let created = warehouse::site::warehouse_create(tx, new, now).await?;
+            Ok(Answer::json(StatusCode::CREATED, &created))
+        })
+    })
     .await
 }
 
@@ -272,19 +214,11 @@ pub struct WarehousePage {
 #[utoipa::path(get, path = "/v1/warehouses", tag = "warehouses",
     params(("limit" = Option<u32>, Query), ("next" = Option<String>, Query)),
     responses((status = 200, body = WarehousePage)), security(("bearer" = [])))]
-pub async fn warehouse_list(
-    State(state): State<AppState>,
-    query: QueryMap,
-) -> Result<Json<WarehousePage>, ApiError> {
+pub async fn warehouse_list(State(state): State<AppState>, query: QueryMap) -> Result<Json<WarehousePage>, ApiError> {
     let page = query.page()?;
-    let rows =
-        warehouse::site::warehouses_list(state.db.reader(), page.after.as_deref(), page.limit)
-            .await?;
+    let rows = warehouse::site::warehouses_list(state.db.reader(), page.after.as_deref(), page.limit).await?;
     let page = kernel::Page::from_rows(rows, page.limit, |w| w.code.clone());
-    Ok(Json(WarehousePage {
-        items: page.items,
-        next: page.next,
-    }))
+    Ok(Json(WarehousePage { items: page.items, next: page.next }))
 }
 
 /// Reads a warehouse.
@@ -294,9 +228,7 @@ pub async fn warehouse_get(
     State(state): State<AppState>,
     Path(code): Path<String>,
 ) -> Result<Json<Warehouse>, ApiError> {
-    Ok(Json(
-        warehouse::site::warehouse_get(state.db.reader(), &path_warehouse(&code)?).await?,
-    ))
+    Ok(Json(warehouse::site::warehouse_get(state.db.reader(), &path_warehouse(&code)?).await?))
 }
 
 /// Changes any of name, priority, active, latitude, longitude, country.
@@ -313,14 +245,7 @@ pub async fn warehouse_patch(
     let code = path_warehouse(&code)?;
     let req = body.value;
     let mut errors = Vec::new();
-    check_site(
-        req.name.as_deref(),
-        req.country.as_deref(),
-        req.latitude,
-        req.longitude,
-        req.priority,
-        &mut errors,
-    );
+    check_site(req.name.as_deref(), req.country.as_deref(), req.latitude, req.longitude, req.priority, &mut errors);
     finish(errors)?;
     let patch = WarehousePatch {
         name: req.name,
@@ -330,20 +255,13 @@ pub async fn warehouse_patch(
         longitude: req.longitude,
         country: req.country,
     };
-    run_write(
-        &state,
-        &principal,
-        "PATCH /v1/warehouses",
-        &headers,
-        &body.raw,
-        move |tx, now| {
-            let (code, patch) = (code.clone(), patch.clone());
-            Box::pin(async move {
-                let updated = warehouse::site::warehouse_update(tx, &code, patch, now).await?;
-                Ok(Answer::json(StatusCode::OK, &updated))
-            })
-        },
-    )
+    run_write(&state, &principal, "PATCH /v1/warehouses", &headers, &body.raw, move |tx, now| {
+        let (code, patch) = (code.clone(), patch.clone());
+        Box::pin(async move {
+            let updated = warehouse::site::warehouse_update(tx, &code, patch, now).await?;
+            Ok(Answer::json(StatusCode::OK, &updated))
+        })
+    })
     .await
 }
 
@@ -410,29 +328,16 @@ pub async fn receipt_create(
         lines: req
             .lines
             .into_iter()
-            .map(|l| ReceiptLine {
-                sku: l.sku,
-                quantity: l.quantity,
-                lot: l.lot,
-                expires_on: l.expires_on,
-                bin: l.bin,
-            })
+            .map(|l| ReceiptLine { sku: l.sku, quantity: l.quantity, lot: l.lot, expires_on: l.expires_on, bin: l.bin })
             .collect(),
     };
-    run_write(
-        &state,
-        &principal,
-        "POST /v1/receipts",
-        &headers,
-        &body.raw,
-        move |tx, now| {
-            let receipt = receipt.clone();
-            Box::pin(async move {
-                let view = warehouse::receipt::receive(tx, receipt, now).await?;
-                Ok(Answer::json(StatusCode::CREATED, &view))
-            })
-        },
-    )
+    run_write(&state, &principal, "POST /v1/receipts", &headers, &body.raw, move |tx, now| {
+        let receipt = receipt.clone();
+        Box::pin(async move {
+            let view = warehouse::receipt::receive(tx, receipt, now).await?;
+            Ok(Answer::json(StatusCode::CREATED, &view))
+        })
+    })
     .await
 }
 
@@ -466,9 +371,7 @@ pub async fn adjustment_create(
     let req = body.value;
     let mut errors = Vec::new();
     let change = match (req.delta, req.counted) {
-        (Some(delta), None) if delta != 0 && delta.abs() <= QUANTITY_MAX => {
-            Some(Change::Delta(delta))
-        }
+        (Some(delta), None) if delta != 0 && delta.abs() <= QUANTITY_MAX => Some(Change::Delta(delta)),
         (Some(_), None) => {
             field_error(
                 &mut errors,
@@ -477,23 +380,13 @@ pub async fn adjustment_create(
             );
             None
         }
-        (None, Some(counted)) if (0..=QUANTITY_MAX).contains(&counted) => {
-            Some(Change::Counted(counted))
-        }
+        (None, Some(counted)) if (0..=QUANTITY_MAX).contains(&counted) => Some(Change::Counted(counted)),
         (None, Some(_)) => {
-            field_error(
-                &mut errors,
-                "counted",
-                format!("must be between 0 and {QUANTITY_MAX}"),
-            );
+            field_error(&mut errors, "counted", format!("must be between 0 and {QUANTITY_MAX}"));
             None
         }
         (Some(_), Some(_)) => {
-            field_error(
-                &mut errors,
-                "counted",
-                "give either delta or counted, not both",
-            );
+            field_error(&mut errors, "counted", "give either delta or counted, not both");
             None
         }
         (None, None) => {
@@ -511,20 +404,13 @@ pub async fn adjustment_create(
         change: change.expect("checked above"),
         reason: req.reason,
     };
-    run_write(
-        &state,
-        &principal,
-        "POST /v1/adjustments",
-        &headers,
-        &body.raw,
-        move |tx, now| {
-            let adjustment = adjustment.clone();
-            Box::pin(async move {
-                let view = warehouse::adjustment::adjust(tx, adjustment, now).await?;
-                Ok(Answer::json(StatusCode::CREATED, &view))
-            })
-        },
-    )
+    run_write(&state, &principal, "POST /v1/adjustments", &headers, &body.raw, move |tx, now| {
+        let adjustment = adjustment.clone();
+        Box::pin(async move {
+            let view = warehouse::adjustment::adjust(tx, adjustment, now).await?;
+            Ok(Answer::json(StatusCode::CREATED, &view))
+        })
+    })
     .await
 }
 
@@ -571,29 +457,15 @@ pub async fn transfer_create(
         from: req.from,
         to: req.to,
         reference: req.reference,
-        lines: req
-            .lines
-            .into_iter()
-            .map(|l| TransferLine {
-                sku: l.sku,
-                quantity: l.quantity,
-            })
-            .collect(),
+        lines: req.lines.into_iter().map(|l| TransferLine { sku: l.sku, quantity: l.quantity }).collect(),
     };
-    run_write(
-        &state,
-        &principal,
-        "POST /v1/transfers",
-        &headers,
-        &body.raw,
-        move |tx, now| {
-            let transfer = transfer.clone();
-            Box::pin(async move {
-                let view = warehouse::transfer::transfer(tx, transfer, now).await?;
-                Ok(Answer::json(StatusCode::CREATED, &view))
-            })
-        },
-    )
+    run_write(&state, &principal, "POST /v1/transfers", &headers, &body.raw, move |tx, now| {
+        let transfer = transfer.clone();
+        Box::pin(async move {
+            let view = warehouse::transfer::transfer(tx, transfer, now).await?;
+            Ok(Answer::json(StatusCode::CREATED, &view))
+        })
+    })
     .await
 }
 
@@ -602,13 +474,8 @@ pub async fn transfer_create(
 /// Stock of one SKU across warehouses; totals count active warehouses only.
 #[utoipa::path(get, path = "/v1/stock/{sku}", tag = "stock", params(("sku" = String, Path)),
     responses((status = 200, body = StockView), (status = 404, body = crate::error::Problem)), security(("bearer" = [])))]
-pub async fn stock_one(
-    State(state): State<AppState>,
-    Path(sku): Path<String>,
-) -> Result<Json<StockView>, ApiError> {
-    Ok(Json(
-        warehouse::stock::stock_view(state.db.reader(), &path_sku(&sku)?).await?,
-    ))
+pub async fn stock_one(State(state): State<AppState>, Path(sku): Path<String>) -> Result<Json<StockView>, ApiError> {
+    Ok(Json(warehouse::stock::stock_view(state.db.reader(), &path_sku(&sku)?).await?))
 }
 
 #[derive(Debug, serde::Serialize, ToSchema)]
@@ -620,19 +487,11 @@ pub struct StockBatch {
 #[utoipa::path(get, path = "/v1/stock", tag = "stock",
     params(("skus" = String, Query, description = "Comma-separated SKU codes, 1 to 1000"), ("warehouse" = Option<String>, Query)),
     responses((status = 200, body = StockBatch), (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
-pub async fn stock_batch(
-    State(state): State<AppState>,
-    query: QueryMap,
-) -> Result<Json<StockBatch>, ApiError> {
-    let raw = query
-        .get("skus")
-        .ok_or_else(|| ApiError::validation("skus", "is required"))?;
+pub async fn stock_batch(State(state): State<AppState>, query: QueryMap) -> Result<Json<StockBatch>, ApiError> {
+    let raw = query.get("skus").ok_or_else(|| ApiError::validation("skus", "is required"))?;
     let parts: Vec<&str> = raw.split(',').filter(|s| !s.is_empty()).collect();
     if parts.is_empty() || parts.len() > STOCK_BATCH_SKUS_MAX {
-        return Err(ApiError::validation(
-            "skus",
-            format!("must list 1 to {STOCK_BATCH_SKUS_MAX} SKUs"),
-        ));
+        return Err(ApiError::validation("skus", format!("must list 1 to {STOCK_BATCH_SKUS_MAX} SKUs")));
     }
     let skus = parts
         .iter()

@@ -31,23 +31,13 @@ pub struct MovementPage {
 #[utoipa::path(get, path = "/v1/movements", tag = "ledger",
     params(("sku" = Option<String>, Query), ("warehouse" = Option<String>, Query), ("limit" = Option<u32>, Query), ("next" = Option<String>, Query)),
     responses((status = 200, body = MovementPage), (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
-pub async fn movements(
-    State(state): State<AppState>,
-    query: QueryMap,
-) -> Result<Json<MovementPage>, ApiError> {
-    let filter = MovementFilter {
-        sku: query.code::<SkuCode>("sku")?,
-        warehouse: query.code::<WarehouseCode>("warehouse")?,
-    };
+pub async fn movements(State(state): State<AppState>, query: QueryMap) -> Result<Json<MovementPage>, ApiError> {
+    let filter =
+        MovementFilter { sku: query.code::<SkuCode>("sku")?, warehouse: query.code::<WarehouseCode>("warehouse")? };
     let page = query.page()?;
-    let after = page
-        .after_seq()
-        .map_err(|(f, m)| ApiError::validation(f, m))?;
+    let after = page.after_seq().map_err(|(f, m)| ApiError::validation(f, m))?;
     let page = warehouse::ledger::movements_list(state.db.reader(), &filter, after, &page).await?;
-    Ok(Json(MovementPage {
-        items: page.items,
-        next: page.next,
-    }))
+    Ok(Json(MovementPage { items: page.items, next: page.next }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -62,10 +52,7 @@ pub struct EventPage {
 #[utoipa::path(get, path = "/v1/events", tag = "ledger",
     params(("after" = Option<i64>, Query), ("limit" = Option<u32>, Query)),
     responses((status = 200, body = EventPage), (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
-pub async fn events(
-    State(state): State<AppState>,
-    query: QueryMap,
-) -> Result<Json<EventPage>, ApiError> {
+pub async fn events(State(state): State<AppState>, query: QueryMap) -> Result<Json<EventPage>, ApiError> {
     let after = match query.get("after") {
         None => 0,
         Some(raw) => raw
@@ -74,35 +61,21 @@ pub async fn events(
             .filter(|a| *a >= 0)
             .ok_or_else(|| ApiError::validation("after", "must be a non-negative integer"))?,
     };
-    let limit = match query.get("limit") {
-        None => kernel::limits::PAGE_SIZE_DEFAULT,
-        Some(raw) => raw
-            .parse::<u32>()
-            .ok()
-            .filter(|l| (1..=PAGE_SIZE_MAX).contains(l))
-            .ok_or_else(|| {
-                ApiError::validation(
-                    "limit",
-                    format!("must be an integer from 1 to {PAGE_SIZE_MAX}"),
-                )
+    let limit =
+        match query.get("limit") {
+            None => kernel::limits::PAGE_SIZE_DEFAULT,
+            Some(raw) => raw.parse::<u32>().ok().filter(|l| (1..=PAGE_SIZE_MAX).contains(l)).ok_or_else(|| {
+                ApiError::validation("limit", format!("must be an integer from 1 to {PAGE_SIZE_MAX}"))
             })?,
-    };
+        };
     let items = store::outbox::events_after(state.db.reader(), after, limit).await?;
-    let next = if items.len() as u32 >= limit {
-        items.last().map(|e| e.seq.to_string())
-    } else {
-        None
-    };
+    let next = if items.len() as u32 >= limit { items.last().map(|e| e.seq.to_string()) } else { None };
     Ok(Json(EventPage { items, next }))
 }
 
 /// Every stock level against the sum of its movements and reserved against the reservations.
 #[utoipa::path(get, path = "/v1/reconciliation", tag = "ledger",
     responses((status = 200, body = Reconciliation)), security(("bearer" = [])))]
-pub async fn reconciliation(
-    State(state): State<AppState>,
-) -> Result<Json<Reconciliation>, ApiError> {
-    Ok(Json(
-        warehouse::reconcile::reconcile(state.db.reader()).await?,
-    ))
+pub async fn reconciliation(State(state): State<AppState>) -> Result<Json<Reconciliation>, ApiError> {
+    Ok(Json(warehouse::reconcile::reconcile(state.db.reader()).await?))
 }

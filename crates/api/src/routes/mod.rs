@@ -14,10 +14,7 @@ use axum::response::Response;
 use std::time::Instant;
 
 pub fn v1_routes() -> Router<AppState> {
-    Router::new()
-        .merge(inventory::routes())
-        .merge(reservations::routes())
-        .merge(ledger::routes())
+    Router::new().merge(inventory::routes()).merge(reservations::routes()).merge(ledger::routes())
 }
 
 pub async fn not_found() -> ApiError {
@@ -41,7 +38,6 @@ pub async fn record_metrics(request: Request, next: Next) -> Response {
     let status = response.status().as_u16().to_string();
     let labels = [("method", method), ("route", route), ("status", status)];
     metrics::counter!("stockroom_http_requests_total", &labels).increment(1);
-    metrics::histogram!("stockroom_http_request_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!("stockroom_http_request_seconds", &labels).record(started.elapsed().as_secs_f64());
     response
 }

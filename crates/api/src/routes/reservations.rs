@@ -10,9 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use kernel::limits::{
-    LINES_PER_REQUEST_MAX, RESERVATION_TTL_SECONDS_DEFAULT, RESERVATION_TTL_SECONDS_MAX,
-};
+use kernel::limits::{LINES_PER_REQUEST_MAX, RESERVATION_TTL_SECONDS_DEFAULT, RESERVATION_TTL_SECONDS_MAX};
 use kernel::{Quantity, ReservationId, SkuCode, WarehouseCode};
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -76,11 +74,7 @@ pub fn hold_command(req: CreateReservation) -> Result<HoldCommand, ApiError> {
         lines: req
             .lines
             .into_iter()
-            .map(|l| HoldLine {
-                sku: l.sku,
-                quantity: l.quantity,
-                warehouse: l.warehouse,
-            })
+            .map(|l| HoldLine { sku: l.sku, quantity: l.quantity, warehouse: l.warehouse })
             .collect(),
     })
 }
@@ -105,28 +99,19 @@ pub async fn reservation_create(
         let reservation = state.reservations.hold(command).await?;
         return Ok((StatusCode::CREATED, Json(reservation)).into_response());
     }
-    run_write(
-        &state,
-        &principal,
-        "POST /v1/reservations",
-        &headers,
-        &body.raw,
-        move |tx, now| {
-            let command = command.clone();
-            Box::pin(async move {
-                let mut outcomes =
-                    warehouse::reservation::hold_batch(tx, vec![command], now).await?;
-                let reservation = outcomes.pop().ok_or_else(ApiError::internal)??;
-                Ok(Answer::json(StatusCode::CREATED, &reservation))
-            })
-        },
-    )
+    run_write(&state, &principal, "POST /v1/reservations", &headers, &body.raw, move |tx, now| {
+        let command = command.clone();
+        Box::pin(async move {
+            let mut outcomes = warehouse::reservation::hold_batch(tx, vec![command], now).await?;
+            let reservation = outcomes.pop().ok_or_else(ApiError::internal)??;
+            Ok(Answer::json(StatusCode::CREATED, &reservation))
+        })
+    })
     .await
 }
 
 fn path_id(raw: &str) -> Result<ReservationId, ApiError> {
-    ReservationId::parse(raw)
-        .ok_or_else(|| ApiError::not_found(format!("reservation {raw} does not exist")))
+    ReservationId::parse(raw).ok_or_else(|| ApiError::not_found(format!("reservation {raw} does not exist")))
 }
 
 /// Reads a reservation; an active one past its expiry reads as expired.
@@ -137,9 +122,7 @@ pub async fn reservation_get(
     Path(id): Path<String>,
 ) -> Result<Json<Reservation>, ApiError> {
     let id = path_id(&id)?;
-    Ok(Json(
-        warehouse::reservation::reservation_get(&state.db, &id, state.clock.now()).await?,
-    ))
+    Ok(Json(warehouse::reservation::reservation_get(&state.db, &id, state.clock.now()).await?))
 }
 
 #[derive(Clone, Copy)]
@@ -174,24 +157,17 @@ async fn transition(
     // These actions take no body: the id is what the key guards, so the same key on another
     // reservation is a reuse.
     let fingerprint_input = id.as_str().as_bytes().to_vec();
-    run_write(
-        &state,
-        &principal,
-        route,
-        &headers,
-        &fingerprint_input,
-        move |tx, now| {
-            let id = id.clone();
-            Box::pin(async move {
-                let reservation = match action {
-                    Action::Confirm => warehouse::reservation::confirm(tx, &id, now).await?,
-                    Action::Release => warehouse::reservation::release(tx, &id, now).await?,
-                    Action::Fulfill => warehouse::reservation::fulfill(tx, &id, now).await?,
-                };
-                Ok(Answer::json(StatusCode::OK, &reservation))
-            })
-        },
-    )
+    run_write(&state, &principal, route, &headers, &fingerprint_input, move |tx, now| {
+        let id = id.clone();
+        Box::pin(async move {
+            let reservation = match action {
+                Action::Confirm => warehouse::reservation::confirm(tx, &id, now).await?,
+                Action::Release => warehouse::reservation::release(tx, &id, now).await?,
+                Action::Fulfill => warehouse::reservation::fulfill(tx, &id, now).await?,
+            };
+            Ok(Answer::json(StatusCode::OK, &reservation))
+        })
+    })
     .await
 }
 

@@ -39,12 +39,7 @@ pub struct GroupCommitConfig {
 
 impl Default for GroupCommitConfig {
     fn default() -> Self {
-        Self {
-            batch_max: 512,
-            window: Duration::ZERO,
-            queue_max: 20_000,
-            workers: 1,
-        }
+        Self { batch_max: 512, window: Duration::ZERO, queue_max: 20_000, workers: 1 }
     }
 }
 
@@ -76,17 +71,12 @@ impl std::fmt::Debug for Job {
 
 impl GroupCommit {
     /// Starts the workers. They stop when every handle is dropped and the queue is drained.
-    pub fn start(
-        db: Db,
-        clock: Arc<dyn Clock>,
-        config: GroupCommitConfig,
-    ) -> (Self, Vec<JoinHandle<()>>) {
+    pub fn start(db: Db, clock: Arc<dyn Clock>, config: GroupCommitConfig) -> (Self, Vec<JoinHandle<()>>) {
         let (queue, receiver) = mpsc::channel(config.queue_max.max(1));
         let receiver = Arc::new(Mutex::new(receiver));
         let workers = (0..config.workers.max(1))
             .map(|_| {
-                let (db, clock, receiver, config) =
-                    (db.clone(), clock.clone(), receiver.clone(), config.clone());
+                let (db, clock, receiver, config) = (db.clone(), clock.clone(), receiver.clone(), config.clone());
                 tokio::spawn(async move { worker(db, clock, receiver, config).await })
             })
             .collect();
@@ -95,15 +85,13 @@ impl GroupCommit {
 
     pub async fn submit(&self, op: Op) -> Result<Reservation> {
         let (reply, answer) = oneshot::channel();
-        self.queue
-            .try_send(Job { op, reply })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => {
-                    metrics::counter!("stockroom_group_commit_rejected_total").increment(1);
-                    WarehouseError::Overloaded
-                }
-                mpsc::error::TrySendError::Closed(_) => WarehouseError::ShuttingDown,
-            })?;
+        self.queue.try_send(Job { op, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                metrics::counter!("stockroom_group_commit_rejected_total").increment(1);
+                WarehouseError::Overloaded
+            }
+            mpsc::error::TrySendError::Closed(_) => WarehouseError::ShuttingDown,
+        })?;
         answer.await.map_err(|_| WarehouseError::ShuttingDown)?
     }
 
@@ -124,12 +112,7 @@ impl GroupCommit {
     }
 }
 
-async fn worker(
-    db: Db,
-    clock: Arc<dyn Clock>,
-    receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
-    config: GroupCommitConfig,
-) {
+async fn worker(db: Db, clock: Arc<dyn Clock>, receiver: Arc<Mutex<mpsc::Receiver<Job>>>, config: GroupCommitConfig) {
     loop {
         let jobs = {
             let mut receiver = receiver.lock().await;
@@ -179,8 +162,7 @@ async fn apply_with_fallback(db: &Db, clock: &dyn Clock, ops: &[Op]) -> Vec<Resu
                 tracing::warn!(error = %e, batch = ops.len(), "batch failed; applying its requests one by one");
                 let mut outcomes = Vec::with_capacity(ops.len());
                 for op in ops {
-                    let mut one =
-                        Box::pin(apply_with_fallback(db, clock, std::slice::from_ref(op))).await;
+                    let mut one = Box::pin(apply_with_fallback(db, clock, std::slice::from_ref(op))).await;
                     outcomes.push(one.pop().unwrap_or(Err(WarehouseError::ShuttingDown)));
                 }
                 return outcomes;

@@ -53,9 +53,9 @@ impl Status {
             "expired" => Status::Expired,
             "fulfilled" => Status::Fulfilled,
             other => {
-                return Err(WarehouseError::Store(::store::StoreError::Corrupt(
-                    format!("unknown reservation status {other}"),
-                )));
+                return Err(WarehouseError::Store(::store::StoreError::Corrupt(format!(
+                    "unknown reservation status {other}"
+                ))));
             }
         })
     }
@@ -113,22 +113,11 @@ pub struct HoldCommand {
 /// commands are planned one by one against those figures in memory (so outcomes are exactly
 /// those of applying them in order), and then each touched row gets one guarded `UPDATE` with
 /// its net change, and reservations, movements and events go in with multi-row inserts.
-pub async fn hold_batch(
-    tx: &mut Tx,
-    commands: Vec<HoldCommand>,
-    now: Timestamp,
-) -> Result<Vec<Result<Reservation>>> {
-    let mut distinct: Vec<&SkuCode> = commands
-        .iter()
-        .flat_map(|c| c.lines.iter().map(|l| &l.sku))
-        .collect();
+pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp) -> Result<Vec<Result<Reservation>>> {
+    let mut distinct: Vec<&SkuCode> = commands.iter().flat_map(|c| c.lines.iter().map(|l| &l.sku)).collect();
     distinct.sort();
     distinct.dedup();
-    let known: HashSet<String> = crate::item::items_known(tx, &distinct)
-        .await?
-        .into_iter()
-        .map(|(s, _)| s)
-        .collect();
+    let known: HashSet<String> = crate::item::items_known(tx, &distinct).await?.into_iter().map(|(s, _)| s).collect();
     distinct.retain(|s| known.contains(s.as_str()));
 
     let mut journal = Journal::new();
@@ -144,11 +133,8 @@ pub async fn hold_batch(
         .iter()
         .copied()
         .filter(|sku| {
-            let available: i64 = rows
-                .iter()
-                .filter(|r| r.sku == sku.as_str() && r.active == 1)
-                .map(|r| r.on_hand - r.reserved)
-                .sum();
+            let available: i64 =
+                rows.iter().filter(|r| r.sku == sku.as_str() && r.active == 1).map(|r| r.on_hand - r.reserved).sum();
             demand.get(sku).copied().unwrap_or(0) > available
         })
         .collect();
@@ -159,18 +145,12 @@ pub async fn hold_batch(
         }
     }
 
-    let mut state: HashMap<(SkuCode, WarehouseCode), store::StockRow> =
-        HashMap::with_capacity(rows.len());
+    let mut state: HashMap<(SkuCode, WarehouseCode), store::StockRow> = HashMap::with_capacity(rows.len());
     let mut warehouses_of: HashMap<SkuCode, Vec<WarehouseCode>> = HashMap::new();
     for row in rows {
-        if let (Ok(sku), Ok(warehouse)) = (
-            SkuCode::parse(row.sku.clone()),
-            WarehouseCode::parse(row.warehouse.clone()),
-        ) {
-            warehouses_of
-                .entry(sku.clone())
-                .or_default()
-                .push(warehouse.clone());
+        if let (Ok(sku), Ok(warehouse)) = (SkuCode::parse(row.sku.clone()), WarehouseCode::parse(row.warehouse.clone()))
+        {
+            warehouses_of.entry(sku.clone()).or_default().push(warehouse.clone());
             state.insert((sku, warehouse), row);
         }
     }
@@ -179,23 +159,14 @@ pub async fn hold_batch(
     let mut outcomes = Vec::with_capacity(commands.len());
 
     for command in commands {
-        if let Some(i) = command
-            .lines
-            .iter()
-            .position(|l| !known.contains(l.sku.as_str()))
-        {
+        if let Some(i) = command.lines.iter().position(|l| !known.contains(l.sku.as_str())) {
             outcomes.push(Err(WarehouseError::invalid(
                 format!("lines[{i}].sku"),
                 format!("unknown SKU {}", command.lines[i].sku),
             )));
             continue;
         }
-        let wanted = merge_lines(
-            command
-                .lines
-                .iter()
-                .map(|l| (l.sku.clone(), l.quantity.get(), l.warehouse.clone())),
-        );
+        let wanted = merge_lines(command.lines.iter().map(|l| (l.sku.clone(), l.quantity.get(), l.warehouse.clone())));
         let mut candidates: HashMap<SkuCode, Vec<rules::Candidate>> = HashMap::new();
         for sku in wanted.iter().map(|w| &w.sku) {
             if candidates.contains_key(sku) {
@@ -261,8 +232,7 @@ pub async fn hold_batch(
         created.push((reservation, expires_at));
     }
 
-    let deltas: Vec<(&SkuCode, &WarehouseCode, i64)> =
-        net.iter().map(|((s, w), n)| (s, w, *n)).collect();
+    let deltas: Vec<(&SkuCode, &WarehouseCode, i64)> = net.iter().map(|((s, w), n)| (s, w, *n)).collect();
     store::stock_rows_add_reserved(tx, &deltas).await?;
     store::reservations_insert(tx, &created).await?;
     journal.flush(tx, now).await?;
@@ -271,21 +241,12 @@ pub async fn hold_batch(
 }
 
 fn reservation_event(event_type: &'static str, reservation: &Reservation) -> NewEvent {
-    NewEvent {
-        event_type,
-        aggregate: format!("reservation:{}", reservation.id),
-        data: json!(reservation),
-    }
+    NewEvent { event_type, aggregate: format!("reservation:{}", reservation.id), data: json!(reservation) }
 }
 
 /// Expires those of `ids` that are still active and due, giving back their stock with
 /// `expire` movements; returns how many it expired.
-async fn expire_reservations(
-    tx: &mut Tx,
-    journal: &mut Journal,
-    ids: &[String],
-    now: Timestamp,
-) -> Result<usize> {
+async fn expire_reservations(tx: &mut Tx, journal: &mut Journal, ids: &[String], now: Timestamp) -> Result<usize> {
     let expired = store::reservations_expire(tx, ids, now).await?;
     if expired.is_empty() {
         return Ok(0);
@@ -315,18 +276,12 @@ async fn give_back(
     kind: MovementKind,
 ) -> Result<()> {
     let sku = SkuCode::parse(line.sku.clone()).map_err(|e| corrupt(format!("stored SKU: {e}")))?;
-    let warehouse = WarehouseCode::parse(line.warehouse.clone())
-        .map_err(|e| corrupt(format!("stored warehouse: {e}")))?;
+    let warehouse =
+        WarehouseCode::parse(line.warehouse.clone()).map_err(|e| corrupt(format!("stored warehouse: {e}")))?;
     let (level, on_hand_delta) = if kind == MovementKind::Fulfill {
-        (
-            stock_level_ship(tx, &sku, &warehouse, line.quantity).await?,
-            -line.quantity,
-        )
+        (stock_level_ship(tx, &sku, &warehouse, line.quantity).await?, -line.quantity)
     } else {
-        (
-            stock_level_unhold(tx, &sku, &warehouse, line.quantity).await?,
-            0,
-        )
+        (stock_level_unhold(tx, &sku, &warehouse, line.quantity).await?, 0)
     };
     journal.stock_changed(NewMovement {
         warehouse,
@@ -349,31 +304,22 @@ fn corrupt(message: String) -> WarehouseError {
 /// The reservation as it reads now.
 pub async fn reservation_get(db: &Db, id: &ReservationId, now: Timestamp) -> Result<Reservation> {
     let mut conn = db.reader().acquire().await?;
-    let (reservation, expires_at) = store::reservation_find(&mut conn, id)
-        .await?
-        .ok_or_else(|| not_found(id))?;
+    let (reservation, expires_at) = store::reservation_find(&mut conn, id).await?.ok_or_else(|| not_found(id))?;
     Ok(reservation.as_of(expires_at, now))
 }
 
 fn not_found(id: &ReservationId) -> WarehouseError {
-    WarehouseError::NotFound {
-        what: "reservation",
-        key: id.to_string(),
-    }
+    WarehouseError::NotFound { what: "reservation", key: id.to_string() }
 }
 
 async fn find_in_tx(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<Reservation> {
-    let (reservation, expires_at) = store::reservation_find(tx, id)
-        .await?
-        .ok_or_else(|| not_found(id))?;
+    let (reservation, expires_at) = store::reservation_find(tx, id).await?.ok_or_else(|| not_found(id))?;
     Ok(reservation.as_of(expires_at, now))
 }
 
 /// `active` → `confirmed`; confirming a confirmed reservation changes nothing.
 pub async fn confirm(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<Reservation> {
-    if store::reservation_transition(tx, id, &[Status::Active], Status::Confirmed, Some(now), now)
-        .await?
-    {
+    if store::reservation_transition(tx, id, &[Status::Active], Status::Confirmed, Some(now), now).await? {
         let reservation = find_in_tx(tx, id, now).await?;
         let mut journal = Journal::new();
         journal.event(reservation_event("reservation.confirmed", &reservation));
@@ -383,10 +329,7 @@ pub async fn confirm(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<
     let current = find_in_tx(tx, id, now).await?;
     match current.status {
         Status::Confirmed => Ok(current),
-        other => Err(WarehouseError::InvalidState {
-            from: other.as_str().to_owned(),
-            action: "confirm",
-        }),
+        other => Err(WarehouseError::InvalidState { from: other.as_str().to_owned(), action: "confirm" }),
     }
 }
 
@@ -395,15 +338,8 @@ pub async fn confirm(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<
 pub async fn release(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<Reservation> {
     let mut journal = Journal::new();
     if expire_reservations(tx, &mut journal, &[id.to_string()], now).await? == 0
-        && store::reservation_transition(
-            tx,
-            id,
-            &[Status::Active, Status::Confirmed],
-            Status::Released,
-            None,
-            now,
-        )
-        .await?
+        && store::reservation_transition(tx, id, &[Status::Active, Status::Confirmed], Status::Released, None, now)
+            .await?
     {
         for (_, line) in store::lines_of(tx, &[id.to_string()]).await? {
             give_back(tx, &mut journal, id.as_str(), &line, MovementKind::Release).await?;
@@ -417,18 +353,13 @@ pub async fn release(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<
     let current = find_in_tx(tx, id, now).await?;
     match current.status {
         Status::Released | Status::Expired => Ok(current),
-        other => Err(WarehouseError::InvalidState {
-            from: other.as_str().to_owned(),
-            action: "release",
-        }),
+        other => Err(WarehouseError::InvalidState { from: other.as_str().to_owned(), action: "release" }),
     }
 }
 
 /// `confirmed` → `fulfilled`: the stock left the building.
 pub async fn fulfill(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<Reservation> {
-    if store::reservation_transition(tx, id, &[Status::Confirmed], Status::Fulfilled, None, now)
-        .await?
-    {
+    if store::reservation_transition(tx, id, &[Status::Confirmed], Status::Fulfilled, None, now).await? {
         let mut journal = Journal::new();
         let mut lines = store::lines_of(tx, &[id.to_string()]).await?;
         lines.sort_by(|a, b| (&a.1.sku, &a.1.warehouse).cmp(&(&b.1.sku, &b.1.warehouse)));
@@ -441,10 +372,7 @@ pub async fn fulfill(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<
         return Ok(reservation);
     }
     let current = find_in_tx(tx, id, now).await?;
-    Err(WarehouseError::InvalidState {
-        from: current.status.as_str().to_owned(),
-        action: "fulfill",
-    })
+    Err(WarehouseError::InvalidState { from: current.status.as_str().to_owned(), action: "fulfill" })
 }
 
 /// One sweeper run: expires up to `batch_max` due reservations in one transaction; returns

@@ -34,21 +34,12 @@ pub struct PlannedLine {
 }
 
 /// Sums lines with the same SKU and the same warehouse choice, keeping first-seen order.
-pub fn merge_lines(
-    lines: impl IntoIterator<Item = (SkuCode, i64, Option<WarehouseCode>)>,
-) -> Vec<WantedLine> {
+pub fn merge_lines(lines: impl IntoIterator<Item = (SkuCode, i64, Option<WarehouseCode>)>) -> Vec<WantedLine> {
     let mut merged: Vec<WantedLine> = Vec::new();
     for (sku, quantity, warehouse) in lines {
-        match merged
-            .iter_mut()
-            .find(|w| w.sku == sku && w.warehouse == warehouse)
-        {
+        match merged.iter_mut().find(|w| w.sku == sku && w.warehouse == warehouse) {
             Some(existing) => existing.quantity += quantity,
-            None => merged.push(WantedLine {
-                sku,
-                quantity,
-                warehouse,
-            }),
+            None => merged.push(WantedLine { sku, quantity, warehouse }),
         }
     }
     merged
@@ -67,21 +58,12 @@ pub fn plan_hold(
     }
     let mut planned: Vec<PlannedLine> = Vec::new();
     let mut short: Vec<ShortLine> = Vec::new();
-    let add = |planned: &mut Vec<PlannedLine>,
-               sku: &SkuCode,
-               warehouse: &WarehouseCode,
-               quantity: i64| {
-        match planned
-            .iter_mut()
-            .find(|p| &p.sku == sku && &p.warehouse == warehouse)
-        {
-            Some(p) => p.quantity += quantity,
-            None => planned.push(PlannedLine {
-                sku: sku.clone(),
-                warehouse: warehouse.clone(),
-                quantity,
-            }),
-        }
+    let add = |planned: &mut Vec<PlannedLine>, sku: &SkuCode, warehouse: &WarehouseCode, quantity: i64| match planned
+        .iter_mut()
+        .find(|p| &p.sku == sku && &p.warehouse == warehouse)
+    {
+        Some(p) => p.quantity += quantity,
+        None => planned.push(PlannedLine { sku: sku.clone(), warehouse: warehouse.clone(), quantity }),
     };
 
     for line in wanted.iter().filter(|l| l.warehouse.is_some()) {
@@ -102,33 +84,13 @@ pub fn plan_hold(
     }
 
     for line in wanted.iter().filter(|l| l.warehouse.is_none()) {
-        let mut order: Vec<&Candidate> = candidates
-            .get(&line.sku)
-            .map(|l| l.iter().collect())
-            .unwrap_or_default();
+        let mut order: Vec<&Candidate> = candidates.get(&line.sku).map(|l| l.iter().collect()).unwrap_or_default();
         order.sort_by(|a, b| {
-            let left_a = remaining
-                .get(&(&line.sku, &a.warehouse))
-                .copied()
-                .unwrap_or(0);
-            let left_b = remaining
-                .get(&(&line.sku, &b.warehouse))
-                .copied()
-                .unwrap_or(0);
-            a.priority
-                .cmp(&b.priority)
-                .then(left_b.cmp(&left_a))
-                .then(a.warehouse.cmp(&b.warehouse))
+            let left_a = remaining.get(&(&line.sku, &a.warehouse)).copied().unwrap_or(0);
+            let left_b = remaining.get(&(&line.sku, &b.warehouse)).copied().unwrap_or(0);
+            a.priority.cmp(&b.priority).then(left_b.cmp(&left_a)).then(a.warehouse.cmp(&b.warehouse))
         });
-        let total: i64 = order
-            .iter()
-            .map(|c| {
-                remaining
-                    .get(&(&line.sku, &c.warehouse))
-                    .copied()
-                    .unwrap_or(0)
-            })
-            .sum();
+        let total: i64 = order.iter().map(|c| remaining.get(&(&line.sku, &c.warehouse)).copied().unwrap_or(0)).sum();
         if total < line.quantity {
             short.push(ShortLine {
                 sku: line.sku.to_string(),
@@ -143,9 +105,7 @@ pub fn plan_hold(
             if need == 0 {
                 break;
             }
-            let left = remaining
-                .get_mut(&(&line.sku, &c.warehouse))
-                .expect("candidate has a remaining entry");
+            let left = remaining.get_mut(&(&line.sku, &c.warehouse)).expect("candidate has a remaining entry");
             let take = need.min(*left);
             if take > 0 {
                 *left -= take;
@@ -155,11 +115,7 @@ pub fn plan_hold(
         }
     }
 
-    if short.is_empty() {
-        Ok(planned)
-    } else {
-        Err(short)
-    }
+    if short.is_empty() { Ok(planned) } else { Err(short) }
 }
 
 #[cfg(test)]
@@ -173,18 +129,10 @@ mod tests {
         WarehouseCode::parse(s).unwrap()
     }
     fn cand(w: &str, priority: i64, available: i64) -> Candidate {
-        Candidate {
-            warehouse: wh(w),
-            priority,
-            available,
-        }
+        Candidate { warehouse: wh(w), priority, available }
     }
     fn want(s: &str, q: i64, w: Option<&str>) -> WantedLine {
-        WantedLine {
-            sku: sku(s),
-            quantity: q,
-            warehouse: w.map(wh),
-        }
+        WantedLine { sku: sku(s), quantity: q, warehouse: w.map(wh) }
     }
 
     #[test]
@@ -194,16 +142,8 @@ mod tests {
         assert_eq!(
             plan,
             vec![
-                PlannedLine {
-                    sku: sku("A"),
-                    warehouse: wh("BER"),
-                    quantity: 3
-                },
-                PlannedLine {
-                    sku: sku("A"),
-                    warehouse: wh("MUC"),
-                    quantity: 2
-                },
+                PlannedLine { sku: sku("A"), warehouse: wh("BER"), quantity: 3 },
+                PlannedLine { sku: sku("A"), warehouse: wh("MUC"), quantity: 2 },
             ]
         );
     }
@@ -218,15 +158,8 @@ mod tests {
     #[test]
     fn short_lines_name_what_was_asked_and_what_was_there() {
         let candidates = HashMap::from([(sku("A"), vec![cand("BER", 10, 3)])]);
-        let short = plan_hold(
-            &[
-                want("A", 5, None),
-                want("B", 1, None),
-                want("A", 1, Some("MUC")),
-            ],
-            &candidates,
-        )
-        .unwrap_err();
+        let short =
+            plan_hold(&[want("A", 5, None), want("B", 1, None), want("A", 1, Some("MUC"))], &candidates).unwrap_err();
         assert_eq!(short.len(), 3);
         assert_eq!((short[0].requested, short[0].available), (1, 0)); // explicit MUC line first
         assert_eq!((short[1].requested, short[1].available), (5, 3));
@@ -236,34 +169,16 @@ mod tests {
     #[test]
     fn explicit_lines_are_served_before_free_ones() {
         let candidates = HashMap::from([(sku("A"), vec![cand("BER", 10, 5), cand("MUC", 20, 6)])]);
-        let plan = plan_hold(
-            &[want("A", 6, None), want("A", 5, Some("BER"))],
-            &candidates,
-        )
-        .unwrap();
-        let at = |w: &str| {
-            plan.iter()
-                .find(|p| p.warehouse == wh(w))
-                .map(|p| p.quantity)
-        };
+        let plan = plan_hold(&[want("A", 6, None), want("A", 5, Some("BER"))], &candidates).unwrap();
+        let at = |w: &str| plan.iter().find(|p| p.warehouse == wh(w)).map(|p| p.quantity);
         assert_eq!(at("BER"), Some(5));
         assert_eq!(at("MUC"), Some(6));
-        assert!(
-            plan_hold(
-                &[want("A", 6, None), want("A", 5, Some("BER"))],
-                &HashMap::new()
-            )
-            .is_err()
-        );
+        assert!(plan_hold(&[want("A", 6, None), want("A", 5, Some("BER"))], &HashMap::new()).is_err());
     }
 
     #[test]
     fn duplicate_lines_merge() {
-        let merged = merge_lines([
-            (sku("A"), 2, None),
-            (sku("A"), 3, None),
-            (sku("A"), 1, Some(wh("BER"))),
-        ]);
+        let merged = merge_lines([(sku("A"), 2, None), (sku("A"), 3, None), (sku("A"), 1, Some(wh("BER")))]);
         assert_eq!(merged, vec![want("A", 5, None), want("A", 1, Some("BER"))]);
     }
 }

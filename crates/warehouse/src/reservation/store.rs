@@ -44,10 +44,7 @@ pub(crate) async fn stock_rows_lock(tx: &mut Tx, skus: &[&SkuCode]) -> Result<Ve
 }
 
 /// Adds `net` to reserved of each row, one guarded statement per row.
-pub(crate) async fn stock_rows_add_reserved(
-    tx: &mut Tx,
-    deltas: &[(&SkuCode, &WarehouseCode, i64)],
-) -> Result<()> {
+pub(crate) async fn stock_rows_add_reserved(tx: &mut Tx, deltas: &[(&SkuCode, &WarehouseCode, i64)]) -> Result<()> {
     for (sku, warehouse, net) in deltas {
         let updated = sqlx::query(
             "UPDATE stock_levels SET reserved = reserved + $1 \
@@ -61,19 +58,16 @@ pub(crate) async fn stock_rows_add_reserved(
         .rows_affected();
         if updated != 1 {
             // The rows were locked when planned, so this is a bug, not a race.
-            return Err(crate::WarehouseError::Store(::store::StoreError::Corrupt(
-                format!("stock {warehouse}/{sku} changed under a locked batch"),
-            )));
+            return Err(crate::WarehouseError::Store(::store::StoreError::Corrupt(format!(
+                "stock {warehouse}/{sku} changed under a locked batch"
+            ))));
         }
     }
     Ok(())
 }
 
 /// Inserts reservations with their lines: multi-row statements, whatever the batch size.
-pub(crate) async fn reservations_insert(
-    tx: &mut Tx,
-    reservations: &[(Reservation, Timestamp)],
-) -> Result<()> {
+pub(crate) async fn reservations_insert(tx: &mut Tx, reservations: &[(Reservation, Timestamp)]) -> Result<()> {
     for chunk in reservations.chunks(INSERT_ROWS_MAX) {
         let sql = format!(
             "INSERT INTO reservations (id, reference, status, expires_at_ms, created_at, updated_at) VALUES {}",
@@ -93,12 +87,7 @@ pub(crate) async fn reservations_insert(
     }
     let lines: Vec<(&str, usize, &ReservationLine)> = reservations
         .iter()
-        .flat_map(|(r, _)| {
-            r.lines
-                .iter()
-                .enumerate()
-                .map(move |(i, l)| (r.id.as_str(), i, l))
-        })
+        .flat_map(|(r, _)| r.lines.iter().enumerate().map(move |(i, l)| (r.id.as_str(), i, l)))
         .collect();
     for chunk in lines.chunks(INSERT_ROWS_MAX) {
         let sql = format!(
@@ -166,11 +155,7 @@ pub(crate) async fn reservation_find(
             created_at: row.created_at,
             lines: lines
                 .into_iter()
-                .map(|l| ReservationLine {
-                    sku: l.sku,
-                    warehouse: l.warehouse,
-                    quantity: l.quantity,
-                })
+                .map(|l| ReservationLine { sku: l.sku, warehouse: l.warehouse, quantity: l.quantity })
                 .collect(),
         },
         expires_at,
@@ -190,11 +175,7 @@ pub(crate) async fn reservation_transition(
     let sql = format!(
         "UPDATE reservations SET status = $1, updated_at = $2 WHERE id = $3 AND status IN ({}) {}",
         list_placeholders(from.len(), 5),
-        if unexpired_at.is_some() {
-            "AND expires_at_ms > $4"
-        } else {
-            "AND $4 = $4"
-        }
+        if unexpired_at.is_some() { "AND expires_at_ms > $4" } else { "AND $4 = $4" }
     );
     let mut query = dynamic(sql)
         .bind(to.as_str())
@@ -208,11 +189,7 @@ pub(crate) async fn reservation_transition(
 }
 
 /// Marks as expired those of `ids` still active and due at `now`; returns them.
-pub(crate) async fn reservations_expire(
-    tx: &mut Tx,
-    ids: &[String],
-    now: Timestamp,
-) -> Result<Vec<String>> {
+pub(crate) async fn reservations_expire(tx: &mut Tx, ids: &[String], now: Timestamp) -> Result<Vec<String>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -221,9 +198,7 @@ pub(crate) async fn reservations_expire(
          WHERE status = 'active' AND expires_at_ms <= $2 AND id IN ({}) RETURNING id",
         list_placeholders(ids.len(), 3)
     );
-    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
-        .bind(now.to_rfc3339())
-        .bind(now.millis());
+    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).bind(now.to_rfc3339()).bind(now.millis());
     for id in ids {
         query = query.bind(id.clone());
     }
@@ -231,10 +206,7 @@ pub(crate) async fn reservations_expire(
 }
 
 /// Lines of the reservations `ids`, as (reservation id, line).
-pub(crate) async fn lines_of(
-    tx: &mut Tx,
-    ids: &[String],
-) -> Result<Vec<(String, ReservationLine)>> {
+pub(crate) async fn lines_of(tx: &mut Tx, ids: &[String]) -> Result<Vec<(String, ReservationLine)>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -250,27 +222,13 @@ pub(crate) async fn lines_of(
         .fetch_all(&mut **tx)
         .await?
         .into_iter()
-        .map(|l| {
-            (
-                l.reservation_id,
-                ReservationLine {
-                    sku: l.sku,
-                    warehouse: l.warehouse,
-                    quantity: l.quantity,
-                },
-            )
-        })
+        .map(|l| (l.reservation_id, ReservationLine { sku: l.sku, warehouse: l.warehouse, quantity: l.quantity }))
         .collect())
 }
 
 /// Up to `limit` active reservations due at `now`, oldest expiry first. On PostgreSQL, rows
 /// another sweeper has locked are skipped, so replicas share the work.
-pub(crate) async fn reservations_due(
-    tx: &mut Tx,
-    backend: Backend,
-    now: Timestamp,
-    limit: i64,
-) -> Result<Vec<String>> {
+pub(crate) async fn reservations_due(tx: &mut Tx, backend: Backend, now: Timestamp, limit: i64) -> Result<Vec<String>> {
     let sql = match backend {
         Backend::Postgres => {
             "SELECT id FROM reservations WHERE status = 'active' AND expires_at_ms <= $1 \
@@ -281,11 +239,7 @@ pub(crate) async fn reservations_due(
              ORDER BY expires_at_ms LIMIT $2"
         }
     };
-    Ok(sqlx::query_scalar(sql)
-        .bind(now.millis())
-        .bind(limit)
-        .fetch_all(&mut **tx)
-        .await?)
+    Ok(sqlx::query_scalar(sql).bind(now.millis()).bind(limit).fetch_all(&mut **tx).await?)
 }
 
 /// Up to `limit` active reservations due at `now` that hold any of `skus`.
@@ -303,9 +257,7 @@ pub(crate) async fn reservations_due_holding(
          WHERE r.status = 'active' AND r.expires_at_ms <= $1 AND l.sku IN ({}) LIMIT $2",
         list_placeholders(skus.len(), 3)
     );
-    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
-        .bind(now.millis())
-        .bind(limit);
+    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).bind(now.millis()).bind(limit);
     for sku in skus {
         query = query.bind(sku.as_str().to_owned());
     }
