@@ -106,7 +106,6 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
     let app = api::router(state);
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });
-    tracing::info!("listening on http://{addr}");
     Ok(Running { addr, db, bootstrap_key, shutdown, server, workers })
 }
 

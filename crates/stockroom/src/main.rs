@@ -120,6 +120,7 @@ enum KeysCommand {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -153,6 +154,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(key) = &running.bootstrap_key {
                 println!("Created the admin key (shown once, store it now): {key}");
             }
+            tracing::info!("listening on http://{}", running.addr);
             shutdown_signal().await;
             tracing::info!("shutting down");
             running.stop().await?;

@@ -187,6 +187,10 @@ impl TestApp {
         }
     }
 
+    pub fn database_url(&self) -> &str {
+        &self.database.url
+    }
+
     pub async fn shutdown(&self) {
         let running = self.running.lock().expect("lock").take();
         if let Some(running) = running {

@@ -24,7 +24,9 @@ pub async fn health() -> Json<serde_json::Value> {
     (status = 503, description = "Database unreachable or migrations missing", example = json!({"status": "unavailable"}))
 ))]
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    if state.db.is_ready().await {
+    // A database that does not answer quickly is as good as down for a load balancer.
+    let ready = tokio::time::timeout(std::time::Duration::from_secs(2), state.db.is_ready()).await.unwrap_or(false);
+    if ready {
         (StatusCode::OK, Json(json!({ "status": "ready" })))
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable" })))
