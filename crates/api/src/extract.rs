@@ -53,7 +53,14 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
+        // serde_json files a number too large for any numeric type (`1e400`) under syntax
+        // errors, but the JSON is valid: it is a value out of range for the field.
+        let out_of_range = inner.to_string().starts_with("number out of range");
         match inner.classify() {
+            serde_json::error::Category::Syntax if out_of_range => {
+                let field = if path == "." { "body".to_owned() } else { path };
+                ApiError::validation(field, "number out of range")
+            }
             serde_json::error::Category::Data => {
                 let message = without_position(&inner.to_string());
                 let field = match missing_field(&message) {
@@ -124,7 +131,13 @@ impl QueryMap {
 /// required.
 pub fn check_text(field: &str, value: &str, required: bool, errors: &mut Vec<crate::error::FieldError>) {
     let chars = value.chars().count();
-    if required && value.trim().is_empty() {
+    if value.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
+        // PostgreSQL cannot store NUL in text, and no name or reference needs control characters.
+        errors.push(crate::error::FieldError {
+            field: field.to_owned(),
+            message: "must not contain control characters".into(),
+        });
+    } else if required && value.trim().is_empty() {
         errors.push(crate::error::FieldError { field: field.to_owned(), message: "must not be empty".into() });
     } else if chars > kernel::limits::TEXT_CHARS_MAX {
         errors.push(crate::error::FieldError {

@@ -69,7 +69,7 @@ pub fn encode_cursor(key: &str) -> String {
 }
 
 pub fn decode_cursor(cursor: &str) -> Option<String> {
-    if cursor.len() % 2 != 0 || cursor.len() > 256 {
+    if !cursor.len().is_multiple_of(2) || cursor.len() > 256 {
         return None;
     }
     let bytes: Option<Vec<u8>> =

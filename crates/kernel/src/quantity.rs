@@ -22,6 +22,13 @@ impl Quantity {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Quantity {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let units = i64::deserialize(d)?;
+        Quantity::new(units).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -32,12 +39,5 @@ mod tests {
         assert!(Quantity::new(-1).is_err());
         assert!(Quantity::new(QUANTITY_MAX + 1).is_err());
         assert_eq!(Quantity::new(QUANTITY_MAX).unwrap().get(), QUANTITY_MAX);
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Quantity {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let units = i64::deserialize(d)?;
-        Quantity::new(units).map_err(serde::de::Error::custom)
     }
 }

@@ -40,6 +40,8 @@ fn serve(database_url: &str, admin_key: Option<&str>) -> (Child, String, Vec<Str
             return (child, url, lines);
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("serve exited without the listening line: {lines:?}");
 }
 
@@ -100,7 +102,12 @@ async fn the_first_start_without_a_key_prints_an_admin_key_once() {
         let database = TestDatabase::create(backend).await;
         let (child, url, lines) = serve(&database.url, None);
         let printed = lines.iter().find_map(|l| l.split("store it now): ").nth(1)).expect("the key is printed");
-        let reply = reqwest::Client::new().get(format!("{url}/v1/warehouses")).bearer_auth(printed.trim()).send().await.unwrap();
+        let reply = reqwest::Client::new()
+            .get(format!("{url}/v1/warehouses"))
+            .bearer_auth(printed.trim())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(reply.status().as_u16(), 200);
         terminate(child);
         let (child, _, lines) = serve(&database.url, None);

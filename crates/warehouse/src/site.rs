@@ -198,3 +198,19 @@ pub async fn warehouses_list(pool: &AnyPool, after: Option<&str>, limit: u32) ->
     .map(Warehouse::from)
     .collect())
 }
+
+/// The codes among `codes` that name a warehouse; one query.
+pub(crate) async fn warehouses_known(
+    tx: &mut Tx,
+    codes: &[&WarehouseCode],
+) -> Result<std::collections::HashSet<String>> {
+    if codes.is_empty() {
+        return Ok(Default::default());
+    }
+    let sql = format!("SELECT code FROM warehouses WHERE code IN ({})", store::sql::list_placeholders(codes.len(), 1));
+    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+    for code in codes {
+        query = query.bind(code.as_str().to_owned());
+    }
+    Ok(query.fetch_all(&mut **tx).await?.into_iter().collect())
+}

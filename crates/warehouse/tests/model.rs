@@ -16,6 +16,9 @@ use warehouse::transfer::{Transfer, TransferLine};
 const SKUS: usize = 2;
 const WAREHOUSES: [&str; 2] = ["W1", "W2"];
 
+/// A hold line as generated: SKU index, quantity, warehouse index (None: the server chooses).
+type GenLine = (usize, i64, Option<usize>);
+
 #[derive(Debug, Clone)]
 enum Op {
     Receive {
@@ -41,7 +44,7 @@ enum Op {
     /// One batch of holds, as group commit applies them: outcomes must equal applying each in
     /// order.
     Reserve {
-        commands: Vec<(Vec<(usize, i64, Option<usize>)>, i64)>,
+        commands: Vec<(Vec<GenLine>, i64)>,
     },
     Confirm(usize),
     Release(usize),
@@ -307,7 +310,7 @@ fn model_hold(
     model: &mut Model,
     case: &Case,
     id: ReservationId,
-    lines: &[(usize, i64, Option<usize>)],
+    lines: &[GenLine],
     ttl_seconds: i64,
     outcome: warehouse::Result<warehouse::reservation::Reservation>,
     now: Timestamp,

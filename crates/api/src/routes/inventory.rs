@@ -371,7 +371,9 @@ pub async fn adjustment_create(
     let req = body.value;
     let mut errors = Vec::new();
     let change = match (req.delta, req.counted) {
-        (Some(delta), None) if delta != 0 && delta.abs() <= QUANTITY_MAX => Some(Change::Delta(delta)),
+        (Some(delta), None) if delta != 0 && (-QUANTITY_MAX..=QUANTITY_MAX).contains(&delta) => {
+            Some(Change::Delta(delta))
+        }
         (Some(_), None) => {
             field_error(
                 &mut errors,

@@ -80,7 +80,7 @@ pub struct Reservation {
 
 impl Reservation {
     /// An active reservation past its expiry reads as expired, swept or not.
-    fn as_of(mut self, expires_at: Timestamp, now: Timestamp) -> Self {
+    fn read_at(mut self, expires_at: Timestamp, now: Timestamp) -> Self {
         if self.status == Status::Active && expires_at <= now {
             self.status = Status::Expired;
         }
@@ -119,6 +119,11 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
     distinct.dedup();
     let known: HashSet<String> = crate::item::items_known(tx, &distinct).await?.into_iter().map(|(s, _)| s).collect();
     distinct.retain(|s| known.contains(s.as_str()));
+    let mut named: Vec<&WarehouseCode> =
+        commands.iter().flat_map(|c| c.lines.iter().filter_map(|l| l.warehouse.as_ref())).collect();
+    named.sort();
+    named.dedup();
+    let known_warehouses = crate::site::warehouses_known(tx, &named).await?;
 
     let mut journal = Journal::new();
     let mut rows = store::stock_rows_lock(tx, &distinct).await?;
@@ -163,6 +168,18 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
             outcomes.push(Err(WarehouseError::invalid(
                 format!("lines[{i}].sku"),
                 format!("unknown SKU {}", command.lines[i].sku),
+            )));
+            continue;
+        }
+        let unknown_warehouse = command
+            .lines
+            .iter()
+            .position(|l| l.warehouse.as_ref().is_some_and(|w| !known_warehouses.contains(w.as_str())));
+        if let Some(i) = unknown_warehouse {
+            let code = command.lines[i].warehouse.as_ref().map(|w| w.to_string()).unwrap_or_default();
+            outcomes.push(Err(WarehouseError::invalid(
+                format!("lines[{i}].warehouse"),
+                format!("unknown warehouse {code}"),
             )));
             continue;
         }
@@ -305,7 +322,7 @@ fn corrupt(message: String) -> WarehouseError {
 pub async fn reservation_get(db: &Db, id: &ReservationId, now: Timestamp) -> Result<Reservation> {
     let mut conn = db.reader().acquire().await?;
     let (reservation, expires_at) = store::reservation_find(&mut conn, id).await?.ok_or_else(|| not_found(id))?;
-    Ok(reservation.as_of(expires_at, now))
+    Ok(reservation.read_at(expires_at, now))
 }
 
 fn not_found(id: &ReservationId) -> WarehouseError {
@@ -314,7 +331,7 @@ fn not_found(id: &ReservationId) -> WarehouseError {
 
 async fn find_in_tx(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<Reservation> {
     let (reservation, expires_at) = store::reservation_find(tx, id).await?.ok_or_else(|| not_found(id))?;
-    Ok(reservation.as_of(expires_at, now))
+    Ok(reservation.read_at(expires_at, now))
 }
 
 /// `active` → `confirmed`; confirming a confirmed reservation changes nothing.
