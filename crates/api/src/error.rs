@@ -170,6 +170,9 @@ impl From<WarehouseError> for ApiError {
                 format!("the reservation is {from} and cannot {action}"),
             ),
             WarehouseError::Contention(what) => ApiError::unavailable(format!("{what} is changing too fast; retry")),
+            WarehouseError::CapacityExceeded(detail) => {
+                ApiError::new(StatusCode::CONFLICT, "capacity_exceeded", detail)
+            }
             WarehouseError::Overloaded => {
                 ApiError::unavailable("too many reservation requests are waiting; retry shortly")
             }

@@ -103,6 +103,18 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
         }
     }));
 
+    workers.push(supervisor::spawn("lot-expiry", config.sweep_interval, shutdown.clone(), {
+        let (db, clock) = (db.clone(), clock.clone());
+        move || {
+            let (db, clock) = (db.clone(), clock.clone());
+            async move {
+                let recorded =
+                    warehouse::lot::record_lot_expiries(&db, clock.now(), kernel::limits::SWEEP_BATCH_MAX).await?;
+                Ok(supervisor::Progress { done: recorded, more: recorded as i64 >= kernel::limits::SWEEP_BATCH_MAX })
+            }
+        }
+    }));
+
     let app = api::router(state);
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });

@@ -27,6 +27,8 @@ pub struct Adjustment {
     pub warehouse: WarehouseCode,
     pub sku: SkuCode,
     pub change: Change,
+    /// Required for lot-tracked items: the lot adjusted or counted.
+    pub lot: Option<String>,
     pub reason: Option<String>,
 }
 
@@ -48,46 +50,54 @@ pub struct AdjustmentView {
 /// reserved.
 pub async fn adjust(tx: &mut Tx, adjustment: Adjustment, now: Timestamp) -> Result<AdjustmentView> {
     crate::site::require_warehouse(tx, "warehouse", &adjustment.warehouse).await?;
-    crate::item::require_items(tx, [("sku".to_owned(), &adjustment.sku)]).await?;
+    let known = crate::item::require_items(tx, [("sku".to_owned(), &adjustment.sku)]).await?;
     let (sku, warehouse) = (&adjustment.sku, &adjustment.warehouse);
+    let tracks_lots = known.iter().any(|(_, lots)| *lots);
 
-    let (kind, delta, level) = match adjustment.change {
-        Change::Delta(delta) if delta > 0 => {
-            (MovementKind::Adjustment, delta, stock_level_receive(tx, sku, warehouse, delta).await?)
-        }
-        Change::Delta(delta) => match stock_level_take(tx, sku, warehouse, -delta).await? {
-            Some(level) => (MovementKind::Adjustment, delta, level),
-            None => return Err(short(tx, sku, warehouse, -delta).await?),
-        },
-        Change::Counted(counted) => {
-            let mut outcome = None;
-            for _ in 0..COUNT_ATTEMPTS_MAX {
-                let existing = stock_level_find(tx, sku, warehouse).await?;
-                let before = existing.unwrap_or(Level { on_hand: 0, reserved: 0 });
-                if counted < before.reserved {
-                    return Err(WarehouseError::InsufficientStock {
-                        lines: vec![ShortLine {
-                            sku: sku.to_string(),
-                            warehouse: Some(warehouse.to_string()),
-                            requested: before.reserved,
-                            available: counted,
-                        }],
-                    });
-                }
-                let delta = counted - before.on_hand;
-                // Both branches only write if nobody changed the level since we read it.
-                let level = match existing {
-                    None => stock_level_create(tx, sku, warehouse, counted).await?,
-                    Some(_) => stock_level_set_counted(tx, sku, warehouse, before.on_hand, counted).await?,
-                };
-                if let Some(level) = level {
-                    outcome = Some((MovementKind::Count, delta, level));
-                    break;
-                }
+    let (kind, delta, level) = if tracks_lots {
+        adjust_lot(tx, &adjustment).await?
+    } else {
+        match adjustment.change {
+            Change::Delta(delta) if delta > 0 => {
+                (MovementKind::Adjustment, delta, stock_level_receive(tx, sku, warehouse, delta).await?)
             }
-            outcome.ok_or_else(|| WarehouseError::Contention(format!("stock {warehouse}/{sku}")))?
+            Change::Delta(delta) => match stock_level_take(tx, sku, warehouse, -delta).await? {
+                Some(level) => (MovementKind::Adjustment, delta, level),
+                None => return Err(short(tx, sku, warehouse, -delta).await?),
+            },
+            Change::Counted(counted) => {
+                let mut outcome = None;
+                for _ in 0..COUNT_ATTEMPTS_MAX {
+                    let existing = stock_level_find(tx, sku, warehouse).await?;
+                    let before = existing.unwrap_or(Level { on_hand: 0, reserved: 0 });
+                    if counted < before.reserved {
+                        return Err(WarehouseError::InsufficientStock {
+                            lines: vec![ShortLine {
+                                sku: sku.to_string(),
+                                warehouse: Some(warehouse.to_string()),
+                                requested: before.reserved,
+                                available: counted,
+                            }],
+                        });
+                    }
+                    let delta = counted - before.on_hand;
+                    // Both branches only write if nobody changed the level since we read it.
+                    let level = match existing {
+                        None => stock_level_create(tx, sku, warehouse, counted).await?,
+                        Some(_) => stock_level_set_counted(tx, sku, warehouse, before.on_hand, counted).await?,
+                    };
+                    if let Some(level) = level {
+                        outcome = Some((MovementKind::Count, delta, level));
+                        break;
+                    }
+                }
+                outcome.ok_or_else(|| WarehouseError::Contention(format!("stock {warehouse}/{sku}")))?
+            }
         }
     };
+    if delta < 0 {
+        crate::bin::bins_shrink_to(tx, warehouse, sku, level.on_hand).await?;
+    }
 
     let mut journal = Journal::new();
     let id = format!("adj_{}", uuid::Uuid::now_v7().simple());
@@ -127,4 +137,44 @@ async fn short(tx: &mut Tx, sku: &SkuCode, warehouse: &WarehouseCode, requested:
             available: level.available(),
         }],
     })
+}
+
+/// An adjustment or count of one lot of a lot-tracked item, and the level with it.
+async fn adjust_lot(tx: &mut Tx, adjustment: &Adjustment) -> Result<(MovementKind, i64, Level)> {
+    let (sku, warehouse) = (&adjustment.sku, &adjustment.warehouse);
+    let Some(lot) = &adjustment.lot else {
+        return Err(WarehouseError::invalid("lot", format!("is required: item {sku} tracks lots")));
+    };
+    let lot_level: Option<(i64, i64)> =
+        sqlx::query_as("SELECT on_hand, reserved FROM stock_lots WHERE sku = $1 AND warehouse = $2 AND lot = $3")
+            .bind(sku.as_str().to_owned())
+            .bind(warehouse.as_str().to_owned())
+            .bind(lot.clone())
+            .fetch_optional(&mut **tx)
+            .await?;
+    let Some((lot_on_hand, lot_reserved)) = lot_level else {
+        return Err(WarehouseError::invalid("lot", format!("no lot {lot} of {sku} in {warehouse}: receive it first")));
+    };
+    let (kind, delta) = match adjustment.change {
+        Change::Delta(delta) => (MovementKind::Adjustment, delta),
+        Change::Counted(counted) => (MovementKind::Count, counted - lot_on_hand),
+    };
+    if !crate::lot::lot_change(tx, sku.as_str(), warehouse.as_str(), lot, delta, 0).await? {
+        return Err(WarehouseError::InsufficientStock {
+            lines: vec![ShortLine {
+                sku: sku.to_string(),
+                warehouse: Some(warehouse.to_string()),
+                requested: -delta,
+                available: lot_on_hand - lot_reserved,
+            }],
+        });
+    }
+    let level = match delta {
+        d if d > 0 => stock_level_receive(tx, sku, warehouse, d).await?,
+        0 => stock_level_in_tx(tx, sku, warehouse).await?,
+        d => stock_level_take(tx, sku, warehouse, -d)
+            .await?
+            .ok_or_else(|| WarehouseError::Contention(format!("stock {warehouse}/{sku}")))?,
+    };
+    Ok((kind, delta, level))
 }

@@ -31,6 +31,10 @@ pub enum WarehouseError {
     /// The reservation's state does not allow the action.
     #[error("reservation is {from}, cannot {action}")]
     InvalidState { from: String, action: &'static str },
+    /// A receipt or transfer would take a warehouse or bin above its capacity; nothing was
+    /// changed.
+    #[error("{0}")]
+    CapacityExceeded(String),
     /// Stock kept changing under a guarded update more often than we retry; nothing was
     /// changed and the request may be retried.
     #[error("too much contention on {0}, retry")]

@@ -23,6 +23,10 @@ pub enum MovementKind {
     Release,
     Expire,
     Fulfill,
+    /// Units moved between bins of one warehouse: no change of the level.
+    BinMove,
+    /// A lot reached its expiry date: its free units stop being available.
+    LotExpired,
 }
 
 impl MovementKind {
@@ -37,6 +41,8 @@ impl MovementKind {
             MovementKind::Release => "release",
             MovementKind::Expire => "expire",
             MovementKind::Fulfill => "fulfill",
+            MovementKind::BinMove => "bin_move",
+            MovementKind::LotExpired => "lot_expired",
         }
     }
 }

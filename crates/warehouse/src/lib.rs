@@ -13,9 +13,11 @@
 //! here knows about HTTP.
 
 pub mod adjustment;
+pub mod bin;
 pub mod error;
 pub mod item;
 pub mod ledger;
+pub mod lot;
 pub mod receipt;
 pub mod reconcile;
 pub mod reservation;

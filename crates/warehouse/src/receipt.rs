@@ -48,8 +48,14 @@ pub struct ReceiptView {
 }
 
 /// Adds the lines to on hand: one movement per SKU (lines of the same SKU are summed).
+///
+/// Lot-tracked items go into their lot. A line with a `bin` goes into that bin; without one,
+/// into the putaway suggestion (a bin already holding the SKU, else the emptiest that fits),
+/// or stays unbinned. Refused with `CapacityExceeded` if the warehouse or a bin would overflow;
+/// the caller then rolls back.
 pub async fn receive(tx: &mut Tx, receipt: Receipt, now: Timestamp) -> Result<ReceiptView> {
     crate::site::require_warehouse(tx, "warehouse", &receipt.warehouse).await?;
+    let capacity = crate::site::capacity_lock(tx, &receipt.warehouse).await?;
     let known = crate::item::require_items(
         tx,
         receipt.lines.iter().enumerate().map(|(i, l)| (format!("lines[{i}].sku"), &l.sku)),
@@ -90,16 +96,44 @@ pub async fn receive(tx: &mut Tx, receipt: Receipt, now: Timestamp) -> Result<Re
             reason: None,
         });
     }
+    crate::site::capacity_check(tx, &receipt.warehouse, capacity).await?;
+
+    let mut bins = Vec::with_capacity(receipt.lines.len());
+    for (i, line) in receipt.lines.iter().enumerate() {
+        let tracks_lots = known.iter().any(|(sku, lots)| sku == line.sku.as_str() && *lots);
+        if tracks_lots && let (Some(lot), Some(expires_on)) = (&line.lot, &line.expires_on) {
+            let field = format!("lines[{i}].expires_on");
+            crate::lot::lot_receive(
+                tx,
+                &line.sku,
+                &receipt.warehouse,
+                (lot, expires_on, line.quantity.get()),
+                now,
+                &field,
+            )
+            .await?;
+        }
+        let bin = match &line.bin {
+            Some(bin) => Some(bin.clone()),
+            None => crate::bin::putaway_suggestion(tx, &receipt.warehouse, &line.sku, line.quantity.get()).await?,
+        };
+        if let Some(bin) = &bin {
+            let field = format!("lines[{i}].bin");
+            crate::bin::bin_put(tx, &receipt.warehouse, bin, &line.sku, line.quantity.get(), &field).await?;
+        }
+        bins.push(bin);
+    }
     journal.flush(tx, now).await?;
     let lines = receipt
         .lines
         .iter()
-        .map(|l| ReceiptLineView {
+        .zip(bins)
+        .map(|(l, bin)| ReceiptLineView {
             sku: l.sku.to_string(),
             quantity: l.quantity.get(),
             lot: l.lot.clone(),
             expires_on: l.expires_on.clone(),
-            bin: l.bin.clone(),
+            bin,
             on_hand: after.get(&l.sku).copied().unwrap_or_default(),
         })
         .collect();

@@ -10,7 +10,8 @@ pub struct Mismatch {
     pub warehouse: String,
     pub sku: String,
     /// `ledger`: the level differs from the sum of its movements; `reservations`: reserved
-    /// differs from the lines of active and confirmed reservations.
+    /// differs from the lines of active and confirmed reservations; `lots`: a lot-tracked
+    /// level differs from the sum of its lots.
     pub check: String,
     pub on_hand: i64,
     pub reserved: i64,
@@ -54,6 +55,18 @@ pub async fn reconcile(pool: &AnyPool) -> Result<Reconciliation> {
     .fetch_all(&mut *tx)
     .await?;
     mismatches.extend(held);
+    let lots: Vec<Mismatch> = sqlx::query_as(
+        "SELECT s.warehouse, s.sku, 'lots' AS \"check\", s.on_hand, s.reserved, \
+                COALESCE(l.on_hand_sum, 0) AS expected_on_hand, COALESCE(l.reserved_sum, 0) AS expected_reserved \
+         FROM stock_levels s JOIN items i ON i.sku = s.sku AND i.track_lots = 1 \
+         LEFT JOIN (SELECT warehouse, sku, CAST(SUM(on_hand) AS BIGINT) AS on_hand_sum, CAST(SUM(reserved) AS BIGINT) AS reserved_sum \
+                    FROM stock_lots GROUP BY warehouse, sku) l ON l.warehouse = s.warehouse AND l.sku = s.sku \
+         WHERE s.on_hand <> COALESCE(l.on_hand_sum, 0) OR s.reserved <> COALESCE(l.reserved_sum, 0) \
+         ORDER BY s.warehouse, s.sku",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    mismatches.extend(lots);
     tx.commit().await?;
     Ok(Reconciliation { checked, mismatches })
 }

@@ -19,6 +19,8 @@ struct WarehouseRow {
     longitude: Option<f64>,
     priority: i64,
     active: i64,
+    capacity_units: Option<i64>,
+    used_units: i64,
     created_at: String,
     updated_at: String,
 }
@@ -33,6 +35,8 @@ impl From<WarehouseRow> for Warehouse {
             longitude: r.longitude,
             priority: r.priority,
             active: r.active != 0,
+            capacity_units: r.capacity_units,
+            used_units: r.used_units,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -48,6 +52,10 @@ pub struct Warehouse {
     pub longitude: Option<f64>,
     pub priority: i64,
     pub active: bool,
+    /// Most units of all SKUs on hand; `null`: no limit.
+    pub capacity_units: Option<i64>,
+    /// Units of all SKUs on hand now.
+    pub used_units: i64,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -61,6 +69,7 @@ pub struct NewWarehouse {
     pub longitude: Option<f64>,
     pub priority: i64,
     pub active: bool,
+    pub capacity_units: Option<i64>,
 }
 
 /// A partial update: `None` leaves a field as it is.
@@ -72,9 +81,12 @@ pub struct WarehousePatch {
     pub latitude: Option<f64>,
     pub longitude: Option<f64>,
     pub country: Option<String>,
+    pub capacity_units: Option<i64>,
 }
 
-const COLUMNS: &str = "code, name, country, latitude, longitude, priority, active, created_at, updated_at";
+const COLUMNS: &str = "code, name, country, latitude, longitude, priority, active, capacity_units, \
+     CAST(COALESCE((SELECT SUM(s.on_hand) FROM stock_levels s WHERE s.warehouse = warehouses.code), 0) AS BIGINT) AS used_units, \
+     created_at, updated_at";
 
 pub async fn warehouse_create(tx: &mut Tx, new: NewWarehouse, now: Timestamp) -> Result<Warehouse> {
     let at = now.to_rfc3339();
@@ -86,12 +98,14 @@ pub async fn warehouse_create(tx: &mut Tx, new: NewWarehouse, now: Timestamp) ->
         longitude: new.longitude,
         priority: new.priority,
         active: new.active,
+        capacity_units: new.capacity_units,
+        used_units: 0,
         created_at: at.clone(),
         updated_at: at,
     };
     let inserted = sqlx::query(
-        "INSERT INTO warehouses (code, name, country, latitude, longitude, priority, active, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (code) DO NOTHING",
+        "INSERT INTO warehouses (code, name, country, latitude, longitude, priority, active, created_at, updated_at, capacity_units) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (code) DO NOTHING",
     )
     .bind(warehouse.code.clone())
     .bind(warehouse.name.clone())
@@ -102,6 +116,7 @@ pub async fn warehouse_create(tx: &mut Tx, new: NewWarehouse, now: Timestamp) ->
     .bind(i64::from(warehouse.active))
     .bind(warehouse.created_at.clone())
     .bind(warehouse.updated_at.clone())
+    .bind(warehouse.capacity_units)
     .execute(&mut **tx)
     .await?
     .rows_affected();
@@ -126,12 +141,13 @@ pub async fn warehouse_update(
         latitude: patch.latitude.or(current.latitude),
         longitude: patch.longitude.or(current.longitude),
         country: patch.country.or(current.country),
+        capacity_units: patch.capacity_units.or(current.capacity_units),
         updated_at: now.to_rfc3339(),
         ..current
     };
     sqlx::query(
         "UPDATE warehouses SET name = $1, priority = $2, active = $3, latitude = $4, longitude = $5, \
-         country = $6, updated_at = $7 WHERE code = $8",
+         country = $6, updated_at = $7, capacity_units = $9 WHERE code = $8",
     )
     .bind(updated.name.clone())
     .bind(updated.priority)
@@ -141,6 +157,7 @@ pub async fn warehouse_update(
     .bind(updated.country.clone())
     .bind(updated.updated_at.clone())
     .bind(updated.code.clone())
+    .bind(updated.capacity_units)
     .execute(&mut **tx)
     .await?;
     append_event(tx, "warehouse.updated", &updated, now).await?;
@@ -213,4 +230,34 @@ pub(crate) async fn warehouses_known(
         query = query.bind(code.as_str().to_owned());
     }
     Ok(query.fetch_all(&mut **tx).await?.into_iter().collect())
+}
+
+/// Locks the warehouse row while a receipt or transfer fills it (PostgreSQL), so two
+/// concurrent fills cannot both pass the capacity check; returns its capacity.
+pub(crate) async fn capacity_lock(tx: &mut Tx, code: &WarehouseCode) -> Result<Option<i64>> {
+    let sql = match store::db::backend_of(tx) {
+        store::Backend::Postgres => "SELECT capacity_units FROM warehouses WHERE code = $1 FOR UPDATE",
+        store::Backend::Sqlite => "SELECT capacity_units FROM warehouses WHERE code = $1",
+    };
+    Ok(sqlx::query_scalar::<_, Option<i64>>(sql)
+        .bind(code.as_str().to_owned())
+        .fetch_optional(&mut **tx)
+        .await?
+        .flatten())
+}
+
+/// Refuses with `CapacityExceeded` if the warehouse now holds more than `capacity`.
+pub(crate) async fn capacity_check(tx: &mut Tx, code: &WarehouseCode, capacity: Option<i64>) -> Result<()> {
+    let Some(capacity) = capacity else { return Ok(()) };
+    let used: i64 =
+        sqlx::query_scalar("SELECT CAST(COALESCE(SUM(on_hand), 0) AS BIGINT) FROM stock_levels WHERE warehouse = $1")
+            .bind(code.as_str().to_owned())
+            .fetch_one(&mut **tx)
+            .await?;
+    if used > capacity {
+        return Err(WarehouseError::CapacityExceeded(format!(
+            "warehouse {code} would hold {used} units; its capacity is {capacity}"
+        )));
+    }
+    Ok(())
 }

@@ -223,12 +223,23 @@ struct StockRow {
     active: Option<i64>,
 }
 
-/// Stock of each known SKU among `skus`, in the order asked, in one query. Unknown SKUs are
-/// left out. With `warehouse`, only that warehouse's row is shown and counted.
+/// Stock of each known SKU among `skus` now (wall clock); see [`stock_views_at`].
 pub async fn stock_views(
     pool: &AnyPool,
     skus: &[SkuCode],
     warehouse: Option<&WarehouseCode>,
+) -> Result<Vec<StockView>> {
+    stock_views_at(pool, skus, warehouse, kernel::Clock::now(&kernel::SystemClock)).await
+}
+
+/// Stock of each known SKU among `skus` at `now`, in the order asked. Unknown SKUs are left
+/// out. With `warehouse`, only that warehouse's row is shown and counted. Units in expired or
+/// quarantined lots are on hand but not available.
+pub async fn stock_views_at(
+    pool: &AnyPool,
+    skus: &[SkuCode],
+    warehouse: Option<&WarehouseCode>,
+    now: kernel::Timestamp,
 ) -> Result<Vec<StockView>> {
     if skus.is_empty() {
         return Ok(Vec::new());
@@ -247,6 +258,7 @@ pub async fn stock_views(
         query = query.bind(sku.as_str().to_owned());
     }
     let rows = query.fetch_all(pool).await?;
+    let blocked = crate::lot::blocked_units(pool, skus, now).await?;
     let mut views: Vec<StockView> = Vec::new();
     for row in rows {
         if views.last().is_none_or(|v| v.sku != row.item_sku) {
@@ -254,11 +266,12 @@ pub async fn stock_views(
         }
         let view = views.last_mut().expect("pushed above");
         if let (Some(warehouse), Some(on_hand), Some(reserved)) = (row.warehouse, row.on_hand, row.reserved) {
+            let unavailable = blocked.get(&(view.sku.clone(), warehouse.clone())).copied().unwrap_or(0);
             view.add(WarehouseStock {
                 warehouse,
                 on_hand,
                 reserved,
-                available: on_hand - reserved,
+                available: (on_hand - reserved - unavailable).max(0),
                 active: row.active == Some(1),
             });
         }
@@ -269,8 +282,8 @@ pub async fn stock_views(
     Ok(skus.iter().filter_map(|sku| by_sku.remove(sku.as_str())).collect())
 }
 
-pub async fn stock_view(pool: &AnyPool, sku: &SkuCode) -> Result<StockView> {
-    stock_views(pool, std::slice::from_ref(sku), None)
+pub async fn stock_view(pool: &AnyPool, sku: &SkuCode, now: kernel::Timestamp) -> Result<StockView> {
+    stock_views_at(pool, std::slice::from_ref(sku), None, now)
         .await?
         .pop()
         .ok_or_else(|| WarehouseError::NotFound { what: "item", key: sku.to_string() })

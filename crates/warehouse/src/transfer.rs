@@ -46,8 +46,12 @@ pub async fn transfer(tx: &mut Tx, transfer: Transfer, now: Timestamp) -> Result
     }
     crate::site::require_warehouse(tx, "from", &transfer.from).await?;
     crate::site::require_warehouse(tx, "to", &transfer.to).await?;
-    crate::item::require_items(tx, transfer.lines.iter().enumerate().map(|(i, l)| (format!("lines[{i}].sku"), &l.sku)))
-        .await?;
+    let known = crate::item::require_items(
+        tx,
+        transfer.lines.iter().enumerate().map(|(i, l)| (format!("lines[{i}].sku"), &l.sku)),
+    )
+    .await?;
+    let capacity = crate::site::capacity_lock(tx, &transfer.to).await?;
 
     let id = format!("trf_{}", uuid::Uuid::now_v7().simple());
     let reference = transfer.reference.clone().unwrap_or_else(|| id.clone());
@@ -61,22 +65,40 @@ pub async fn transfer(tx: &mut Tx, transfer: Transfer, now: Timestamp) -> Result
     let mut journal = Journal::new();
     let mut short = Vec::new();
     for (sku, units) in &per_sku {
+        let tracks_lots = known.iter().any(|(k, lots)| k == sku.as_str() && *lots);
+        if tracks_lots {
+            // Lots move FEFO and keep their code and expiry; expired lots stay behind.
+            match crate::lot::lots_take_fefo(tx, sku, &transfer.from, *units, now).await? {
+                Ok(taken) => {
+                    for (lot, expires_on, q) in taken {
+                        crate::lot::lot_receive(tx, sku, &transfer.to, (&lot, &expires_on, q), now, "lines").await?;
+                    }
+                }
+                Err(short_line) => {
+                    short.push(short_line);
+                    continue;
+                }
+            }
+        }
         let take_first = transfer.from < transfer.to;
         if !take_first {
             receive_line(tx, &mut journal, sku, &transfer.to, *units, &reference).await?;
         }
         match stock_level_take(tx, sku, &transfer.from, *units).await? {
-            Some(level) => journal.stock_changed(NewMovement {
-                warehouse: transfer.from.clone(),
-                sku: (*sku).clone(),
-                kind: MovementKind::TransferOut,
-                on_hand_delta: -units,
-                reserved_delta: 0,
-                on_hand_after: level.on_hand,
-                reserved_after: level.reserved,
-                reference: Some(reference.clone()),
-                reason: None,
-            }),
+            Some(level) => {
+                crate::bin::bins_shrink_to(tx, &transfer.from, sku, level.on_hand).await?;
+                journal.stock_changed(NewMovement {
+                    warehouse: transfer.from.clone(),
+                    sku: (*sku).clone(),
+                    kind: MovementKind::TransferOut,
+                    on_hand_delta: -units,
+                    reserved_delta: 0,
+                    on_hand_after: level.on_hand,
+                    reserved_after: level.reserved,
+                    reference: Some(reference.clone()),
+                    reason: None,
+                })
+            }
             None => short.push(ShortLine {
                 sku: sku.to_string(),
                 warehouse: Some(transfer.from.to_string()),
@@ -91,6 +113,7 @@ pub async fn transfer(tx: &mut Tx, transfer: Transfer, now: Timestamp) -> Result
     if !short.is_empty() {
         return Err(WarehouseError::InsufficientStock { lines: short });
     }
+    crate::site::capacity_check(tx, &transfer.to, capacity).await?;
     journal.flush(tx, now).await?;
     Ok(TransferView {
         id,
@@ -111,6 +134,10 @@ async fn receive_line(
     reference: &str,
 ) -> Result<()> {
     let level = stock_level_receive(tx, sku, to, units).await?;
+    // Like a receipt: into a bin already holding the SKU or the emptiest that fits, if any.
+    if let Some(bin) = crate::bin::putaway_suggestion(tx, to, sku, units).await? {
+        crate::bin::bin_put(tx, to, &bin, sku, units, "lines").await?;
+    }
     journal.stock_changed(NewMovement {
         warehouse: to.clone(),
         sku: sku.clone(),

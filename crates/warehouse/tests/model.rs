@@ -179,7 +179,7 @@ async fn apply(db: &Db, case: &Case, model: &mut Model, op: &Op, now: &mut Times
         Op::Adjust { sku: s, wh: w, delta } => {
             let result = warehouse::adjustment::adjust(
                 &mut tx,
-                Adjustment { warehouse: wh(*w), sku: sku(*s), change: Change::Delta(*delta), reason: None },
+                Adjustment { warehouse: wh(*w), sku: sku(*s), change: Change::Delta(*delta), lot: None, reason: None },
                 *now,
             )
             .await;
@@ -193,7 +193,13 @@ async fn apply(db: &Db, case: &Case, model: &mut Model, op: &Op, now: &mut Times
         Op::Count { sku: s, wh: w, counted } => {
             let result = warehouse::adjustment::adjust(
                 &mut tx,
-                Adjustment { warehouse: wh(*w), sku: sku(*s), change: Change::Counted(*counted), reason: None },
+                Adjustment {
+                    warehouse: wh(*w),
+                    sku: sku(*s),
+                    change: Change::Counted(*counted),
+                    lot: None,
+                    reason: None,
+                },
                 *now,
             )
             .await;
@@ -390,6 +396,7 @@ fn random_operation_sequences_match_the_model_and_reconcile() {
                     longitude: None,
                     priority: 10 * (i as i64 + 1),
                     active: true,
+                    capacity_units: None,
                 };
                 warehouse::site::warehouse_create(&mut tx, new, Timestamp::from_millis(0)).await.unwrap();
             }

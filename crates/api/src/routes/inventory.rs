@@ -48,11 +48,20 @@ fn check_lines<T>(lines: &[T], errors: &mut Vec<FieldError>) {
     }
 }
 
-fn path_sku(raw: &str) -> Result<SkuCode, ApiError> {
+/// Capacities are positive unit counts, bounded like stock levels.
+pub(crate) fn check_capacity(field: &str, capacity: Option<i64>, errors: &mut Vec<FieldError>) {
+    if let Some(c) = capacity
+        && !(1..=kernel::limits::STOCK_LEVEL_MAX).contains(&c)
+    {
+        field_error(errors, field, format!("must be between 1 and {}", kernel::limits::STOCK_LEVEL_MAX));
+    }
+}
+
+pub(crate) fn path_sku(raw: &str) -> Result<SkuCode, ApiError> {
     SkuCode::parse(raw).map_err(|_| ApiError::not_found(format!("item {raw} does not exist")))
 }
 
-fn path_warehouse(raw: &str) -> Result<WarehouseCode, ApiError> {
+pub(crate) fn path_warehouse(raw: &str) -> Result<WarehouseCode, ApiError> {
     WarehouseCode::parse(raw).map_err(|_| ApiError::not_found(format!("warehouse {raw} does not exist")))
 }
 
@@ -121,6 +130,8 @@ pub struct CreateWarehouse {
     /// Lower is preferred; default 100.
     pub priority: Option<i64>,
     pub active: Option<bool>,
+    /// Most units of all SKUs on hand; omit for no limit.
+    pub capacity_units: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
@@ -132,6 +143,7 @@ pub struct PatchWarehouse {
     pub latitude: Option<f64>,
     pub longitude: Option<f64>,
     pub country: Option<String>,
+    pub capacity_units: Option<i64>,
 }
 
 /// Largest warehouse priority; priorities are small ranks, not arbitrary numbers.
@@ -184,6 +196,7 @@ pub async fn warehouse_create(
     let req = body.value;
     let mut errors = Vec::new();
     check_site(Some(&req.name), req.country.as_deref(), req.latitude, req.longitude, req.priority, &mut errors);
+    check_capacity("capacity_units", req.capacity_units, &mut errors);
     finish(errors)?;
     let new = NewWarehouse {
         code: req.code,
@@ -193,6 +206,7 @@ pub async fn warehouse_create(
         longitude: req.longitude,
         priority: req.priority.unwrap_or(PRIORITY_DEFAULT),
         active: req.active.unwrap_or(true),
+        capacity_units: req.capacity_units,
     };
     run_write(&state, &principal, "POST /v1/warehouses", &headers, &body.raw, move |tx, now| {
         let new = new.clone();
@@ -246,6 +260,7 @@ pub async fn warehouse_patch(
     let req = body.value;
     let mut errors = Vec::new();
     check_site(req.name.as_deref(), req.country.as_deref(), req.latitude, req.longitude, req.priority, &mut errors);
+    check_capacity("capacity_units", req.capacity_units, &mut errors);
     finish(errors)?;
     let patch = WarehousePatch {
         name: req.name,
@@ -254,6 +269,7 @@ pub async fn warehouse_patch(
         latitude: req.latitude,
         longitude: req.longitude,
         country: req.country,
+        capacity_units: req.capacity_units,
     };
     run_write(&state, &principal, "PATCH /v1/warehouses", &headers, &body.raw, move |tx, now| {
         let (code, patch) = (code.clone(), patch.clone());
@@ -354,6 +370,8 @@ pub struct CreateAdjustment {
     pub delta: Option<i64>,
     /// Sets on hand to this counted figure.
     pub counted: Option<i64>,
+    /// Required for lot-tracked items: the lot adjusted or counted.
+    pub lot: Option<String>,
     pub reason: Option<String>,
 }
 
@@ -399,11 +417,15 @@ pub async fn adjustment_create(
     if let Some(r) = &req.reason {
         check_text("reason", r, true, &mut errors);
     }
+    if let Some(lot) = &req.lot {
+        check_text("lot", lot, true, &mut errors);
+    }
     finish(errors)?;
     let adjustment = Adjustment {
         warehouse: req.warehouse,
         sku: req.sku,
         change: change.expect("checked above"),
+        lot: req.lot,
         reason: req.reason,
     };
     run_write(&state, &principal, "POST /v1/adjustments", &headers, &body.raw, move |tx, now| {
@@ -477,7 +499,7 @@ pub async fn transfer_create(
 #[utoipa::path(get, path = "/v1/stock/{sku}", tag = "stock", params(("sku" = String, Path)),
     responses((status = 200, body = StockView), (status = 404, body = crate::error::Problem)), security(("bearer" = [])))]
 pub async fn stock_one(State(state): State<AppState>, Path(sku): Path<String>) -> Result<Json<StockView>, ApiError> {
-    Ok(Json(warehouse::stock::stock_view(state.db.reader(), &path_sku(&sku)?).await?))
+    Ok(Json(warehouse::stock::stock_view(state.db.reader(), &path_sku(&sku)?, state.clock.now()).await?))
 }
 
 #[derive(Debug, serde::Serialize, ToSchema)]
@@ -500,6 +522,7 @@ pub async fn stock_batch(State(state): State<AppState>, query: QueryMap) -> Resu
         .map(|s| SkuCode::parse(*s).map_err(|e| ApiError::validation("skus", format!("{s}: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
     let warehouse = query.code::<WarehouseCode>("warehouse")?;
-    let items = warehouse::stock::stock_views(state.db.reader(), &skus, warehouse.as_ref()).await?;
+    let items =
+        warehouse::stock::stock_views_at(state.db.reader(), &skus, warehouse.as_ref(), state.clock.now()).await?;
     Ok(Json(StockBatch { items }))
 }

@@ -3,6 +3,7 @@
 pub mod health;
 pub mod inventory;
 pub mod ledger;
+pub mod locations;
 pub mod reservations;
 
 use crate::AppState;
@@ -14,7 +15,11 @@ use axum::response::Response;
 use std::time::Instant;
 
 pub fn v1_routes() -> Router<AppState> {
-    Router::new().merge(inventory::routes()).merge(reservations::routes()).merge(ledger::routes())
+    Router::new()
+        .merge(inventory::routes())
+        .merge(locations::routes())
+        .merge(reservations::routes())
+        .merge(ledger::routes())
 }
 
 pub async fn not_found() -> ApiError {

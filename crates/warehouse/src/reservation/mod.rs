@@ -66,6 +66,15 @@ pub struct ReservationLine {
     pub sku: String,
     pub warehouse: String,
     pub quantity: i64,
+    /// For lot-tracked items: the lots held, first expiry first.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub lots: Vec<LotTake>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct LotTake {
+    pub lot: String,
+    pub quantity: i64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -117,8 +126,11 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
     let mut distinct: Vec<&SkuCode> = commands.iter().flat_map(|c| c.lines.iter().map(|l| &l.sku)).collect();
     distinct.sort();
     distinct.dedup();
-    let known: HashSet<String> = crate::item::items_known(tx, &distinct).await?.into_iter().map(|(s, _)| s).collect();
+    let known_items = crate::item::items_known(tx, &distinct).await?;
+    let known: HashSet<String> = known_items.iter().map(|(s, _)| s.clone()).collect();
+    let lot_tracked: HashSet<String> = known_items.into_iter().filter(|(_, lots)| *lots).map(|(s, _)| s).collect();
     distinct.retain(|s| known.contains(s.as_str()));
+    let lot_skus: Vec<&SkuCode> = distinct.iter().copied().filter(|s| lot_tracked.contains(s.as_str())).collect();
     let mut named: Vec<&WarehouseCode> =
         commands.iter().flat_map(|c| c.lines.iter().filter_map(|l| l.warehouse.as_ref())).collect();
     named.sort();
@@ -127,6 +139,7 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
 
     let mut journal = Journal::new();
     let mut rows = store::stock_rows_lock(tx, &distinct).await?;
+    let mut lots = load_lots(tx, &lot_skus).await?;
 
     // An expired reservation never blocks a sale: where the batch asks for more of a SKU than
     // is available, reclaim that SKU's due reservations first, then read the rows again.
@@ -147,6 +160,7 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
         let due = store::reservations_due_holding(tx, &short_skus, now, INLINE_RECLAIM_MAX).await?;
         if expire_reservations(tx, &mut journal, &due, now).await? > 0 {
             rows = store::stock_rows_lock(tx, &distinct).await?;
+            lots = load_lots(tx, &lot_skus).await?;
         }
     }
 
@@ -160,6 +174,7 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
         }
     }
     let mut net: BTreeMap<(SkuCode, WarehouseCode), i64> = BTreeMap::new();
+    let mut lot_net: BTreeMap<(String, String, String), i64> = BTreeMap::new();
     let mut created: Vec<(Reservation, Timestamp)> = Vec::new();
     let mut outcomes = Vec::with_capacity(commands.len());
 
@@ -198,7 +213,11 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
                     (row.active == 1).then(|| rules::Candidate {
                         warehouse: warehouse.clone(),
                         priority: row.priority,
-                        available: row.on_hand - row.reserved,
+                        available: if lot_tracked.contains(&row.sku) {
+                            free_lot_units(row, &lots, now)
+                        } else {
+                            row.on_hand - row.reserved
+                        },
                     })
                 })
                 .collect();
@@ -212,20 +231,38 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
             }
         };
         let expires_at = now.plus_seconds(command.ttl_seconds);
+        let mut lines = Vec::with_capacity(plan.len());
+        for p in &plan {
+            // Lot-tracked: take lots FEFO; the plan only used units of unexpired lots.
+            let taken = match lots.get_mut(&(p.sku.as_str().to_owned(), p.warehouse.as_str().to_owned())) {
+                Some(in_warehouse) if lot_tracked.contains(p.sku.as_str()) => {
+                    let taken = crate::lot::fefo_take(in_warehouse, p.quantity, now).ok_or_else(|| {
+                        WarehouseError::Store(::store::StoreError::Corrupt(format!(
+                            "lots of {} in {} hold less than their level",
+                            p.sku, p.warehouse
+                        )))
+                    })?;
+                    for (lot, q) in &taken {
+                        *lot_net.entry((p.sku.to_string(), p.warehouse.to_string(), lot.clone())).or_default() += q;
+                    }
+                    taken.into_iter().map(|(lot, quantity)| LotTake { lot, quantity }).collect()
+                }
+                _ => Vec::new(),
+            };
+            lines.push(ReservationLine {
+                sku: p.sku.to_string(),
+                warehouse: p.warehouse.to_string(),
+                quantity: p.quantity,
+                lots: taken,
+            });
+        }
         let reservation = Reservation {
             id: command.id.to_string(),
             status: Status::Active,
             reference: command.reference.clone(),
             expires_at: expires_at.to_rfc3339(),
             created_at: now.to_rfc3339(),
-            lines: plan
-                .iter()
-                .map(|p| ReservationLine {
-                    sku: p.sku.to_string(),
-                    warehouse: p.warehouse.to_string(),
-                    quantity: p.quantity,
-                })
-                .collect(),
+            lines,
         };
         for line in &plan {
             let key = (line.sku.clone(), line.warehouse.clone());
@@ -251,10 +288,39 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
 
     let deltas: Vec<(&SkuCode, &WarehouseCode, i64)> = net.iter().map(|((s, w), n)| (s, w, *n)).collect();
     store::stock_rows_add_reserved(tx, &deltas).await?;
+    for ((sku, warehouse, lot), q) in &lot_net {
+        crate::lot::lot_change_held(tx, sku, warehouse, lot, 0, *q).await?;
+    }
     store::reservations_insert(tx, &created).await?;
     journal.flush(tx, now).await?;
     metrics::counter!("stockroom_reservations_held_total").increment(created.len() as u64);
     Ok(outcomes)
+}
+
+/// Lots of `skus` by (SKU, warehouse), each list in FEFO order.
+async fn load_lots(tx: &mut Tx, skus: &[&SkuCode]) -> Result<HashMap<(String, String), Vec<crate::lot::LotRow>>> {
+    let mut lots: HashMap<(String, String), Vec<crate::lot::LotRow>> = HashMap::new();
+    for lot in crate::lot::lots_lock(tx, skus).await? {
+        lots.entry((lot.sku.clone(), lot.warehouse.clone())).or_default().push(lot);
+    }
+    for list in lots.values_mut() {
+        crate::lot::fefo_order(list);
+    }
+    Ok(lots)
+}
+
+/// Units of a lot-tracked item's stock row that may be held now: what its unexpired,
+/// unquarantined lots have free (never more than the level has free).
+fn free_lot_units(
+    row: &store::StockRow,
+    lots: &HashMap<(String, String), Vec<crate::lot::LotRow>>,
+    now: Timestamp,
+) -> i64 {
+    let in_lots: i64 = lots
+        .get(&(row.sku.clone(), row.warehouse.clone()))
+        .map(|list| list.iter().map(|l| l.available_at(now)).sum())
+        .unwrap_or(0);
+    (row.on_hand - row.reserved).min(in_lots)
 }
 
 fn reservation_event(event_type: &'static str, reservation: &Reservation) -> NewEvent {
@@ -300,6 +366,13 @@ async fn give_back(
     } else {
         (stock_level_unhold(tx, &sku, &warehouse, line.quantity).await?, 0)
     };
+    for taken in &line.lots {
+        let shipped = if kind == MovementKind::Fulfill { -taken.quantity } else { 0 };
+        crate::lot::lot_change_held(tx, &line.sku, &line.warehouse, &taken.lot, shipped, -taken.quantity).await?;
+    }
+    if kind == MovementKind::Fulfill {
+        crate::bin::bins_shrink_to(tx, &warehouse, &sku, level.on_hand).await?;
+    }
     journal.stock_changed(NewMovement {
         warehouse,
         sku,

@@ -105,6 +105,31 @@ pub(crate) async fn reservations_insert(tx: &mut Tx, reservations: &[(Reservatio
         }
         query.execute(&mut **tx).await?;
     }
+    let lots: Vec<(&str, usize, usize, &super::LotTake)> = reservations
+        .iter()
+        .flat_map(|(r, _)| {
+            r.lines
+                .iter()
+                .enumerate()
+                .flat_map(move |(i, l)| l.lots.iter().enumerate().map(move |(p, t)| (r.id.as_str(), i, p, t)))
+        })
+        .collect();
+    for chunk in lots.chunks(INSERT_ROWS_MAX) {
+        let sql = format!(
+            "INSERT INTO reservation_lots (reservation_id, line_no, lot, position, quantity) VALUES {}",
+            values_placeholders(chunk.len(), 5, 1)
+        );
+        let mut query = dynamic(sql);
+        for (id, line_no, position, taken) in chunk {
+            query = query
+                .bind(id.to_string())
+                .bind(*line_no as i64)
+                .bind(taken.lot.clone())
+                .bind(*position as i64)
+                .bind(taken.quantity);
+        }
+        query.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 
@@ -118,7 +143,43 @@ struct ReservationRow {
 }
 
 #[derive(FromRow)]
+struct LotRow {
+    reservation_id: String,
+    line_no: i64,
+    lot: String,
+    quantity: i64,
+}
+
+/// Attaches the lots of `lines` (by reservation id and line number).
+async fn attach_lots(
+    conn: &mut sqlx::AnyConnection,
+    ids: &[String],
+    lines: &mut [(String, i64, ReservationLine)],
+) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "SELECT reservation_id, line_no, lot, quantity FROM reservation_lots WHERE reservation_id IN ({}) \
+         ORDER BY reservation_id, line_no, position",
+        list_placeholders(ids.len(), 1)
+    );
+    let mut query = sqlx::query_as::<_, LotRow>(sqlx::AssertSqlSafe(sql));
+    for id in ids {
+        query = query.bind(id.clone());
+    }
+    for row in query.fetch_all(&mut *conn).await? {
+        if let Some((_, _, line)) = lines.iter_mut().find(|(id, no, _)| *id == row.reservation_id && *no == row.line_no)
+        {
+            line.lots.push(super::LotTake { lot: row.lot, quantity: row.quantity });
+        }
+    }
+    Ok(())
+}
+
+#[derive(FromRow)]
 struct LineRow {
+    line_no: i64,
     reservation_id: String,
     sku: String,
     warehouse: String,
@@ -140,11 +201,19 @@ pub(crate) async fn reservation_find(
         return Ok(None);
     };
     let lines: Vec<LineRow> = sqlx::query_as(
-        "SELECT reservation_id, sku, warehouse, quantity FROM reservation_lines WHERE reservation_id = $1 ORDER BY line_no",
+        "SELECT line_no, reservation_id, sku, warehouse, quantity FROM reservation_lines WHERE reservation_id = $1 ORDER BY line_no",
     )
     .bind(id.as_str().to_owned())
     .fetch_all(&mut *conn)
     .await?;
+    let mut lines: Vec<(String, i64, ReservationLine)> = lines
+        .into_iter()
+        .map(|l| {
+            let line = ReservationLine { sku: l.sku, warehouse: l.warehouse, quantity: l.quantity, lots: Vec::new() };
+            (l.reservation_id, l.line_no, line)
+        })
+        .collect();
+    attach_lots(conn, &[id.to_string()], &mut lines).await?;
     let expires_at = Timestamp::from_millis(row.expires_at_ms);
     Ok(Some((
         Reservation {
@@ -153,10 +222,7 @@ pub(crate) async fn reservation_find(
             reference: row.reference,
             expires_at: expires_at.to_rfc3339(),
             created_at: row.created_at,
-            lines: lines
-                .into_iter()
-                .map(|l| ReservationLine { sku: l.sku, warehouse: l.warehouse, quantity: l.quantity })
-                .collect(),
+            lines: lines.into_iter().map(|(_, _, line)| line).collect(),
         },
         expires_at,
     )))
@@ -211,19 +277,25 @@ pub(crate) async fn lines_of(tx: &mut Tx, ids: &[String]) -> Result<Vec<(String,
         return Ok(Vec::new());
     }
     let sql = format!(
-        "SELECT reservation_id, sku, warehouse, quantity FROM reservation_lines WHERE reservation_id IN ({})",
+        "SELECT line_no, reservation_id, sku, warehouse, quantity FROM reservation_lines WHERE reservation_id IN ({}) \
+         ORDER BY reservation_id, line_no",
         list_placeholders(ids.len(), 1)
     );
     let mut query = sqlx::query_as::<_, LineRow>(sqlx::AssertSqlSafe(sql));
     for id in ids {
         query = query.bind(id.clone());
     }
-    Ok(query
+    let mut lines: Vec<(String, i64, ReservationLine)> = query
         .fetch_all(&mut **tx)
         .await?
         .into_iter()
-        .map(|l| (l.reservation_id, ReservationLine { sku: l.sku, warehouse: l.warehouse, quantity: l.quantity }))
-        .collect())
+        .map(|l| {
+            let line = ReservationLine { sku: l.sku, warehouse: l.warehouse, quantity: l.quantity, lots: Vec::new() };
+            (l.reservation_id, l.line_no, line)
+        })
+        .collect();
+    attach_lots(tx, ids, &mut lines).await?;
+    Ok(lines.into_iter().map(|(id, _, line)| (id, line)).collect())
 }
 
 /// Up to `limit` active reservations due at `now`, oldest expiry first. On PostgreSQL, rows

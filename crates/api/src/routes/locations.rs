@@ -1,0 +1,202 @@
+//! Where stock is: bins of a warehouse, stock per bin, moves between bins, and lots.
+
+use crate::AppState;
+use crate::auth::Principal;
+use crate::error::{ApiError, FieldError};
+use crate::extract::{ApiJson, QueryMap, check_text};
+use crate::idempotency::{Answer, run_write};
+use crate::routes::inventory::{check_capacity, path_sku, path_warehouse};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use kernel::{Quantity, SkuCode, WarehouseCode};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use warehouse::bin::{Bin, BinMove, BinStock, NewBin};
+use warehouse::lot::LotView;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/warehouses/{code}/bins", post(bin_create).get(bin_list))
+        .route("/warehouses/{code}/bin-moves", post(bin_move_create))
+        .route("/stock/{sku}/lots", get(lots))
+        .route("/stock/{sku}/bins", get(bins_of_sku))
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[schema(example = json!({"code": "A-01-1", "zone": "A", "x": 3.5, "y": 12.0, "capacity_units": 200}))]
+pub struct CreateBin {
+    /// 1 to 64 characters of `A-Z a-z 0-9 . _ -`, unique within the warehouse.
+    pub code: String,
+    pub zone: Option<String>,
+    pub x: Option<f64>,
+    pub y: Option<f64>,
+    pub capacity_units: Option<i64>,
+}
+
+/// Adds a bin to a warehouse.
+#[utoipa::path(post, path = "/v1/warehouses/{code}/bins", tag = "warehouses", params(("code" = String, Path)),
+    request_body = CreateBin,
+    responses((status = 201, body = Bin), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem),
+              (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
+pub async fn bin_create(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(code): Path<String>,
+    headers: HeaderMap,
+    body: ApiJson<CreateBin>,
+) -> Result<Response, ApiError> {
+    let warehouse = path_warehouse(&code)?;
+    let req = body.value;
+    let mut errors = Vec::new();
+    if WarehouseCode::parse(req.code.clone()).is_err() {
+        errors.push(FieldError {
+            field: "code".into(),
+            message: "must be 1 to 64 characters of A-Z a-z 0-9 . _ -".into(),
+        });
+    }
+    if let Some(zone) = &req.zone {
+        check_text("zone", zone, true, &mut errors);
+    }
+    for (field, value) in [("x", req.x), ("y", req.y)] {
+        if value.is_some_and(|v| !v.is_finite() || v.abs() > 1e9) {
+            errors
+                .push(FieldError { field: field.into(), message: "must be a coordinate between -1e9 and 1e9".into() });
+        }
+    }
+    check_capacity("capacity_units", req.capacity_units, &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::validation_many(errors));
+    }
+    let new = NewBin { code: req.code, zone: req.zone, x: req.x, y: req.y, capacity_units: req.capacity_units };
+    run_write(
+        &state,
+        &principal,
+        "POST /v1/warehouses/bins",
+        &headers,
+        &[code.as_bytes(), &body.raw].concat(),
+        move |tx, now| {
+            let (warehouse, new) = (warehouse.clone(), new.clone());
+            Box::pin(async move {
+                let bin = warehouse::bin::bin_create(tx, &warehouse, new, now).await?;
+                Ok(Answer::json(StatusCode::CREATED, &bin))
+            })
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BinPage {
+    pub items: Vec<Bin>,
+    pub next: Option<String>,
+}
+
+/// Bins of a warehouse by code, with the units in each.
+#[utoipa::path(get, path = "/v1/warehouses/{code}/bins", tag = "warehouses",
+    params(("code" = String, Path), ("limit" = Option<u32>, Query), ("next" = Option<String>, Query)),
+    responses((status = 200, body = BinPage), (status = 404, body = crate::error::Problem)), security(("bearer" = [])))]
+pub async fn bin_list(
+    State(state): State<AppState>,
+    Path(code): Path<String>,
+    query: QueryMap,
+) -> Result<Json<BinPage>, ApiError> {
+    let warehouse = path_warehouse(&code)?;
+    let page = query.page()?;
+    let rows = warehouse::bin::bins_list(state.db.reader(), &warehouse, page.after.as_deref(), page.limit).await?;
+    let page = kernel::Page::from_rows(rows, page.limit, |b| b.code.clone());
+    Ok(Json(BinPage { items: page.items, next: page.next }))
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[schema(example = json!({"sku": "TSHIRT-RED-M", "from_bin": "A-01-1", "to_bin": "B-02-3", "quantity": 4}))]
+pub struct CreateBinMove {
+    #[schema(value_type = String)]
+    pub sku: SkuCode,
+    pub from_bin: String,
+    pub to_bin: String,
+    #[schema(value_type = i64, minimum = 1, maximum = 1000000000)]
+    pub quantity: Quantity,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BinMoveResult {
+    /// The SKU's stock in the two bins after the move.
+    pub bins: Vec<BinStock>,
+}
+
+/// Moves units of a SKU between two bins of a warehouse (a `bin_move` movement).
+#[utoipa::path(post, path = "/v1/warehouses/{code}/bin-moves", tag = "warehouses", params(("code" = String, Path)),
+    request_body = CreateBinMove,
+    responses((status = 201, body = BinMoveResult), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn bin_move_create(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(code): Path<String>,
+    headers: HeaderMap,
+    body: ApiJson<CreateBinMove>,
+) -> Result<Response, ApiError> {
+    let warehouse = path_warehouse(&code)?;
+    let req = body.value;
+    let mut errors = Vec::new();
+    check_text("from_bin", &req.from_bin, true, &mut errors);
+    check_text("to_bin", &req.to_bin, true, &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::validation_many(errors));
+    }
+    let command =
+        BinMove { warehouse, sku: req.sku, from_bin: req.from_bin, to_bin: req.to_bin, quantity: req.quantity.get() };
+    run_write(
+        &state,
+        &principal,
+        "POST /v1/warehouses/bin-moves",
+        &headers,
+        &[code.as_bytes(), &body.raw].concat(),
+        move |tx, now| {
+            let command = command.clone();
+            Box::pin(async move {
+                let bins = warehouse::bin::bin_move(tx, command, now).await?;
+                Ok(Answer::json(StatusCode::CREATED, &BinMoveResult { bins }))
+            })
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LotList {
+    pub items: Vec<LotView>,
+}
+
+/// Lots of a SKU with stock, per warehouse, first expiry first. Expired and quarantined lots
+/// are never available.
+#[utoipa::path(get, path = "/v1/stock/{sku}/lots", tag = "stock", params(("sku" = String, Path)),
+    responses((status = 200, body = LotList), (status = 404, body = crate::error::Problem)), security(("bearer" = [])))]
+pub async fn lots(State(state): State<AppState>, Path(sku): Path<String>) -> Result<Json<LotList>, ApiError> {
+    let sku = path_sku(&sku)?;
+    Ok(Json(LotList { items: warehouse::lot::lots_view(state.db.reader(), &sku, state.clock.now()).await? }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BinStockList {
+    pub items: Vec<BinStock>,
+}
+
+/// Stock of a SKU per bin of one warehouse (`?warehouse=` required).
+#[utoipa::path(get, path = "/v1/stock/{sku}/bins", tag = "stock", params(("sku" = String, Path), ("warehouse" = String, Query)),
+    responses((status = 200, body = BinStockList), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn bins_of_sku(
+    State(state): State<AppState>,
+    Path(sku): Path<String>,
+    query: QueryMap,
+) -> Result<Json<BinStockList>, ApiError> {
+    let sku = path_sku(&sku)?;
+    let warehouse =
+        query.code::<WarehouseCode>("warehouse")?.ok_or_else(|| ApiError::validation("warehouse", "is required"))?;
+    warehouse::item::item_get(state.db.reader(), &sku).await?;
+    Ok(Json(BinStockList { items: warehouse::bin::bin_stock_of(state.db.reader(), &warehouse, &sku).await? }))
+}
