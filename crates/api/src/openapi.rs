@@ -15,7 +15,7 @@ use utoipa_swagger_ui::SwaggerUi;
         health::health, health::ready, health::metrics_text,
         inventory::item_create, inventory::item_get,
         inventory::warehouse_create, inventory::warehouse_list, inventory::warehouse_get, inventory::warehouse_patch,
-        inventory::receipt_create, inventory::adjustment_create, inventory::transfer_create,
+        inventory::receipt_create, inventory::adjustment_create, inventory::bulk_adjustments, inventory::transfer_create,
         inventory::stock_one, inventory::stock_batch,
         reservations::reservation_create, reservations::reservation_get,
         reservations::reservation_confirm, reservations::reservation_release, reservations::reservation_fulfill,

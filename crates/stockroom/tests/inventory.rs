@@ -290,3 +290,36 @@ async fn lot_tracked_items_need_a_lot_and_an_expiry_on_receipt() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn bulk_adjustments_answer_per_line_and_apply_only_the_good_ones() {
+    each_backend(|app| async move {
+        two_warehouses_with_stock(&app, "SKU-1").await;
+        let reply = app
+            .post(
+                "/v1/bulk/adjustments",
+                json!({"lines": [
+                    {"warehouse": "BER-1", "sku": "SKU-1", "delta": -2, "reason": "damaged"},
+                    {"warehouse": "MUC-1", "sku": "SKU-1", "counted": 25},
+                    {"warehouse": "BER-1", "sku": "SKU-1", "delta": -100},
+                    {"warehouse": "BER-1", "sku": "SKU-1", "delta": "three"},
+                    {"warehouse": "BER-1", "sku": "NOPE", "delta": 1},
+                    {"warehouse": "BER-1", "sku": "SKU-1", "delta": 0}
+                ]}),
+            )
+            .await
+            .expect(200);
+        let statuses: Vec<i64> =
+            reply["results"].as_array().unwrap().iter().map(|r| r["status"].as_i64().unwrap()).collect();
+        assert_eq!(statuses, [201, 201, 409, 422, 422, 422], "{reply}");
+        assert_eq!((reply["applied"].as_i64(), reply["refused"].as_i64()), (Some(2), Some(4)));
+        assert_eq!(reply["results"][2]["problem"]["code"], "insufficient_stock");
+        assert_eq!(reply["results"][3]["problem"]["errors"][0]["field"], "lines[3].delta");
+        assert_eq!(reply["results"][4]["problem"]["errors"][0]["field"], "lines[4].sku");
+        let stock = app.stock("SKU-1").await;
+        assert_eq!(stock["on_hand"], 33, "8 in BER-1 and 25 in MUC-1: {stock}");
+        app.post("/v1/bulk/adjustments", json!({"lines": []})).await.expect_problem(422, "validation_failed");
+        app.reconcile().await;
+    })
+    .await;
+}

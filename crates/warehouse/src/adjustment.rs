@@ -178,3 +178,30 @@ async fn adjust_lot(tx: &mut Tx, adjustment: &Adjustment) -> Result<(MovementKin
     };
     Ok((kind, delta, level))
 }
+
+/// Applies each adjustment on its own within the caller's transaction (a savepoint per
+/// line): a refused line changes nothing and the others still apply. The outer error is a
+/// database failure.
+pub async fn adjust_many(
+    tx: &mut Tx,
+    adjustments: Vec<Adjustment>,
+    now: Timestamp,
+) -> Result<Vec<Result<AdjustmentView>>> {
+    let mut outcomes = Vec::with_capacity(adjustments.len());
+    for adjustment in adjustments {
+        sqlx::query("SAVEPOINT adjust_line").execute(&mut **tx).await?;
+        match adjust(tx, adjustment, now).await {
+            Err(WarehouseError::Store(e)) => return Err(WarehouseError::Store(e)),
+            Ok(view) => {
+                sqlx::query("RELEASE SAVEPOINT adjust_line").execute(&mut **tx).await?;
+                outcomes.push(Ok(view));
+            }
+            Err(refusal) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT adjust_line").execute(&mut **tx).await?;
+                sqlx::query("RELEASE SAVEPOINT adjust_line").execute(&mut **tx).await?;
+                outcomes.push(Err(refusal));
+            }
+        }
+    }
+    Ok(outcomes)
+}

@@ -29,6 +29,10 @@ pub fn routes() -> Router<AppState> {
         .route("/warehouses/{code}", get(warehouse_get).patch(warehouse_patch))
         .route("/receipts", post(receipt_create))
         .route("/adjustments", post(adjustment_create))
+        .route(
+            "/bulk/adjustments",
+            post(bulk_adjustments).layer(axum::extract::DefaultBodyLimit::max(BULK_BODY_BYTES_MAX)),
+        )
         .route("/transfers", post(transfer_create))
         .route("/stock", get(stock_batch))
         .route("/stock/{sku}", get(stock_one))
@@ -386,48 +390,7 @@ pub async fn adjustment_create(
     headers: HeaderMap,
     body: ApiJson<CreateAdjustment>,
 ) -> Result<Response, ApiError> {
-    let req = body.value;
-    let mut errors = Vec::new();
-    let change = match (req.delta, req.counted) {
-        (Some(delta), None) if delta != 0 && (-QUANTITY_MAX..=QUANTITY_MAX).contains(&delta) => {
-            Some(Change::Delta(delta))
-        }
-        (Some(_), None) => {
-            field_error(
-                &mut errors,
-                "delta",
-                format!("must be non-zero and between -{QUANTITY_MAX} and {QUANTITY_MAX}"),
-            );
-            None
-        }
-        (None, Some(counted)) if (0..=QUANTITY_MAX).contains(&counted) => Some(Change::Counted(counted)),
-        (None, Some(_)) => {
-            field_error(&mut errors, "counted", format!("must be between 0 and {QUANTITY_MAX}"));
-            None
-        }
-        (Some(_), Some(_)) => {
-            field_error(&mut errors, "counted", "give either delta or counted, not both");
-            None
-        }
-        (None, None) => {
-            field_error(&mut errors, "delta", "one of delta or counted is required");
-            None
-        }
-    };
-    if let Some(r) = &req.reason {
-        check_text("reason", r, true, &mut errors);
-    }
-    if let Some(lot) = &req.lot {
-        check_text("lot", lot, true, &mut errors);
-    }
-    finish(errors)?;
-    let adjustment = Adjustment {
-        warehouse: req.warehouse,
-        sku: req.sku,
-        change: change.expect("checked above"),
-        lot: req.lot,
-        reason: req.reason,
-    };
+    let adjustment = adjustment_command(body.value, "")?;
     run_write(&state, &principal, "POST /v1/adjustments", &headers, &body.raw, move |tx, now| {
         let adjustment = adjustment.clone();
         Box::pin(async move {
@@ -436,6 +399,150 @@ pub async fn adjustment_create(
         })
     })
     .await
+}
+
+/// Parses an adjustment request; `prefix` goes before field names (`lines[3].`).
+fn adjustment_command(req: CreateAdjustment, prefix: &str) -> Result<Adjustment, ApiError> {
+    let mut errors = Vec::new();
+    let field = |name: &str| format!("{prefix}{name}");
+    let change = match (req.delta, req.counted) {
+        (Some(delta), None) if delta != 0 && (-QUANTITY_MAX..=QUANTITY_MAX).contains(&delta) => {
+            Some(Change::Delta(delta))
+        }
+        (Some(_), None) => {
+            field_error(
+                &mut errors,
+                field("delta"),
+                format!("must be non-zero and between -{QUANTITY_MAX} and {QUANTITY_MAX}"),
+            );
+            None
+        }
+        (None, Some(counted)) if (0..=QUANTITY_MAX).contains(&counted) => Some(Change::Counted(counted)),
+        (None, Some(_)) => {
+            field_error(&mut errors, field("counted"), format!("must be between 0 and {QUANTITY_MAX}"));
+            None
+        }
+        (Some(_), Some(_)) => {
+            field_error(&mut errors, field("counted"), "give either delta or counted, not both");
+            None
+        }
+        (None, None) => {
+            field_error(&mut errors, field("delta"), "one of delta or counted is required");
+            None
+        }
+    };
+    if let Some(r) = &req.reason {
+        check_text(&field("reason"), r, true, &mut errors);
+    }
+    if let Some(lot) = &req.lot {
+        check_text(&field("lot"), lot, true, &mut errors);
+    }
+    match change {
+        Some(change) if errors.is_empty() => {
+            Ok(Adjustment { warehouse: req.warehouse, sku: req.sku, change, lot: req.lot, reason: req.reason })
+        }
+        _ => Err(ApiError::validation_many(errors)),
+    }
+}
+
+/// Most lines of one bulk adjustment: a large stock take, still one bounded transaction.
+pub const BULK_LINES_MAX: usize = 10_000;
+
+/// Largest bulk request body: 10,000 lines of about 150 bytes.
+pub const BULK_BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"lines": [{"warehouse": "BER-1", "sku": "TSHIRT-RED-M", "counted": 42},
+                                    {"warehouse": "BER-1", "sku": "MUG", "delta": -2, "reason": "damaged"}]}))]
+pub struct CreateBulkAdjustments {
+    /// 1 to 10,000 adjustments, each shaped like `POST /v1/adjustments`.
+    #[schema(value_type = Vec<CreateAdjustment>)]
+    pub lines: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct BulkLineResult {
+    pub line: usize,
+    /// 201 applied; otherwise the status the line would have had on its own.
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adjustment: Option<AdjustmentView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<crate::error::Problem>,
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct BulkResult {
+    pub applied: usize,
+    pub refused: usize,
+    pub results: Vec<BulkLineResult>,
+}
+
+/// Applies up to 10,000 adjustments in one transaction and answers per line: each line is
+/// applied or refused on its own (a refused line changes nothing), like `POST /v1/adjustments`.
+#[utoipa::path(post, path = "/v1/bulk/adjustments", tag = "stock", request_body = CreateBulkAdjustments,
+    params(("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = BulkResult), (status = 413, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn bulk_adjustments(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    body: ApiJson<CreateBulkAdjustments>,
+) -> Result<Response, ApiError> {
+    let lines = body.value.lines;
+    if lines.is_empty() || lines.len() > BULK_LINES_MAX {
+        return Err(ApiError::validation("lines", format!("must have 1 to {BULK_LINES_MAX} lines")));
+    }
+    // Lines that do not parse are answered as refused; the rest are applied.
+    let parsed: Vec<Result<Adjustment, ApiError>> = lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| {
+            let raw = serde_json::to_vec(&value).unwrap_or_default();
+            crate::extract::parse_json::<CreateAdjustment>(&raw)
+                .map_err(|e| prefix_fields(e, i))
+                .and_then(|req| adjustment_command(req, &format!("lines[{i}].")))
+        })
+        .collect();
+    run_write(&state, &principal, "POST /v1/bulk/adjustments", &headers, &body.raw, move |tx, now| {
+        let parsed = parsed.clone();
+        Box::pin(async move {
+            let valid: Vec<Adjustment> = parsed.iter().filter_map(|p| p.as_ref().ok().cloned()).collect();
+            let mut applied = warehouse::adjustment::adjust_many(tx, valid, now).await?.into_iter();
+            let mut results = Vec::with_capacity(parsed.len());
+            for (line, p) in parsed.into_iter().enumerate() {
+                let outcome = match p {
+                    Err(e) => Err(e),
+                    Ok(_) => applied
+                        .next()
+                        .ok_or_else(ApiError::internal)?
+                        .map_err(|e| prefix_fields(ApiError::from(e), line)),
+                };
+                results.push(match outcome {
+                    Ok(view) => BulkLineResult { line, status: 201, adjustment: Some(view), problem: None },
+                    Err(e) if e.is_refusal() => BulkLineResult {
+                        line,
+                        status: e.status.as_u16(),
+                        adjustment: None,
+                        problem: Some(e.to_problem()),
+                    },
+                    Err(e) => return Err(e),
+                });
+            }
+            let applied = results.iter().filter(|r| r.status == 201).count();
+            let result = BulkResult { applied, refused: results.len() - applied, results };
+            Ok(Answer::json(StatusCode::OK, &result))
+        })
+    })
+    .await
+}
+
+fn prefix_fields(mut error: ApiError, line: usize) -> ApiError {
+    for e in &mut error.errors {
+        e.field = if e.field == "body" { format!("lines[{line}]") } else { format!("lines[{line}].{}", e.field) };
+    }
+    error
 }
 
 // ---------------------------------------------------------------- transfers
