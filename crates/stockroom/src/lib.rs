@@ -2,6 +2,7 @@
 //! worker supervision and graceful shutdown. `main.rs` is only the CLI around it, and
 //! `testkit` starts the very same app on port 0.
 
+pub mod export;
 pub mod supervisor;
 
 use anyhow::Context;

@@ -96,6 +96,18 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Write stock levels or movements as CSV or JSON lines.
+    Export {
+        #[arg(value_enum)]
+        what: stockroom::export::What,
+        #[arg(long, value_enum, default_value = "csv")]
+        format: stockroom::export::Format,
+        /// File to write; standard output if omitted.
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
     /// Check every stock level against its movements; exit 1 on a mismatch.
     Reconcile {
         #[command(flatten)]
@@ -175,6 +187,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let key = api::auth::key_create(&db, &scopes, &label, kernel::Clock::now(&SystemClock)).await?;
             println!("{}", key.secret);
             eprintln!("created key {} (shown once)", key.id);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export { what, format, output, database } => {
+            let db = Db::connect_and_migrate(&database.database_url, &database.options()).await?;
+            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let written = match output {
+                Some(path) => {
+                    let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+                    stockroom::export::export(&db, what, format, std::io::BufWriter::new(file), progress).await?
+                }
+                None => stockroom::export::export(&db, what, format, std::io::stdout().lock(), progress).await?,
+            };
+            eprintln!("exported {written} rows");
             Ok(ExitCode::SUCCESS)
         }
         Command::Reconcile { database } => {

@@ -140,3 +140,34 @@ async fn reconcile_exits_one_on_a_mismatch() {
         app.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn export_writes_stock_as_csv_and_movements_as_json_lines() {
+    for backend in backends() {
+        let app = testkit::spawn_app(backend).await;
+        app.create_item("SKU-1").await;
+        app.create_item("SKU-2").await;
+        app.create_warehouse("BER-1", 10).await;
+        app.receive("BER-1", "SKU-1", 5).await;
+        app.receive("BER-1", "SKU-2", 7).await;
+        app.post("/v1/reservations", serde_json::json!({"lines": [{"sku": "SKU-2", "quantity": 3}]})).await.expect(201);
+        let url = app.database_url().to_owned();
+
+        let csv = stockroom(&["export", "stock"], &url);
+        assert!(csv.status.success(), "{csv:?}");
+        let text = String::from_utf8(csv.stdout).unwrap();
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            ["warehouse,sku,on_hand,reserved", "BER-1,SKU-1,5,0", "BER-1,SKU-2,7,3"]
+        );
+
+        let jsonl = stockroom(&["export", "movements", "--format", "jsonl"], &url);
+        assert!(jsonl.status.success(), "{jsonl:?}");
+        let rows: Vec<serde_json::Value> =
+            String::from_utf8(jsonl.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let kinds: Vec<&str> = rows.iter().map(|r| r["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["receipt", "receipt", "reserve"]);
+        assert_eq!(rows[2]["reserved_after"], 3);
+        app.shutdown().await;
+    }
+}
