@@ -29,7 +29,7 @@ struct StockRow {
 }
 
 enum Sink<W: Write> {
-    Csv(csv::Writer<W>),
+    Csv(Box<csv::Writer<W>>),
     Jsonl(W),
 }
 
@@ -68,7 +68,7 @@ pub async fn export<W: Write>(db: &Db, what: What, format: Format, out: W, progr
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut sink = match format {
-        Format::Csv => Sink::Csv(csv::Writer::from_writer(out)),
+        Format::Csv => Sink::Csv(Box::new(csv::Writer::from_writer(out))),
         Format::Jsonl => Sink::Jsonl(out),
     };
     let mut written = 0u64;
