@@ -37,3 +37,6 @@ pub const INSERT_ROWS_MAX: usize = 500;
 
 /// Longest free-text field (names, references, reasons).
 pub const TEXT_CHARS_MAX: usize = 512;
+
+/// Most outbox events one event-driven worker run reads (the alert checker).
+pub const OUTBOX_BATCH_MAX: i64 = 1_000;

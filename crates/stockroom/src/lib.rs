@@ -116,6 +116,22 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
         }
     }));
 
+    workers.push(supervisor::spawn("alerts", config.sweep_interval, shutdown.clone(), {
+        let (db, clock) = (db.clone(), clock.clone());
+        move || {
+            let (db, clock) = (db.clone(), clock.clone());
+            async move {
+                let events =
+                    warehouse::alert::check_stock_changes(&db, clock.now(), kernel::limits::OUTBOX_BATCH_MAX).await?;
+                let (raised, resolved) = warehouse::alert::check_periodic(&db, clock.now()).await?;
+                Ok(supervisor::Progress {
+                    done: events + raised + resolved,
+                    more: events as i64 >= kernel::limits::OUTBOX_BATCH_MAX,
+                })
+            }
+        }
+    }));
+
     let app = api::router(state);
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });

@@ -240,6 +240,11 @@ impl TestApp {
         self.request(Method::POST, path, Some(("application/json", bytes)), Some(ADMIN_KEY), headers).await
     }
 
+    pub async fn put_json(&self, path: &str, body: Value) -> Reply {
+        let bytes = serde_json::to_vec(&body).expect("serialize");
+        self.request(Method::PUT, path, Some(("application/json", bytes)), Some(ADMIN_KEY), &[]).await
+    }
+
     pub async fn patch(&self, path: &str, body: Value) -> Reply {
         let bytes = serde_json::to_vec(&body).expect("serialize");
         self.request(Method::PATCH, path, Some(("application/json", bytes)), Some(ADMIN_KEY), &[]).await

@@ -13,6 +13,7 @@
 //! here knows about HTTP.
 
 pub mod adjustment;
+pub mod alert;
 pub mod bin;
 pub mod error;
 pub mod item;

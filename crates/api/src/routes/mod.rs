@@ -1,5 +1,6 @@
 //! Routes, one module per area of the API.
 
+pub mod alerts;
 pub mod health;
 pub mod inventory;
 pub mod ledger;
@@ -20,6 +21,7 @@ pub fn v1_routes() -> Router<AppState> {
         .merge(locations::routes())
         .merge(reservations::routes())
         .merge(ledger::routes())
+        .merge(alerts::routes())
 }
 
 pub async fn not_found() -> ApiError {

@@ -1,0 +1,511 @@
+//! Alerts: thresholds for low stock, out of stock, overstock, expiring lots and capacity, and
+//! alerts with a lifecycle (raised → acknowledged → resolved).
+//!
+//! Rules apply per item and warehouse, per item, or as the default (the most specific existing
+//! rule applies as a whole). Evaluation is a supervised reconciler that never runs on the hot
+//! path: [`check_stock_changes`] reads `stock.changed` events from the outbox after its stored
+//! offset and re-evaluates the touched levels (bounded batch per run), and [`check_periodic`]
+//! re-evaluates expiring lots and capacities. Each raises what holds and is not open yet,
+//! resolves what is open and no longer holds, and emits `alert.*` events through the outbox.
+
+use crate::ledger::Journal;
+use crate::{Result, WarehouseError};
+use kernel::{NewEvent, SkuCode, Timestamp, WarehouseCode};
+use serde::Serialize;
+use serde_json::{Value, json};
+use sqlx::{AnyPool, FromRow};
+use std::collections::{HashMap, HashSet};
+use store::{Db, Tx};
+
+/// Most expiring lots and capacities one periodic run looks at.
+const PERIODIC_SUBJECTS_MAX: i64 = 1_000;
+
+const STOCK_KINDS: [&str; 3] = ["low_stock", "out_of_stock", "overstock"];
+const PERIODIC_KINDS: [&str; 2] = ["expiring_soon", "capacity"];
+
+/// Thresholds; `None` (and `out_of_stock: false`) is off.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleSpec {
+    pub low_stock_units: Option<i64>,
+    pub out_of_stock: bool,
+    pub overstock_units: Option<i64>,
+    pub expiring_within_days: Option<i64>,
+    pub capacity_share_percent: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, FromRow, PartialEq, Eq, utoipa::ToSchema)]
+pub struct AlertRule {
+    /// `default`, `item:SKU` or `item:SKU@WAREHOUSE`.
+    pub scope: String,
+    pub sku: Option<String>,
+    pub warehouse: Option<String>,
+    pub low_stock_units: Option<i64>,
+    #[serde(serialize_with = "as_bool")]
+    #[schema(value_type = bool)]
+    pub out_of_stock: i64,
+    pub overstock_units: Option<i64>,
+    pub expiring_within_days: Option<i64>,
+    pub capacity_share_percent: Option<i64>,
+    pub updated_at: String,
+}
+
+fn as_bool<S: serde::Serializer>(v: &i64, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_bool(*v != 0)
+}
+
+/// Sets the rule of a scope: the default (no SKU), an item, or an item in a warehouse.
+pub async fn rule_put(
+    tx: &mut Tx,
+    sku: Option<&SkuCode>,
+    warehouse: Option<&WarehouseCode>,
+    spec: RuleSpec,
+    now: Timestamp,
+) -> Result<AlertRule> {
+    if let Some(sku) = sku {
+        crate::item::require_items(tx, [("sku".to_owned(), sku)])
+            .await
+            .map_err(|_| WarehouseError::NotFound { what: "item", key: sku.to_string() })?;
+    }
+    if let Some(code) = warehouse {
+        crate::site::warehouse_in_tx(tx, code).await?;
+    }
+    let scope = match (sku, warehouse) {
+        (None, _) => "default".to_owned(),
+        (Some(s), None) => format!("item:{s}"),
+        (Some(s), Some(w)) => format!("item:{s}@{w}"),
+    };
+    let rule = AlertRule {
+        scope,
+        sku: sku.map(|s| s.to_string()),
+        warehouse: warehouse.map(|w| w.to_string()),
+        low_stock_units: spec.low_stock_units,
+        out_of_stock: i64::from(spec.out_of_stock),
+        overstock_units: spec.overstock_units,
+        expiring_within_days: spec.expiring_within_days,
+        capacity_share_percent: spec.capacity_share_percent,
+        updated_at: now.to_rfc3339(),
+    };
+    sqlx::query(
+        "INSERT INTO alert_rules (scope, sku, warehouse, low_stock_units, out_of_stock, overstock_units, \
+         expiring_within_days, capacity_share_percent, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         ON CONFLICT (scope) DO UPDATE SET low_stock_units = excluded.low_stock_units, out_of_stock = excluded.out_of_stock, \
+         overstock_units = excluded.overstock_units, expiring_within_days = excluded.expiring_within_days, \
+         capacity_share_percent = excluded.capacity_share_percent, updated_at = excluded.updated_at",
+    )
+    .bind(rule.scope.clone())
+    .bind(rule.sku.clone())
+    .bind(rule.warehouse.clone())
+    .bind(rule.low_stock_units)
+    .bind(rule.out_of_stock)
+    .bind(rule.overstock_units)
+    .bind(rule.expiring_within_days)
+    .bind(rule.capacity_share_percent)
+    .bind(rule.updated_at.clone())
+    .execute(&mut **tx)
+    .await?;
+    Ok(rule)
+}
+
+const RULE_COLUMNS: &str = "scope, sku, warehouse, low_stock_units, out_of_stock, overstock_units, \
+     expiring_within_days, capacity_share_percent, updated_at";
+
+pub async fn rules_list(pool: &AnyPool) -> Result<Vec<AlertRule>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {RULE_COLUMNS} FROM alert_rules ORDER BY scope")))
+        .fetch_all(pool)
+        .await?)
+}
+
+/// All rules by scope. TODO(scale): fine for thousands of rules; page them beyond that.
+async fn rules_by_scope(tx: &mut Tx) -> Result<HashMap<String, AlertRule>> {
+    let rules: Vec<AlertRule> = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {RULE_COLUMNS} FROM alert_rules")))
+        .fetch_all(&mut **tx)
+        .await?;
+    Ok(rules.into_iter().map(|r| (r.scope.clone(), r)).collect())
+}
+
+fn rule_for<'a>(rules: &'a HashMap<String, AlertRule>, sku: &str, warehouse: &str) -> Option<&'a AlertRule> {
+    rules
+        .get(&format!("item:{sku}@{warehouse}"))
+        .or_else(|| rules.get(&format!("item:{sku}")))
+        .or_else(|| rules.get("default"))
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct Alert {
+    pub id: String,
+    /// `low_stock`, `out_of_stock`, `overstock`, `expiring_soon` or `capacity`.
+    pub kind: String,
+    pub warehouse: Option<String>,
+    pub sku: Option<String>,
+    pub lot: Option<String>,
+    pub bin: Option<String>,
+    /// `raised`, `acknowledged` or `resolved`.
+    pub status: String,
+    #[schema(value_type = Object)]
+    pub detail: Value,
+    pub raised_at: String,
+    pub acknowledged_at: Option<String>,
+    pub resolved_at: Option<String>,
+}
+
+#[derive(FromRow)]
+struct AlertRow {
+    id: String,
+    subject: String,
+    kind: String,
+    warehouse: Option<String>,
+    sku: Option<String>,
+    lot: Option<String>,
+    bin: Option<String>,
+    status: String,
+    detail: String,
+    raised_at: String,
+    acknowledged_at: Option<String>,
+    resolved_at: Option<String>,
+}
+
+impl From<AlertRow> for Alert {
+    fn from(r: AlertRow) -> Self {
+        Alert {
+            id: r.id,
+            kind: r.kind,
+            warehouse: r.warehouse,
+            sku: r.sku,
+            lot: r.lot,
+            bin: r.bin,
+            status: r.status,
+            detail: serde_json::from_str(&r.detail).unwrap_or(Value::Null),
+            raised_at: r.raised_at,
+            acknowledged_at: r.acknowledged_at,
+            resolved_at: r.resolved_at,
+        }
+    }
+}
+
+const ALERT_COLUMNS: &str =
+    "id, subject, kind, warehouse, sku, lot, bin, status, detail, raised_at, acknowledged_at, resolved_at";
+
+/// Alerts by id (raise order); `status` filters (`open` means raised or acknowledged).
+pub async fn alerts_list(pool: &AnyPool, status: Option<&str>, after: Option<&str>, limit: u32) -> Result<Vec<Alert>> {
+    let filter = match status {
+        None => "",
+        Some("open") => "AND status <> 'resolved'",
+        Some("raised") => "AND status = 'raised'",
+        Some("acknowledged") => "AND status = 'acknowledged'",
+        Some("resolved") => "AND status = 'resolved'",
+        Some(_) => return Err(WarehouseError::invalid("status", "must be open, raised, acknowledged or resolved")),
+    };
+    let rows: Vec<AlertRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ALERT_COLUMNS} FROM alerts WHERE id > $1 {filter} ORDER BY id LIMIT $2"
+    )))
+    .bind(after.unwrap_or("").to_owned())
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(Alert::from).collect())
+}
+
+/// `raised` → `acknowledged`; acknowledging again changes nothing; a resolved alert cannot be.
+pub async fn alert_acknowledge(tx: &mut Tx, id: &str, now: Timestamp) -> Result<Alert> {
+    let updated = sqlx::query(
+        "UPDATE alerts SET status = 'acknowledged', acknowledged_at = $1 WHERE id = $2 AND status = 'raised'",
+    )
+    .bind(now.to_rfc3339())
+    .bind(id.to_owned())
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    let alert: Alert =
+        sqlx::query_as::<_, AlertRow>(sqlx::AssertSqlSafe(format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1")))
+            .bind(id.to_owned())
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(Alert::from)
+            .ok_or_else(|| WarehouseError::NotFound { what: "alert", key: id.to_owned() })?;
+    if alert.status == "resolved" {
+        return Err(WarehouseError::InvalidState { from: "resolved".into(), action: "acknowledge" });
+    }
+    if updated == 1 {
+        let mut journal = Journal::new();
+        journal.event(alert_event("alert.acknowledged", &alert));
+        journal.flush(tx, now).await?;
+    }
+    Ok(alert)
+}
+
+fn alert_event(event_type: &'static str, alert: &Alert) -> NewEvent {
+    NewEvent { event_type, aggregate: format!("alert:{}", alert.id), data: json!(alert) }
+}
+
+/// A condition that holds now and should have an open alert.
+#[derive(Debug, Clone)]
+struct Condition {
+    kind: &'static str,
+    warehouse: String,
+    sku: Option<String>,
+    lot: Option<String>,
+    bin: Option<String>,
+    detail: Value,
+}
+
+impl Condition {
+    fn subject(&self) -> String {
+        subject(self.kind, &self.warehouse, self.sku.as_deref(), self.lot.as_deref(), self.bin.as_deref())
+    }
+}
+
+fn subject(kind: &str, warehouse: &str, sku: Option<&str>, lot: Option<&str>, bin: Option<&str>) -> String {
+    format!("{kind}|{warehouse}|{}|{}|{}", sku.unwrap_or(""), lot.unwrap_or(""), bin.unwrap_or(""))
+}
+
+/// Raises the conditions that are not open and resolves the open alerts among `in_scope` that
+/// no longer hold.
+async fn settle(
+    tx: &mut Tx,
+    journal: &mut Journal,
+    conditions: Vec<Condition>,
+    open: Vec<AlertRow>,
+    now: Timestamp,
+) -> Result<(usize, usize)> {
+    let wanted: HashSet<String> = conditions.iter().map(Condition::subject).collect();
+    let open_subjects: HashSet<String> = open.iter().map(|a| a.subject.clone()).collect();
+    let mut resolved = 0;
+    for alert in open.into_iter().filter(|a| !wanted.contains(&a.subject)) {
+        sqlx::query("UPDATE alerts SET status = 'resolved', resolved_at = $1 WHERE id = $2 AND status <> 'resolved'")
+            .bind(now.to_rfc3339())
+            .bind(alert.id.clone())
+            .execute(&mut **tx)
+            .await?;
+        let mut alert = Alert::from(alert);
+        alert.status = "resolved".into();
+        alert.resolved_at = Some(now.to_rfc3339());
+        journal.event(alert_event("alert.resolved", &alert));
+        resolved += 1;
+    }
+    let mut raised = 0;
+    for c in conditions.into_iter().filter(|c| !open_subjects.contains(&c.subject())) {
+        let alert = Alert {
+            id: format!("alr_{}", uuid::Uuid::now_v7().simple()),
+            kind: c.kind.to_owned(),
+            warehouse: Some(c.warehouse.clone()),
+            sku: c.sku.clone(),
+            lot: c.lot.clone(),
+            bin: c.bin.clone(),
+            status: "raised".into(),
+            detail: c.detail.clone(),
+            raised_at: now.to_rfc3339(),
+            acknowledged_at: None,
+            resolved_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO alerts (id, subject, kind, warehouse, sku, lot, bin, status, detail, raised_at, seq) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'raised', $8, $9, $10)",
+        )
+        .bind(alert.id.clone())
+        .bind(c.subject())
+        .bind(c.kind)
+        .bind(c.warehouse)
+        .bind(c.sku)
+        .bind(c.lot)
+        .bind(c.bin)
+        .bind(alert.detail.to_string())
+        .bind(alert.raised_at.clone())
+        .bind(now.millis())
+        .execute(&mut **tx)
+        .await?;
+        journal.event(alert_event("alert.raised", &alert));
+        raised += 1;
+    }
+    Ok((raised, resolved))
+}
+
+async fn open_alerts(tx: &mut Tx, kinds: &[&str]) -> Result<Vec<AlertRow>> {
+    let sql = format!(
+        "SELECT {ALERT_COLUMNS} FROM alerts WHERE status <> 'resolved' AND kind IN ({})",
+        store::sql::list_placeholders(kinds.len(), 1)
+    );
+    let mut query = sqlx::query_as::<_, AlertRow>(sqlx::AssertSqlSafe(sql));
+    for kind in kinds {
+        query = query.bind(kind.to_string());
+    }
+    Ok(query.fetch_all(&mut **tx).await?)
+}
+
+/// Stock conditions (low, out, over) of one level under its rule.
+fn stock_conditions(rule: &AlertRule, warehouse: &str, sku: &str, on_hand: i64, available: i64) -> Vec<Condition> {
+    let mut out = Vec::new();
+    let condition = |kind, detail| Condition {
+        kind,
+        warehouse: warehouse.to_owned(),
+        sku: Some(sku.to_owned()),
+        lot: None,
+        bin: None,
+        detail,
+    };
+    if rule.out_of_stock == 1 && available <= 0 {
+        out.push(condition("out_of_stock", json!({"available": available})));
+    } else if let Some(low) = rule.low_stock_units
+        && available <= low
+    {
+        out.push(condition("low_stock", json!({"available": available, "threshold": low})));
+    }
+    if let Some(over) = rule.overstock_units
+        && on_hand > over
+    {
+        out.push(condition("overstock", json!({"on_hand": on_hand, "threshold": over})));
+    }
+    out
+}
+
+/// One run of the event-driven check: reads up to `batch_max` events after the stored
+/// offset, re-evaluates the stock levels they touched, and moves the offset; returns how
+/// many events it read.
+pub async fn check_stock_changes(db: &Db, now: Timestamp, batch_max: i64) -> Result<usize> {
+    let mut tx = db.begin().await?;
+    // One replica at a time reads a given range: the offset row is locked until commit.
+    sqlx::query("INSERT INTO worker_offsets (worker, last_seq) VALUES ('alerts', 0) ON CONFLICT (worker) DO NOTHING")
+        .execute(&mut *tx)
+        .await?;
+    let lock = match db.backend() {
+        store::Backend::Postgres => "SELECT last_seq FROM worker_offsets WHERE worker = 'alerts' FOR UPDATE",
+        store::Backend::Sqlite => "SELECT last_seq FROM worker_offsets WHERE worker = 'alerts'",
+    };
+    let offset: i64 = sqlx::query_scalar(lock).fetch_one(&mut *tx).await?;
+    let events: Vec<(i64, String, String)> =
+        sqlx::query_as("SELECT seq, event_type, data FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(offset)
+            .bind(batch_max)
+            .fetch_all(&mut *tx)
+            .await?;
+    let Some(last) = events.last().map(|e| e.0) else {
+        tx.commit().await?;
+        return Ok(0);
+    };
+    let mut touched: HashSet<(String, String)> = HashSet::new();
+    for (_, event_type, data) in &events {
+        if event_type == "stock.changed"
+            && let Ok(data) = serde_json::from_str::<Value>(data)
+            && let (Some(w), Some(s)) = (data["warehouse"].as_str(), data["sku"].as_str())
+        {
+            touched.insert((w.to_owned(), s.to_owned()));
+        }
+    }
+    let mut journal = Journal::new();
+    if !touched.is_empty() {
+        let rules = rules_by_scope(&mut tx).await?;
+        let mut conditions = Vec::new();
+        for (warehouse, sku) in &touched {
+            let Some(rule) = rule_for(&rules, sku, warehouse) else { continue };
+            let level: Option<(i64, i64)> =
+                sqlx::query_as("SELECT on_hand, reserved FROM stock_levels WHERE warehouse = $1 AND sku = $2")
+                    .bind(warehouse.clone())
+                    .bind(sku.clone())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some((on_hand, reserved)) = level {
+                conditions.extend(stock_conditions(rule, warehouse, sku, on_hand, on_hand - reserved));
+            }
+        }
+        let open: Vec<AlertRow> = open_alerts(&mut tx, &STOCK_KINDS)
+            .await?
+            .into_iter()
+            .filter(|a| touched.contains(&(a.warehouse.clone().unwrap_or_default(), a.sku.clone().unwrap_or_default())))
+            .collect();
+        settle(&mut tx, &mut journal, conditions, open, now).await?;
+    }
+    sqlx::query(
+        "INSERT INTO worker_offsets (worker, last_seq) VALUES ('alerts', $1) \
+         ON CONFLICT (worker) DO UPDATE SET last_seq = excluded.last_seq",
+    )
+    .bind(last)
+    .execute(&mut *tx)
+    .await?;
+    journal.flush(&mut tx, now).await?;
+    tx.commit().await?;
+    Ok(events.len())
+}
+
+/// One run of the periodic check: lots expiring within their rule's window, and warehouses
+/// and bins filled beyond the default rule's share of capacity.
+pub async fn check_periodic(db: &Db, now: Timestamp) -> Result<(usize, usize)> {
+    let mut tx = db.begin().await?;
+    let rules = rules_by_scope(&mut tx).await?;
+    let mut conditions = Vec::new();
+
+    let horizon_days = rules.values().filter_map(|r| r.expiring_within_days).max().unwrap_or(0);
+    if horizon_days > 0 {
+        let lots: Vec<(String, String, String, String, i64, i64)> = sqlx::query_as(
+            "SELECT sku, warehouse, lot, expires_on, expires_at_ms, on_hand - reserved FROM stock_lots \
+             WHERE on_hand - reserved > 0 AND quarantined = 0 AND expires_at_ms > $1 AND expires_at_ms <= $2 \
+             ORDER BY expires_at_ms LIMIT $3",
+        )
+        .bind(now.millis())
+        .bind(now.plus_seconds(horizon_days * 86_400).millis())
+        .bind(PERIODIC_SUBJECTS_MAX)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (sku, warehouse, lot, expires_on, expires_at_ms, free) in lots {
+            let within = rule_for(&rules, &sku, &warehouse).and_then(|r| r.expiring_within_days);
+            if within.is_some_and(|days| expires_at_ms <= now.plus_seconds(days * 86_400).millis()) {
+                conditions.push(Condition {
+                    kind: "expiring_soon",
+                    warehouse,
+                    sku: Some(sku),
+                    lot: Some(lot),
+                    bin: None,
+                    detail: json!({"expires_on": expires_on, "units": free, "within_days": within}),
+                });
+            }
+        }
+    }
+
+    if let Some(share) = rules.get("default").and_then(|r| r.capacity_share_percent) {
+        let warehouses: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT w.code, w.capacity_units, CAST(COALESCE(SUM(s.on_hand), 0) AS BIGINT) FROM warehouses w \
+             LEFT JOIN stock_levels s ON s.warehouse = w.code WHERE w.capacity_units IS NOT NULL \
+             GROUP BY w.code, w.capacity_units ORDER BY w.code LIMIT $1",
+        )
+        .bind(PERIODIC_SUBJECTS_MAX)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (code, capacity, used) in warehouses {
+            if used * 100 >= capacity * share {
+                conditions.push(Condition {
+                    kind: "capacity",
+                    warehouse: code,
+                    sku: None,
+                    lot: None,
+                    bin: None,
+                    detail: json!({"used_units": used, "capacity_units": capacity, "threshold_percent": share}),
+                });
+            }
+        }
+        let bins: Vec<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT b.warehouse, b.code, b.capacity_units, CAST(COALESCE(SUM(s.on_hand), 0) AS BIGINT) FROM bins b \
+             LEFT JOIN bin_stock s ON s.warehouse = b.warehouse AND s.bin = b.code WHERE b.capacity_units IS NOT NULL \
+             GROUP BY b.warehouse, b.code, b.capacity_units ORDER BY b.warehouse, b.code LIMIT $1",
+        )
+        .bind(PERIODIC_SUBJECTS_MAX)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (warehouse, bin, capacity, used) in bins {
+            if used * 100 >= capacity * share {
+                conditions.push(Condition {
+                    kind: "capacity",
+                    warehouse,
+                    sku: None,
+                    lot: None,
+                    bin: Some(bin),
+                    detail: json!({"used_units": used, "capacity_units": capacity, "threshold_percent": share}),
+                });
+            }
+        }
+    }
+
+    let open = open_alerts(&mut tx, &PERIODIC_KINDS).await?;
+    let mut journal = Journal::new();
+    let counts = settle(&mut tx, &mut journal, conditions, open, now).await?;
+    journal.flush(&mut tx, now).await?;
+    tx.commit().await?;
+    Ok(counts)
+}
