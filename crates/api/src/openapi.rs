@@ -1,7 +1,7 @@
 //! The OpenAPI document (`/openapi.json`) and the docs page (`/docs`).
 
 use crate::AppState;
-use crate::routes::{alerts, health, inventory, ledger, locations, reservations};
+use crate::routes::{alerts, counts, health, inventory, ledger, locations, reservations};
 use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -21,13 +21,14 @@ use utoipa_swagger_ui::SwaggerUi;
         reservations::reservation_confirm, reservations::reservation_release, reservations::reservation_fulfill,
         ledger::movements, ledger::events, ledger::reconciliation,
         alerts::rules, alerts::rule_default, alerts::rule_item, alerts::rule_item_warehouse, alerts::alerts, alerts::acknowledge,
+        counts::count_open, counts::count_get, counts::count_submit, counts::count_approve, counts::count_cancel,
         locations::bin_create, locations::bin_list, locations::bin_move_create, locations::lots, locations::bins_of_sku,
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError, warehouse::ShortLine)),
     modifiers(&BearerAuth),
     tags(
         (name = "items"), (name = "warehouses"), (name = "stock"), (name = "reservations"),
-        (name = "ledger"), (name = "alerts"), (name = "operations")
+        (name = "ledger"), (name = "alerts"), (name = "counts"), (name = "operations")
     )
 )]
 pub struct ApiDoc;

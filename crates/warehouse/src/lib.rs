@@ -15,6 +15,7 @@
 pub mod adjustment;
 pub mod alert;
 pub mod bin;
+pub mod count;
 pub mod error;
 pub mod item;
 pub mod ledger;

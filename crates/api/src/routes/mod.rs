@@ -1,6 +1,7 @@
 //! Routes, one module per area of the API.
 
 pub mod alerts;
+pub mod counts;
 pub mod health;
 pub mod inventory;
 pub mod ledger;
@@ -22,6 +23,7 @@ pub fn v1_routes() -> Router<AppState> {
         .merge(reservations::routes())
         .merge(ledger::routes())
         .merge(alerts::routes())
+        .merge(counts::routes())
 }
 
 pub async fn not_found() -> ApiError {

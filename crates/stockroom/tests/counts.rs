@@ -1,0 +1,109 @@
+//! Cycle counts over HTTP on every backend: blind counting, recounts, movements during the
+//! count, approval as `count` movements.
+
+use serde_json::json;
+use testkit::each_backend;
+
+#[tokio::test]
+async fn a_cycle_count_applies_variances_measured_when_counted_and_asks_for_recounts() {
+    each_backend(|app| async move {
+        app.create_item("X").await;
+        app.create_warehouse("BER-1", 10).await;
+        app.post("/v1/warehouses/BER-1/bins", json!({"code": "A-1", "zone": "A", "capacity_units": 10}))
+            .await
+            .expect(201);
+        app.post("/v1/warehouses/BER-1/bins", json!({"code": "B-1", "zone": "B", "capacity_units": 5}))
+            .await
+            .expect(201);
+        app.post("/v1/receipts", json!({"warehouse": "BER-1", "lines": [{"sku": "X", "quantity": 10, "bin": "A-1"}]}))
+            .await
+            .expect(201);
+        app.post("/v1/receipts", json!({"warehouse": "BER-1", "lines": [{"sku": "X", "quantity": 5, "bin": "B-1"}]}))
+            .await
+            .expect(201);
+        let unbinned = app
+            .post("/v1/receipts", json!({"warehouse": "BER-1", "lines": [{"sku": "X", "quantity": 3}]}))
+            .await
+            .expect(201);
+        assert_eq!(unbinned["lines"][0]["bin"], serde_json::Value::Null, "no bin has room");
+
+        let count =
+            app.post("/v1/counts", json!({"warehouse": "BER-1", "recount_threshold_units": 1})).await.expect(201);
+        let id = count["id"].as_str().unwrap().to_owned();
+        let places: Vec<(serde_json::Value, serde_json::Value)> =
+            count["lines"].as_array().unwrap().iter().map(|l| (l["bin"].clone(), l["sku"].clone())).collect();
+        assert_eq!(places, [(json!(null), json!("X")), (json!("A-1"), json!("X")), (json!("B-1"), json!("X"))]);
+        assert!(count["lines"][0].get("expected").is_none(), "counters count blind: {count}");
+
+        let submitted = app
+            .post(
+                &format!("/v1/counts/{id}/lines"),
+                json!({"lines": [{"bin": "A-1", "sku": "X", "counted": 9}, {"bin": "B-1", "sku": "X", "counted": 8},
+                                 {"sku": "X", "counted": 3}]}),
+            )
+            .await
+            .expect(200);
+        let recount: Vec<bool> =
+            submitted["lines"].as_array().unwrap().iter().map(|l| l["needs_recount"].as_bool().unwrap()).collect();
+        assert_eq!(recount, [false, false, true], "B-1 is 3 off with a threshold of 1");
+        app.post(&format!("/v1/counts/{id}/approve"), json!({})).await.expect_problem(409, "invalid_state");
+
+        // Stock moves while the count is open: a shipment of 2 from the preferred place.
+        let r = app.post("/v1/reservations", json!({"lines": [{"sku": "X", "quantity": 2}]})).await.expect(201);
+        let rid = r["id"].as_str().unwrap();
+        app.post(&format!("/v1/reservations/{rid}/confirm"), json!({})).await.expect(200);
+        app.post(&format!("/v1/reservations/{rid}/fulfill"), json!({})).await.expect(200);
+        assert_eq!(app.stock("X").await["on_hand"], 16);
+
+        // The recount confirms 8: accepted.
+        let recounted = app
+            .post(&format!("/v1/counts/{id}/lines"), json!({"lines": [{"bin": "B-1", "sku": "X", "counted": 8}]}))
+            .await
+            .expect(200);
+        assert!(recounted["lines"].as_array().unwrap().iter().all(|l| l["needs_recount"] == false), "{recounted}");
+        let approved = app.post(&format!("/v1/counts/{id}/approve"), json!({})).await.expect(200);
+        assert_eq!(approved["status"], "approved");
+        let variances: Vec<i64> =
+            approved["lines"].as_array().unwrap().iter().map(|l| l["variance"].as_i64().unwrap()).collect();
+        assert_eq!(variances, [0, -1, 3]);
+        // 16 after the shipment, plus the net variance of +2: the shipment is not mistaken for variance.
+        assert_eq!(app.stock("X").await["on_hand"], 18);
+        let movements = app.get("/v1/movements?sku=X").await.expect(200);
+        let last = movements["items"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!((last["kind"].as_str(), last["on_hand_delta"].as_i64()), (Some("count"), Some(2)));
+        app.post(&format!("/v1/counts/{id}/approve"), json!({})).await.expect_problem(409, "invalid_state");
+        app.post(&format!("/v1/counts/{id}/lines"), json!({"lines": [{"sku": "X", "counted": 1}]}))
+            .await
+            .expect_problem(409, "invalid_state");
+        app.reconcile().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_count_of_one_zone_lists_only_its_bins_and_can_be_cancelled() {
+    each_backend(|app| async move {
+        app.create_item("X").await;
+        app.create_warehouse("BER-1", 10).await;
+        app.post("/v1/warehouses/BER-1/bins", json!({"code": "A-1", "zone": "A"})).await.expect(201);
+        app.post("/v1/warehouses/BER-1/bins", json!({"code": "B-1", "zone": "B"})).await.expect(201);
+        app.post("/v1/receipts", json!({"warehouse": "BER-1", "lines": [{"sku": "X", "quantity": 4, "bin": "A-1"}]}))
+            .await
+            .expect(201);
+        app.post("/v1/receipts", json!({"warehouse": "BER-1", "lines": [{"sku": "X", "quantity": 4, "bin": "B-1"}]}))
+            .await
+            .expect(201);
+        let count = app.post("/v1/counts", json!({"warehouse": "BER-1", "zone": "B"})).await.expect(201);
+        assert_eq!(count["lines"], json!([{"bin": "B-1", "sku": "X", "counted": null, "needs_recount": false}]));
+        let id = count["id"].as_str().unwrap();
+        app.post(&format!("/v1/counts/{id}/lines"), json!({"lines": [{"bin": "NOPE", "sku": "X", "counted": 1}]}))
+            .await
+            .expect_problem(422, "validation_failed");
+        app.post(&format!("/v1/counts/{id}/approve"), json!({})).await.expect_problem(409, "invalid_state");
+        assert_eq!(app.post(&format!("/v1/counts/{id}/cancel"), json!({})).await.expect(200)["status"], "cancelled");
+        app.get("/v1/counts/cnt_nope").await.expect_problem(404, "not_found");
+        app.post("/v1/counts", json!({"warehouse": "NOPE"})).await.expect_problem(422, "validation_failed");
+        assert_eq!(app.stock("X").await["on_hand"], 8);
+    })
+    .await;
+}

@@ -1,0 +1,381 @@
+//! Cycle counts: a warehouse (or one zone, or some SKUs) is counted bin by bin without the
+//! counters seeing the expected figures; lines far off ask for a recount; approval applies
+//! the differences as `count` movements in one transaction.
+//!
+//! Each line's variance is measured against what the ledger held in that place when the line
+//! was counted, and approval adds that variance to the level as it is then: movements during
+//! the count (a pick, a receipt) are kept, not mistaken for variance. Lot-tracked items are
+//! counted per lot with counted adjustments instead (a bin count does not say which lot).
+
+use crate::ledger::{Journal, MovementKind, NewMovement};
+use crate::{Result, ShortLine, WarehouseError};
+use kernel::{SkuCode, Timestamp, WarehouseCode};
+use serde::Serialize;
+use sqlx::{AnyPool, FromRow};
+use std::collections::BTreeMap;
+use store::Tx;
+
+/// Most lines in one count: a large zone, still one bounded approval transaction.
+pub const COUNT_LINES_MAX: i64 = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct OpenCount {
+    pub warehouse: WarehouseCode,
+    pub zone: Option<String>,
+    pub skus: Option<Vec<SkuCode>>,
+    /// Lines whose variance exceeds this many units ask for a recount.
+    pub recount_threshold_units: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct CountLineView {
+    /// `null`: stock of the warehouse not in any bin.
+    pub bin: Option<String>,
+    pub sku: String,
+    pub counted: Option<i64>,
+    pub needs_recount: bool,
+    /// Shown once the count is approved, so counters count blind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variance: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct CountView {
+    pub id: String,
+    pub warehouse: String,
+    pub zone: Option<String>,
+    /// `open`, `approved` or `cancelled`.
+    pub status: String,
+    pub recount_threshold_units: i64,
+    pub created_at: String,
+    pub approved_at: Option<String>,
+    pub lines: Vec<CountLineView>,
+}
+
+#[derive(FromRow)]
+struct CountRow {
+    id: String,
+    warehouse: String,
+    zone: Option<String>,
+    status: String,
+    recount_threshold_units: i64,
+    created_at: String,
+    approved_at: Option<String>,
+}
+
+#[derive(FromRow)]
+struct LineRow {
+    bin: String,
+    sku: String,
+    expected: Option<i64>,
+    counted: Option<i64>,
+    needs_recount: i64,
+}
+
+pub async fn count_open(tx: &mut Tx, open: OpenCount, now: Timestamp) -> Result<CountView> {
+    crate::site::require_warehouse(tx, "warehouse", &open.warehouse).await?;
+    if let Some(skus) = &open.skus {
+        crate::item::require_items(tx, skus.iter().enumerate().map(|(i, s)| (format!("skus[{i}]"), s))).await?;
+    }
+    let id = format!("cnt_{}", uuid::Uuid::now_v7().simple());
+    sqlx::query(
+        "INSERT INTO counts (id, warehouse, zone, status, recount_threshold_units, created_at) VALUES ($1, $2, $3, 'open', $4, $5)",
+    )
+    .bind(id.clone())
+    .bind(open.warehouse.as_str().to_owned())
+    .bind(open.zone.clone())
+    .bind(open.recount_threshold_units)
+    .bind(now.to_rfc3339())
+    .execute(&mut **tx)
+    .await?;
+
+    // Binned stock of the zone (or all bins), then the unbinned stock when counting the whole
+    // warehouse, then the named SKUs anywhere they are not listed yet (to count zero or found).
+    let wh = open.warehouse.as_str().to_owned();
+    let mut places: Vec<(String, String)> = sqlx::query_as(
+        "SELECT bs.bin, bs.sku FROM bin_stock bs JOIN bins b ON b.warehouse = bs.warehouse AND b.code = bs.bin \
+         JOIN items i ON i.sku = bs.sku AND i.track_lots = 0 \
+         WHERE bs.warehouse = $1 AND bs.on_hand > 0 AND ($2 IS NULL OR b.zone = $2) ORDER BY bs.bin, bs.sku LIMIT $3",
+    )
+    .bind(wh.clone())
+    .bind(open.zone.clone())
+    .bind(COUNT_LINES_MAX)
+    .fetch_all(&mut **tx)
+    .await?;
+    if open.zone.is_none() {
+        let unbinned: Vec<String> = sqlx::query_scalar(
+            "SELECT s.sku FROM stock_levels s JOIN items i ON i.sku = s.sku AND i.track_lots = 0 \
+             WHERE s.warehouse = $1 AND s.on_hand > COALESCE((SELECT SUM(bs.on_hand) FROM bin_stock bs \
+                   WHERE bs.warehouse = s.warehouse AND bs.sku = s.sku), 0) ORDER BY s.sku LIMIT $2",
+        )
+        .bind(wh.clone())
+        .bind(COUNT_LINES_MAX)
+        .fetch_all(&mut **tx)
+        .await?;
+        places.extend(unbinned.into_iter().map(|sku| (String::new(), sku)));
+    }
+    if let Some(skus) = &open.skus {
+        places.retain(|(_, sku)| skus.iter().any(|s| s.as_str() == sku));
+        for sku in skus {
+            if !places.iter().any(|(_, s)| s == sku.as_str()) {
+                places.push((String::new(), sku.to_string()));
+            }
+        }
+    }
+    places.truncate(COUNT_LINES_MAX as usize);
+    for (bin, sku) in &places {
+        sqlx::query("INSERT INTO count_lines (count_id, bin, sku) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(id.clone())
+            .bind(bin.clone())
+            .bind(sku.clone())
+            .execute(&mut **tx)
+            .await?;
+    }
+    count_in_tx(tx, &id).await
+}
+
+async fn count_row(conn: &mut sqlx::AnyConnection, id: &str) -> Result<CountRow> {
+    sqlx::query_as(
+        "SELECT id, warehouse, zone, status, recount_threshold_units, created_at, approved_at FROM counts WHERE id = $1",
+    )
+    .bind(id.to_owned())
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| WarehouseError::NotFound { what: "count", key: id.to_owned() })
+}
+
+async fn view(conn: &mut sqlx::AnyConnection, id: &str) -> Result<CountView> {
+    let count = count_row(conn, id).await?;
+    let lines: Vec<LineRow> = sqlx::query_as(
+        "SELECT bin, sku, expected, counted, needs_recount FROM count_lines WHERE count_id = $1 ORDER BY bin, sku",
+    )
+    .bind(id.to_owned())
+    .fetch_all(&mut *conn)
+    .await?;
+    let approved = count.status == "approved";
+    Ok(CountView {
+        lines: lines
+            .into_iter()
+            .map(|l| CountLineView {
+                bin: (!l.bin.is_empty()).then_some(l.bin),
+                sku: l.sku,
+                counted: l.counted,
+                needs_recount: l.needs_recount == 1,
+                expected: if approved { l.expected } else { None },
+                variance: if approved { l.counted.zip(l.expected).map(|(c, e)| c - e) } else { None },
+            })
+            .collect(),
+        id: count.id,
+        warehouse: count.warehouse,
+        zone: count.zone,
+        status: count.status,
+        recount_threshold_units: count.recount_threshold_units,
+        created_at: count.created_at,
+        approved_at: count.approved_at,
+    })
+}
+
+async fn count_in_tx(tx: &mut Tx, id: &str) -> Result<CountView> {
+    view(tx, id).await
+}
+
+pub async fn count_get(pool: &AnyPool, id: &str) -> Result<CountView> {
+    let mut conn = pool.acquire().await?;
+    view(&mut conn, id).await
+}
+
+/// A counted figure for a bin (`None`: unbinned stock) and SKU.
+#[derive(Debug, Clone)]
+pub struct CountedLine {
+    pub bin: Option<String>,
+    pub sku: SkuCode,
+    pub counted: i64,
+}
+
+/// What the ledger holds in a place now: a bin's units, or the units in no bin.
+async fn held_in_place(tx: &mut Tx, warehouse: &str, bin: &str, sku: &str) -> Result<i64> {
+    let held: Option<i64> = if bin.is_empty() {
+        sqlx::query_scalar(
+            "SELECT s.on_hand - CAST(COALESCE((SELECT SUM(bs.on_hand) FROM bin_stock bs \
+                WHERE bs.warehouse = s.warehouse AND bs.sku = s.sku), 0) AS BIGINT) \
+             FROM stock_levels s WHERE s.warehouse = $1 AND s.sku = $2",
+        )
+        .bind(warehouse.to_owned())
+        .bind(sku.to_owned())
+        .fetch_optional(&mut **tx)
+        .await?
+    } else {
+        sqlx::query_scalar("SELECT on_hand FROM bin_stock WHERE warehouse = $1 AND bin = $2 AND sku = $3")
+            .bind(warehouse.to_owned())
+            .bind(bin.to_owned())
+            .bind(sku.to_owned())
+            .fetch_optional(&mut **tx)
+            .await?
+    };
+    Ok(held.unwrap_or(0))
+}
+
+/// Records counted figures. A line whose variance exceeds the threshold asks for a recount,
+/// unless this count repeats the previous one (the recount confirmed it).
+pub async fn count_submit(tx: &mut Tx, id: &str, lines: Vec<CountedLine>, now: Timestamp) -> Result<CountView> {
+    let count = count_row(tx, id).await?;
+    if count.status != "open" {
+        return Err(WarehouseError::InvalidState { from: count.status, action: "take counts" });
+    }
+    let warehouse = WarehouseCode::parse(count.warehouse.clone())
+        .map_err(|e| WarehouseError::invalid("warehouse", e.to_string()))?;
+    let known =
+        crate::item::require_items(tx, lines.iter().enumerate().map(|(i, l)| (format!("lines[{i}].sku"), &l.sku)))
+            .await?;
+    for (i, line) in lines.iter().enumerate() {
+        if known.iter().any(|(s, lots)| s == line.sku.as_str() && *lots) {
+            return Err(WarehouseError::invalid(
+                format!("lines[{i}].sku"),
+                "lot-tracked items are counted per lot: POST /v1/adjustments with counted and lot",
+            ));
+        }
+        let bin = line.bin.clone().unwrap_or_default();
+        if !bin.is_empty() {
+            let exists: Option<String> = sqlx::query_scalar("SELECT code FROM bins WHERE warehouse = $1 AND code = $2")
+                .bind(warehouse.as_str().to_owned())
+                .bind(bin.clone())
+                .fetch_optional(&mut **tx)
+                .await?;
+            if exists.is_none() {
+                return Err(WarehouseError::invalid(
+                    format!("lines[{i}].bin"),
+                    format!("unknown bin {bin} in {warehouse}"),
+                ));
+            }
+        }
+        let expected = held_in_place(tx, warehouse.as_str(), &bin, line.sku.as_str()).await?;
+        let previous: Option<i64> =
+            sqlx::query_scalar("SELECT counted FROM count_lines WHERE count_id = $1 AND bin = $2 AND sku = $3")
+                .bind(id.to_owned())
+                .bind(bin.clone())
+                .bind(line.sku.as_str().to_owned())
+                .fetch_optional(&mut **tx)
+                .await?
+                .flatten();
+        let far_off = (line.counted - expected).abs() > count.recount_threshold_units;
+        let needs_recount = far_off && previous != Some(line.counted);
+        sqlx::query(
+            "INSERT INTO count_lines (count_id, bin, sku, expected, counted, previous_counted, needs_recount, counted_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (count_id, bin, sku) DO UPDATE SET expected = excluded.expected, counted = excluded.counted, \
+             previous_counted = count_lines.counted, needs_recount = excluded.needs_recount, counted_at = excluded.counted_at",
+        )
+        .bind(id.to_owned())
+        .bind(bin)
+        .bind(line.sku.as_str().to_owned())
+        .bind(expected)
+        .bind(line.counted)
+        .bind(previous)
+        .bind(i64::from(needs_recount))
+        .bind(now.to_rfc3339())
+        .execute(&mut **tx)
+        .await?;
+    }
+    count_in_tx(tx, id).await
+}
+
+/// Applies every line's variance as `count` movements (one per SKU) and closes the count.
+/// Refused while a line is uncounted or asks for a recount, or if a variance would take on
+/// hand below reserved.
+pub async fn count_approve(tx: &mut Tx, id: &str, now: Timestamp) -> Result<CountView> {
+    let count = count_row(tx, id).await?;
+    if count.status != "open" {
+        return Err(WarehouseError::InvalidState { from: count.status, action: "approve" });
+    }
+    let warehouse = WarehouseCode::parse(count.warehouse.clone())
+        .map_err(|e| WarehouseError::invalid("warehouse", e.to_string()))?;
+    let lines: Vec<LineRow> = sqlx::query_as(
+        "SELECT bin, sku, expected, counted, needs_recount FROM count_lines WHERE count_id = $1 ORDER BY sku, bin",
+    )
+    .bind(id.to_owned())
+    .fetch_all(&mut **tx)
+    .await?;
+    if lines.iter().any(|l| l.counted.is_none()) {
+        return Err(WarehouseError::InvalidState { from: "open with uncounted lines".into(), action: "approve" });
+    }
+    if lines.iter().any(|l| l.needs_recount == 1) {
+        return Err(WarehouseError::InvalidState { from: "open with lines to recount".into(), action: "approve" });
+    }
+    let mut per_sku: BTreeMap<String, i64> = BTreeMap::new();
+    for line in &lines {
+        let variance = line.counted.unwrap_or(0) - line.expected.unwrap_or(0);
+        *per_sku.entry(line.sku.clone()).or_default() += variance;
+        if !line.bin.is_empty() && variance != 0 {
+            sqlx::query(
+                "INSERT INTO bin_stock (warehouse, bin, sku, on_hand) VALUES ($1, $2, $3, CASE WHEN $4 < 0 THEN 0 ELSE $4 END) \
+                 ON CONFLICT (warehouse, bin, sku) DO UPDATE SET on_hand = \
+                 CASE WHEN bin_stock.on_hand + $4 < 0 THEN 0 ELSE bin_stock.on_hand + $4 END",
+            )
+            .bind(warehouse.as_str().to_owned())
+            .bind(line.bin.clone())
+            .bind(line.sku.clone())
+            .bind(variance)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    let mut journal = Journal::new();
+    for (sku, delta) in per_sku.into_iter().filter(|(_, d)| *d != 0) {
+        let sku = SkuCode::parse(sku).map_err(|e| WarehouseError::invalid("sku", e.to_string()))?;
+        let level = if delta > 0 {
+            crate::stock::stock_level_receive(tx, &sku, &warehouse, delta).await?
+        } else {
+            match crate::stock::stock_level_take(tx, &sku, &warehouse, -delta).await? {
+                Some(level) => level,
+                None => {
+                    let level = crate::stock::stock_level_in_tx(tx, &sku, &warehouse).await?;
+                    return Err(WarehouseError::InsufficientStock {
+                        lines: vec![ShortLine {
+                            sku: sku.to_string(),
+                            warehouse: Some(warehouse.to_string()),
+                            requested: -delta,
+                            available: level.available(),
+                        }],
+                    });
+                }
+            }
+        };
+        crate::bin::bins_shrink_to(tx, &warehouse, &sku, level.on_hand).await?;
+        journal.stock_changed(NewMovement {
+            warehouse: warehouse.clone(),
+            sku,
+            kind: MovementKind::Count,
+            on_hand_delta: delta,
+            reserved_delta: 0,
+            on_hand_after: level.on_hand,
+            reserved_after: level.reserved,
+            reference: Some(id.to_owned()),
+            reason: Some("cycle count".into()),
+        });
+    }
+    sqlx::query("UPDATE counts SET status = 'approved', approved_at = $1 WHERE id = $2")
+        .bind(now.to_rfc3339())
+        .bind(id.to_owned())
+        .execute(&mut **tx)
+        .await?;
+    journal.flush(tx, now).await?;
+    count_in_tx(tx, id).await
+}
+
+/// Cancels an open count; nothing is applied.
+pub async fn count_cancel(tx: &mut Tx, id: &str) -> Result<CountView> {
+    let count = count_row(tx, id).await?;
+    match count.status.as_str() {
+        "open" => {
+            sqlx::query("UPDATE counts SET status = 'cancelled' WHERE id = $1")
+                .bind(id.to_owned())
+                .execute(&mut **tx)
+                .await?;
+        }
+        "cancelled" => {}
+        other => return Err(WarehouseError::InvalidState { from: other.to_owned(), action: "cancel" }),
+    }
+    count_in_tx(tx, id).await
+}
