@@ -3,6 +3,7 @@
 //! `testkit` starts the very same app on port 0.
 
 pub mod export;
+pub mod import;
 pub mod supervisor;
 
 use anyhow::Context;

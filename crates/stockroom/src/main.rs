@@ -96,6 +96,20 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Import items, receipts or adjustments from CSV or JSON lines; safe to run again.
+    Import {
+        #[arg(value_enum)]
+        kind: stockroom::import::Kind,
+        file: std::path::PathBuf,
+        /// Default: by the file's extension (.jsonl/.ndjson: JSON lines, else CSV).
+        #[arg(long, value_enum)]
+        format: Option<stockroom::import::Format>,
+        /// Rows per transaction.
+        #[arg(long, default_value_t = 1000)]
+        batch_size: usize,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
     /// Write stock levels or movements as CSV or JSON lines.
     Export {
         #[arg(value_enum)]
@@ -188,6 +202,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", key.secret);
             eprintln!("created key {} (shown once)", key.id);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Import { kind, file, format, batch_size, database } => {
+            let db = Db::connect_and_migrate(&database.database_url, &database.options()).await?;
+            let format = format.unwrap_or_else(|| stockroom::import::format_of(&file));
+            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let report = stockroom::import::import(&db, kind, &file, format, batch_size, progress).await?;
+            for (row, message) in report.errors.iter().take(100) {
+                eprintln!("row {row}: {message}");
+            }
+            if report.errors.len() > 100 {
+                eprintln!("... and {} more errors", report.errors.len() - 100);
+            }
+            println!(
+                "{} rows read, {} applied, {} skipped (applied before), {} errors, {:.1} s, {:.0} rows/s",
+                report.rows,
+                report.applied,
+                report.skipped,
+                report.errors.len(),
+                report.seconds,
+                report.rows as f64 / report.seconds.max(1e-9)
+            );
+            Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Export { what, format, output, database } => {
             let db = Db::connect_and_migrate(&database.database_url, &database.options()).await?;

@@ -171,3 +171,65 @@ async fn export_writes_stock_as_csv_and_movements_as_json_lines() {
         app.shutdown().await;
     }
 }
+
+fn write_temp(name: &str, contents: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("stockroom-import-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn import_applies_batches_reports_rows_and_skips_what_it_applied_before() {
+    for backend in backends() {
+        let app = testkit::spawn_app(backend).await;
+        app.create_warehouse("BER-1", 10).await;
+        let url = app.database_url().to_owned();
+
+        let items =
+            write_temp("items.csv", "sku,name,weight_grams,key\nA,Apple,100,i-a\nB C,Broken,1,i-bad\nC,Cherry,,i-c\n");
+        let out = stockroom(&["import", "items", items.to_str().unwrap()], &url);
+        assert_eq!(out.status.code(), Some(1), "a bad row is reported: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("row 2: sku"), "{stderr}");
+        assert_eq!(app.get("/v1/items/C").await.expect(200)["name"], "Cherry");
+
+        // Batches of 2: the second batch names an unknown warehouse and is refused whole.
+        let receipts = write_temp(
+            "receipts.jsonl",
+            concat!(
+                "{\"warehouse\":\"BER-1\",\"sku\":\"A\",\"quantity\":5,\"key\":\"r1\"}\n",
+                "{\"warehouse\":\"BER-1\",\"sku\":\"A\",\"quantity\":2,\"key\":\"r2\"}\n",
+                "{\"warehouse\":\"BER-1\",\"sku\":\"C\",\"quantity\":1,\"key\":\"r3\"}\n",
+                "{\"warehouse\":\"NOPE\",\"sku\":\"C\",\"quantity\":1,\"key\":\"r4\"}\n",
+                "{\"warehouse\":\"BER-1\",\"sku\":\"C\",\"quantity\":4,\"key\":\"r5\"}\n",
+            ),
+        );
+        let out = stockroom(&["import", "receipts", receipts.to_str().unwrap(), "--batch-size", "2"], &url);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr)
+                .contains("row 4: warehouse: unknown warehouse NOPE; rows 3 to 4 not applied")
+        );
+        assert_eq!(app.stock("A").await["on_hand"], 7);
+        assert_eq!(app.stock("C").await["on_hand"], 4);
+
+        // Run again: applied rows are skipped, nothing is received twice.
+        let again = stockroom(&["import", "receipts", receipts.to_str().unwrap(), "--batch-size", "2"], &url);
+        let summary = String::from_utf8_lossy(&again.stdout);
+        assert!(summary.contains("0 applied, 3 skipped"), "{summary}");
+        assert_eq!(app.stock("A").await["on_hand"], 7);
+
+        let adjustments = write_temp(
+            "adjustments.csv",
+            "warehouse,sku,delta,counted,reason,key\nBER-1,A,-1,,damaged,a1\nBER-1,C,,10,count,a2\n",
+        );
+        let out = stockroom(&["import", "adjustments", adjustments.to_str().unwrap()], &url);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(app.stock("A").await["on_hand"], 6);
+        assert_eq!(app.stock("C").await["on_hand"], 10);
+        app.reconcile().await;
+        app.shutdown().await;
+    }
+}

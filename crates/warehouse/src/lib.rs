@@ -17,6 +17,7 @@ pub mod alert;
 pub mod bin;
 pub mod count;
 pub mod error;
+pub mod import;
 pub mod item;
 pub mod ledger;
 pub mod lot;
