@@ -188,7 +188,9 @@ pub async fn import_receipts(
     }
 
     // Fast path: one upsert per chunk of distinct stock rows, then movements and events.
-    let mut per_level: BTreeMap<(&SkuCode, &WarehouseCode), (i64, Vec<&Row<ReceiptRow>>)> = BTreeMap::new();
+    // Per stock row: the units received and the rows that bring them.
+    type LevelRows<'a> = (i64, Vec<&'a Row<ReceiptRow>>);
+    let mut per_level: BTreeMap<(&SkuCode, &WarehouseCode), LevelRows> = BTreeMap::new();
     for row in &fast {
         let entry = per_level.entry((&row.value.line.sku, &row.value.warehouse)).or_default();
         entry.0 += row.value.line.quantity.get();
