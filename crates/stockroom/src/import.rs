@@ -129,11 +129,11 @@ fn parse_adjustment(r: AdjustmentRecord) -> Result<(Option<String>, Adjustment),
     ))
 }
 
+/// Rows of a file: (row number, record or parse error).
+type Records<R> = Box<dyn Iterator<Item = (u64, Result<R, String>)>>;
+
 /// Reads records of type `R` one by one: (row number, record or parse error).
-fn records<R: DeserializeOwned + 'static>(
-    path: &Path,
-    format: Format,
-) -> anyhow::Result<Box<dyn Iterator<Item = (u64, Result<R, String>)>>> {
+fn records<R: DeserializeOwned + 'static>(path: &Path, format: Format) -> anyhow::Result<Records<R>> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let reader = std::io::BufReader::with_capacity(1 << 20, file);
     Ok(match format {
