@@ -12,7 +12,7 @@
 //! point to commit; use cases therefore append last, and group commit amortizes it over
 //! many requests. On SQLite there is one writer anyway.
 
-use crate::sql::{dynamic, values_placeholders};
+use crate::sql::{dynamic, insert_values};
 use crate::{StoreError, Tx};
 use kernel::limits::INSERT_ROWS_MAX;
 use kernel::{NewEvent, Timestamp};
@@ -80,7 +80,7 @@ pub async fn append(tx: &mut Tx, events: &[NewEvent], at: Timestamp) -> Result<(
             "INSERT INTO aggregate_heads (aggregate, last_seq) VALUES {} \
              ON CONFLICT (aggregate) DO UPDATE SET last_seq = aggregate_heads.last_seq + excluded.last_seq \
              RETURNING aggregate, last_seq",
-            values_placeholders(chunk.len(), 2, 1)
+            insert_values(tx, chunk.len(), 2)
         );
         let mut query = dynamic(sql);
         for (aggregate, count) in chunk {
@@ -101,7 +101,7 @@ pub async fn append(tx: &mut Tx, events: &[NewEvent], at: Timestamp) -> Result<(
     for (chunk_no, chunk) in events.chunks(INSERT_ROWS_MAX).enumerate() {
         let sql = format!(
             "INSERT INTO events (seq, id, event_type, aggregate, aggregate_seq, at, data) VALUES {}",
-            values_placeholders(chunk.len(), 7, 1)
+            insert_values(tx, chunk.len(), 7)
         );
         let mut query = dynamic(sql);
         for (i, event) in chunk.iter().enumerate() {

@@ -14,7 +14,7 @@ use kernel::{NewEvent, SkuCode, Timestamp, WarehouseCode};
 use serde_json::json;
 use std::collections::{BTreeMap, HashSet};
 use store::Tx;
-use store::sql::{dynamic, list_placeholders, values_placeholders};
+use store::sql::{dynamic, insert_values, list_placeholders};
 
 /// A parsed row with its position in the file and its key.
 #[derive(Debug, Clone)]
@@ -77,7 +77,7 @@ async fn keys_record(tx: &mut Tx, kind: &str, keys: &[&str], now: Timestamp) -> 
     for chunk in keys.chunks(INSERT_ROWS_MAX) {
         let sql = format!(
             "INSERT INTO import_keys (kind, row_key, imported_at) VALUES {}",
-            values_placeholders(chunk.len(), 3, 1)
+            insert_values(tx, chunk.len(), 3)
         );
         let mut query = dynamic(sql);
         for key in chunk {
@@ -100,7 +100,7 @@ pub async fn import_items(
         let sql = format!(
             "INSERT INTO items (sku, name, weight_grams, track_lots, created_at) VALUES {} \
              ON CONFLICT (sku) DO NOTHING RETURNING sku",
-            values_placeholders(chunk.len(), 5, 1)
+            insert_values(tx, chunk.len(), 5)
         );
         let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
         for row in chunk {
@@ -207,7 +207,7 @@ pub async fn import_receipts(
             "INSERT INTO stock_levels (sku, warehouse, on_hand, reserved) VALUES {} \
              ON CONFLICT (sku, warehouse) DO UPDATE SET on_hand = stock_levels.on_hand + excluded.on_hand \
              RETURNING sku, warehouse, on_hand, reserved",
-            values_placeholders(chunk.len(), 4, 1)
+            insert_values(tx, chunk.len(), 4)
         );
         let mut query = sqlx::query_as::<_, (String, String, i64, i64)>(sqlx::AssertSqlSafe(sql));
         for ((sku, warehouse), (units, _)) in chunk {

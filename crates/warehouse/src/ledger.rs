@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::json;
 use sqlx::{AnyPool, FromRow};
 use store::Tx;
-use store::sql::{dynamic, values_placeholders};
+use store::sql::{dynamic, insert_values};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -116,7 +116,7 @@ impl Journal {
             let sql = format!(
                 "INSERT INTO movements (id, warehouse, sku, kind, on_hand_delta, reserved_delta, \
                  on_hand_after, reserved_after, reference, reason, at) VALUES {}",
-                values_placeholders(chunk.len(), 11, 1)
+                insert_values(tx, chunk.len(), 11)
             );
             let mut query = dynamic(sql);
             for m in chunk {

@@ -5,7 +5,7 @@ use crate::Result;
 use kernel::limits::INSERT_ROWS_MAX;
 use kernel::{ReservationId, SkuCode, Timestamp, WarehouseCode};
 use sqlx::FromRow;
-use store::sql::{dynamic, list_placeholders, values_placeholders};
+use store::sql::{dynamic, insert_values, list_placeholders};
 use store::{Backend, Tx};
 
 /// A stock row a batch of holds works on, as locked at the start of the batch.
@@ -71,7 +71,7 @@ pub(crate) async fn reservations_insert(tx: &mut Tx, reservations: &[(Reservatio
     for chunk in reservations.chunks(INSERT_ROWS_MAX) {
         let sql = format!(
             "INSERT INTO reservations (id, reference, status, expires_at_ms, created_at, updated_at) VALUES {}",
-            values_placeholders(chunk.len(), 6, 1)
+            insert_values(tx, chunk.len(), 6)
         );
         let mut query = dynamic(sql);
         for (r, expires_at) in chunk {
@@ -92,7 +92,7 @@ pub(crate) async fn reservations_insert(tx: &mut Tx, reservations: &[(Reservatio
     for chunk in lines.chunks(INSERT_ROWS_MAX) {
         let sql = format!(
             "INSERT INTO reservation_lines (reservation_id, line_no, sku, warehouse, quantity) VALUES {}",
-            values_placeholders(chunk.len(), 5, 1)
+            insert_values(tx, chunk.len(), 5)
         );
         let mut query = dynamic(sql);
         for (id, line_no, line) in chunk {
@@ -117,7 +117,7 @@ pub(crate) async fn reservations_insert(tx: &mut Tx, reservations: &[(Reservatio
     for chunk in lots.chunks(INSERT_ROWS_MAX) {
         let sql = format!(
             "INSERT INTO reservation_lots (reservation_id, line_no, lot, position, quantity) VALUES {}",
-            values_placeholders(chunk.len(), 5, 1)
+            insert_values(tx, chunk.len(), 5)
         );
         let mut query = dynamic(sql);
         for (id, line_no, position, taken) in chunk {

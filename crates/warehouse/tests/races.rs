@@ -1,0 +1,204 @@
+//! Races on the warehouse's Rust API, on every backend: holds racing a lot's expiry instant,
+//! and imports running while holds happen. Each ends with a clean reconciliation.
+
+use kernel::{Quantity, ReservationId, SkuCode, Timestamp, WarehouseCode};
+use std::sync::Arc;
+use store::Db;
+use warehouse::import::{ReceiptRow, Row};
+use warehouse::reservation::{HoldCommand, HoldLine};
+
+const TASKS: usize = 16;
+
+async fn setup(db: &Db, skus: &[(&str, bool)]) {
+    let now = Timestamp::from_millis(0);
+    let mut tx = db.begin().await.unwrap();
+    for (sku, lots) in skus {
+        let new = warehouse::item::NewItem {
+            sku: SkuCode::parse(*sku).unwrap(),
+            name: "x".into(),
+            weight_grams: None,
+            track_lots: *lots,
+        };
+        warehouse::item::item_create(&mut tx, new, now).await.unwrap();
+    }
+    let new = warehouse::site::NewWarehouse {
+        code: WarehouseCode::parse("W1").unwrap(),
+        name: "W1".into(),
+        country: None,
+        latitude: None,
+        longitude: None,
+        priority: 10,
+        active: true,
+        capacity_units: None,
+    };
+    warehouse::site::warehouse_create(&mut tx, new, now).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+fn hold(sku: &str, quantity: i64) -> HoldCommand {
+    HoldCommand {
+        id: ReservationId::new(),
+        reference: "race".into(),
+        ttl_seconds: 600,
+        lines: vec![HoldLine {
+            sku: SkuCode::parse(sku).unwrap(),
+            quantity: Quantity::new(quantity).unwrap(),
+            warehouse: None,
+        }],
+    }
+}
+
+async fn assert_reconciled(db: &Db) {
+    let report = warehouse::reconcile::reconcile(db.reader()).await.unwrap();
+    assert!(report.mismatches.is_empty(), "{:?}", report.mismatches);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn holds_racing_a_lot_expiry_instant_never_take_the_expired_lot() {
+    for backend in testkit::backends() {
+        let database = testkit::TestDatabase::create(backend).await;
+        let db = Arc::new(database.connect().await);
+        setup(&db, &[("MILK", true)]).await;
+        let expiry = warehouse::lot::expiry_instant("2030-01-02").unwrap();
+        let mut tx = db.begin().await.unwrap();
+        for (lot, expires_on, units) in [("OLD", "2030-01-02", 50), ("NEW", "2031-01-01", 30)] {
+            let line = warehouse::receipt::ReceiptLine {
+                sku: SkuCode::parse("MILK").unwrap(),
+                quantity: Quantity::new(units).unwrap(),
+                lot: Some(lot.into()),
+                expires_on: Some(expires_on.into()),
+                bin: None,
+            };
+            let receipt = warehouse::receipt::Receipt {
+                warehouse: WarehouseCode::parse("W1").unwrap(),
+                reference: None,
+                lines: vec![line],
+            };
+            warehouse::receipt::receive(&mut tx, receipt, Timestamp::from_millis(0)).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+
+        // Half the tasks hold just before the instant, half at and after it; all at once.
+        let tasks: Vec<_> = (0..TASKS * 4)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    let now = Timestamp::from_millis(expiry.millis() + if i % 2 == 0 { -1 } else { (i as i64) * 1000 });
+                    let mut tx = db.begin().await.unwrap();
+                    let outcome = warehouse::reservation::hold_batch(&mut tx, vec![hold("MILK", 3)], now)
+                        .await
+                        .unwrap()
+                        .pop()
+                        .unwrap();
+                    tx.commit().await.unwrap();
+                    (now < expiry, outcome)
+                })
+            })
+            .collect();
+        let mut after_instant_from_old = 0;
+        let mut held = 0;
+        for task in tasks {
+            let (before, outcome) = task.await.unwrap();
+            if let Ok(reservation) = outcome {
+                held += reservation.lines.iter().map(|l| l.quantity).sum::<i64>();
+                let from_old: i64 =
+                    reservation.lines.iter().flat_map(|l| &l.lots).filter(|t| t.lot == "OLD").map(|t| t.quantity).sum();
+                if !before {
+                    after_instant_from_old += from_old;
+                }
+            }
+        }
+        assert_eq!(
+            after_instant_from_old, 0,
+            "[{backend:?}] a hold at or after the expiry instant took the expired lot"
+        );
+        assert!(held <= 80, "[{backend:?}] held {held} of 80");
+        let lots = warehouse::lot::lots_view(db.reader(), &SkuCode::parse("MILK").unwrap(), expiry).await.unwrap();
+        for lot in &lots {
+            assert!(0 <= lot.reserved && lot.reserved <= lot.on_hand, "{lot:?}");
+        }
+        assert_reconciled(&db).await;
+        db.close().await;
+        database.drop_database().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn imports_running_while_holds_happen_lose_nothing() {
+    for backend in testkit::backends() {
+        let database = testkit::TestDatabase::create(backend).await;
+        let db = Arc::new(database.connect().await);
+        setup(&db, &[("A", false), ("B", false)]).await;
+
+        let importer = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                for batch in 0..20 {
+                    let rows: Vec<Row<ReceiptRow>> = (0..50)
+                        .map(|i| Row {
+                            number: (batch * 50 + i) as u64 + 1,
+                            key: format!("k{batch}-{i}"),
+                            value: ReceiptRow {
+                                warehouse: WarehouseCode::parse("W1").unwrap(),
+                                reference: None,
+                                line: warehouse::receipt::ReceiptLine {
+                                    sku: SkuCode::parse(if i % 2 == 0 { "A" } else { "B" }).unwrap(),
+                                    quantity: Quantity::new(2).unwrap(),
+                                    lot: None,
+                                    expires_on: None,
+                                    bin: None,
+                                },
+                            },
+                        })
+                        .collect();
+                    let mut tx = db.begin().await.unwrap();
+                    warehouse::import::import_receipts(&mut tx, rows, Timestamp::from_millis(1)).await.unwrap();
+                    tx.commit().await.unwrap();
+                }
+            })
+        };
+        let holders: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    let mut held = 0;
+                    for _ in 0..25 {
+                        let mut tx = db.begin().await.unwrap();
+                        let sku = if t % 2 == 0 { "A" } else { "B" };
+                        let outcome =
+                            warehouse::reservation::hold_batch(&mut tx, vec![hold(sku, 1)], Timestamp::from_millis(2))
+                                .await
+                                .unwrap()
+                                .pop()
+                                .unwrap();
+                        tx.commit().await.unwrap();
+                        if outcome.is_ok() {
+                            held += 1;
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                    held
+                })
+            })
+            .collect();
+        importer.await.unwrap();
+        let mut held = 0;
+        for holder in holders {
+            held += holder.await.unwrap();
+        }
+        let views = warehouse::stock::stock_views(
+            db.reader(),
+            &[SkuCode::parse("A").unwrap(), SkuCode::parse("B").unwrap()],
+            None,
+        )
+        .await
+        .unwrap();
+        let on_hand: i64 = views.iter().map(|v| v.on_hand).sum();
+        let reserved: i64 = views.iter().map(|v| v.reserved).sum();
+        assert_eq!(on_hand, 2000, "[{backend:?}] every imported unit arrived once");
+        assert_eq!(reserved, held, "[{backend:?}] every successful hold is held");
+        assert_reconciled(&db).await;
+        db.close().await;
+        database.drop_database().await;
+    }
+}
