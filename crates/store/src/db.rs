@@ -163,6 +163,10 @@ async fn sqlite_pool(url: &str, max: u32, options: &DbOptions) -> Result<AnyPool
                 // SQLite; the busy timeout covers other processes (the CLI) writing.
                 conn.execute("PRAGMA journal_mode = WAL").await?;
                 conn.execute("PRAGMA foreign_keys = ON").await?;
+                // The default 2 MB page cache spills to disk mid-transaction on large batches
+                // (bulk imports, big group-commit batches); statement journals stay in memory.
+                conn.execute("PRAGMA cache_size = -65536").await?;
+                conn.execute("PRAGMA temp_store = MEMORY").await?;
                 conn.execute(synchronous).await?;
                 conn.execute(sqlx::AssertSqlSafe(format!("PRAGMA busy_timeout = {busy_ms}"))).await?;
                 Ok(())
