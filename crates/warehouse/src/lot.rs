@@ -55,7 +55,8 @@ impl LotRow {
     }
 }
 
-/// Lots in FEFO order: first expiry first, then first received, then lot code.
+/// Lots in FEFO order: first expiry first, then first received (receipt time in milliseconds),
+/// then lot code.
 pub fn fefo_order(lots: &mut [LotRow]) {
     lots.sort_by(|a, b| {
         (a.expires_at_ms, a.received_at_ms, a.lot.as_str()).cmp(&(b.expires_at_ms, b.received_at_ms, b.lot.as_str()))
