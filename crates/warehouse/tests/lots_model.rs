@@ -40,6 +40,9 @@ struct ModelLot {
     reserved: i64,
 }
 
+/// A hold as the model knows it: id, lots taken, and `holding`, `released` or `fulfilled`.
+type ModelHold = (ReservationId, Vec<(String, i64)>, &'static str);
+
 fn date_of(day: i64) -> String {
     Timestamp::from_millis(EPOCH_MS + day * DAY_MS).to_rfc3339()[..10].to_owned()
 }
@@ -53,8 +56,7 @@ async fn run_case(db: &Db, case_no: usize, ops: &[Op]) {
     tx.commit().await.unwrap();
 
     let mut lots: Vec<ModelLot> = Vec::new();
-    // (id, lots taken, state: holding, released or fulfilled)
-    let mut holds: Vec<(ReservationId, Vec<(String, i64)>, &str)> = Vec::new();
+    let mut holds: Vec<ModelHold> = Vec::new();
     for (step, op) in ops.iter().enumerate() {
         let mut tx = db.begin().await.unwrap();
         match op {
