@@ -299,3 +299,54 @@ impl TestApp {
         }
     }
 }
+
+/// Creates a warehouse through the Rust API, for tests that do not go through HTTP.
+pub async fn seed_warehouse(db: &Db, code: &str, priority: i64) {
+    let mut tx = db.begin().await.expect("begin");
+    let new = warehouse::site::NewWarehouse {
+        code: kernel::WarehouseCode::parse(code).expect("a valid warehouse code"),
+        name: code.to_owned(),
+        country: None,
+        latitude: None,
+        longitude: None,
+        priority,
+        active: true,
+        capacity_units: None,
+    };
+    warehouse::site::warehouse_create(&mut tx, new, kernel::Timestamp::from_millis(0))
+        .await
+        .expect("create the warehouse");
+    tx.commit().await.expect("commit");
+}
+
+/// Runs a property test on every backend: one fresh database per backend with `warehouses`
+/// created, then `cases` (SQLite, PostgreSQL) random inputs, each handed to `case` with its
+/// number (so cases can use their own SKUs in the shared database).
+pub fn property_on_each_backend<S, F>(cases: (u32, u32), warehouses: &[(&str, i64)], strategy: S, case: F)
+where
+    S: proptest::strategy::Strategy,
+    F: Fn(&tokio::runtime::Runtime, &Db, usize, S::Value),
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    for backend in backends() {
+        let database = runtime.block_on(TestDatabase::create(backend));
+        let db = runtime.block_on(database.connect());
+        for (code, priority) in warehouses {
+            runtime.block_on(seed_warehouse(&db, code, *priority));
+        }
+        let count = if backend == Backend::Postgres { cases.1 } else { cases.0 };
+        let config = proptest::test_runner::Config { cases: count, failure_persistence: None, ..Default::default() };
+        let mut runner = proptest::test_runner::TestRunner::new(config);
+        let case_no = std::sync::atomic::AtomicUsize::new(0);
+        runner
+            .run(&strategy, |value| {
+                case(&runtime, &db, case_no.fetch_add(1, std::sync::atomic::Ordering::SeqCst), value);
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("[{backend:?}] {e}"));
+        runtime.block_on(async {
+            db.close().await;
+            database.drop_database().await;
+        });
+    }
+}

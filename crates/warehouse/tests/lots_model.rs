@@ -5,7 +5,6 @@
 
 use kernel::{Quantity, ReservationId, SkuCode, Timestamp, WarehouseCode};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
 use store::Db;
 use warehouse::reservation::{HoldCommand, HoldLine};
 
@@ -176,38 +175,10 @@ async fn run_case(db: &Db, case_no: usize, ops: &[Op]) {
 
 #[test]
 fn holds_take_unexpired_lots_first_expiry_first_and_lots_sum_to_the_level() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    for backend in testkit::backends() {
-        let database = runtime.block_on(testkit::TestDatabase::create(backend));
-        let db = runtime.block_on(database.connect());
-        runtime.block_on(async {
-            let mut tx = db.begin().await.unwrap();
-            let new = warehouse::site::NewWarehouse {
-                code: WarehouseCode::parse("W1").unwrap(),
-                name: "W1".into(),
-                country: None,
-                latitude: None,
-                longitude: None,
-                priority: 10,
-                active: true,
-                capacity_units: None,
-            };
-            warehouse::site::warehouse_create(&mut tx, new, Timestamp::from_millis(0)).await.unwrap();
-            tx.commit().await.unwrap();
-        });
-        let cases = if backend == store::Backend::Postgres { 32 } else { 96 };
-        let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
-        let case_no = std::sync::atomic::AtomicUsize::new(0);
-        runner
-            .run(&prop::collection::vec(op(), 1..30), |ops| {
-                let n = case_no.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                runtime.block_on(run_case(&db, n, &ops));
-                Ok(())
-            })
-            .unwrap_or_else(|e| panic!("[{backend:?}] {e}"));
-        runtime.block_on(async {
-            db.close().await;
-            database.drop_database().await;
-        });
-    }
+    testkit::property_on_each_backend(
+        (96, 32),
+        &[("W1", 10)],
+        prop::collection::vec(op(), 1..30),
+        |runtime, db, n, ops| runtime.block_on(run_case(db, n, &ops)),
+    );
 }

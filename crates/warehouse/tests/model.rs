@@ -5,7 +5,6 @@
 
 use kernel::{Quantity, ReservationId, SkuCode, Timestamp, WarehouseCode};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
 use std::collections::HashMap;
 use store::Db;
 use warehouse::adjustment::{Adjustment, Change};
@@ -381,40 +380,11 @@ async fn compare(db: &Db, case: &Case, model: &mut Model) {
 
 #[test]
 fn random_operation_sequences_match_the_model_and_reconcile() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    for backend in testkit::backends() {
-        let database = runtime.block_on(testkit::TestDatabase::create(backend));
-        let db = runtime.block_on(database.connect());
-        runtime.block_on(async {
-            let mut tx = db.begin().await.unwrap();
-            for (i, code) in WAREHOUSES.iter().enumerate() {
-                let new = warehouse::site::NewWarehouse {
-                    code: WarehouseCode::parse(*code).unwrap(),
-                    name: code.to_string(),
-                    country: None,
-                    latitude: None,
-                    longitude: None,
-                    priority: 10 * (i as i64 + 1),
-                    active: true,
-                    capacity_units: None,
-                };
-                warehouse::site::warehouse_create(&mut tx, new, Timestamp::from_millis(0)).await.unwrap();
-            }
-            tx.commit().await.unwrap();
-        });
-        let cases = if backend == store::Backend::Postgres { 48 } else { 128 };
-        let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
-        let case_no = std::sync::atomic::AtomicUsize::new(0);
-        runner
-            .run(&prop::collection::vec(op(), 1..40), |ops| {
-                let n = case_no.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                runtime.block_on(run_case(&db, n, &ops));
-                Ok(())
-            })
-            .unwrap_or_else(|e| panic!("[{backend:?}] {e}"));
-        runtime.block_on(async {
-            db.close().await;
-            database.drop_database().await;
-        });
-    }
+    let warehouses: Vec<(&str, i64)> = WAREHOUSES.iter().enumerate().map(|(i, w)| (*w, 10 * (i as i64 + 1))).collect();
+    testkit::property_on_each_backend(
+        (128, 48),
+        &warehouses,
+        prop::collection::vec(op(), 1..40),
+        |runtime, db, n, ops| runtime.block_on(run_case(db, n, &ops)),
+    );
 }

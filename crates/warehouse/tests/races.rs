@@ -21,18 +21,8 @@ async fn setup(db: &Db, skus: &[(&str, bool)]) {
         };
         warehouse::item::item_create(&mut tx, new, now).await.unwrap();
     }
-    let new = warehouse::site::NewWarehouse {
-        code: WarehouseCode::parse("W1").unwrap(),
-        name: "W1".into(),
-        country: None,
-        latitude: None,
-        longitude: None,
-        priority: 10,
-        active: true,
-        capacity_units: None,
-    };
-    warehouse::site::warehouse_create(&mut tx, new, now).await.unwrap();
     tx.commit().await.unwrap();
+    testkit::seed_warehouse(db, "W1", 10).await;
 }
 
 fn hold(sku: &str, quantity: i64) -> HoldCommand {
