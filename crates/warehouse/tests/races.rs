@@ -192,3 +192,64 @@ async fn imports_running_while_holds_happen_lose_nothing() {
         database.drop_database().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_reservation_queue_refuses_at_once_and_loses_nothing() {
+    use warehouse::reservation::group_commit::{GroupCommit, GroupCommitConfig};
+    for backend in testkit::backends() {
+        let database = testkit::TestDatabase::create(backend).await;
+        let db = database.connect().await;
+        setup(&db, &[("A", false)]).await;
+        let mut tx = db.begin().await.unwrap();
+        let line = warehouse::receipt::ReceiptLine {
+            sku: SkuCode::parse("A").unwrap(),
+            quantity: Quantity::new(10).unwrap(),
+            lot: None,
+            expires_on: None,
+            bin: None,
+        };
+        let receipt = warehouse::receipt::Receipt {
+            warehouse: WarehouseCode::parse("W1").unwrap(),
+            reference: None,
+            lines: vec![line],
+        };
+        warehouse::receipt::receive(&mut tx, receipt, Timestamp::from_millis(0)).await.unwrap();
+        tx.commit().await.unwrap();
+
+        let config = GroupCommitConfig { batch_max: 1, window: std::time::Duration::ZERO, queue_max: 1, workers: 1 };
+        let (group, _workers) = GroupCommit::start(db.clone(), Arc::new(kernel::SystemClock), config);
+        // Stall the worker deterministically: on SQLite by holding the single writer connection,
+        // on PostgreSQL by holding the stock row's lock.
+        let mut writer_held = db.begin().await.unwrap();
+        if backend == store::Backend::Postgres {
+            sqlx::query("SELECT on_hand FROM stock_levels WHERE sku = 'A' FOR UPDATE")
+                .execute(&mut *writer_held)
+                .await
+                .unwrap();
+        }
+        // The worker takes the first hold and waits for the writer; the second fills the queue.
+        let first = tokio::spawn({
+            let group = group.clone();
+            async move { group.hold(hold("A", 1)).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let second = tokio::spawn({
+            let group = group.clone();
+            async move { group.hold(hold("A", 1)).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let third = group.hold(hold("A", 1)).await;
+        assert!(matches!(third, Err(warehouse::WarehouseError::Overloaded)), "{third:?}");
+
+        drop(writer_held);
+        assert!(first.await.unwrap().is_ok());
+        assert!(second.await.unwrap().is_ok());
+        let stock = warehouse::stock::stock_view(db.reader(), &SkuCode::parse("A").unwrap(), Timestamp::from_millis(0))
+            .await
+            .unwrap();
+        assert_eq!(stock.reserved, 2, "the two queued holds are held, the refused one is not");
+        assert_reconciled(&db).await;
+        db.close().await;
+        database.drop_database().await;
+    }
+}
