@@ -162,7 +162,7 @@ pub async fn alerts(State(state): State<AppState>, query: QueryMap) -> Result<Js
     Ok(Json(AlertPage { items: page.items, next: page.next }))
 }
 
-/// `raised` → `acknowledged`. Acknowledging again is a no-op; a resolved alert: 409.
+/// `raised` → `acknowledged`. Acknowledging again changes nothing; a resolved alert: 409.
 #[utoipa::path(post, path = "/v1/alerts/{id}/acknowledge", tag = "alerts", params(("id" = String, Path)),
     responses((status = 200, body = Alert), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)),
     security(("bearer" = [])))]

@@ -171,7 +171,7 @@ async fn transition(
     .await
 }
 
-/// `active` → `confirmed` (no expiry). Repeating is a no-op; expired or released: 409.
+/// `active` → `confirmed` (no expiry). Repeating it changes nothing (200); expired or released: 409.
 #[utoipa::path(post, path = "/v1/reservations/{id}/confirm", tag = "reservations", params(("id" = String, Path)),
     responses((status = 200, body = Reservation), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)),
     security(("bearer" = [])))]
@@ -184,7 +184,7 @@ pub async fn reservation_confirm(
     transition(state, principal, id, headers, Action::Confirm).await
 }
 
-/// Gives the stock back. Repeating is a no-op; fulfilled: 409.
+/// Gives the stock back. Repeating it changes nothing (200); fulfilled: 409.
 #[utoipa::path(post, path = "/v1/reservations/{id}/release", tag = "reservations", params(("id" = String, Path)),
     responses((status = 200, body = Reservation), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)),
     security(("bearer" = [])))]
