@@ -6,12 +6,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use testkit::{TestDatabase, backends};
 
-fn stockroom(args: &[&str], database_url: &str) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_stockroom"))
+/// Runs the binary to completion without blocking the test's runtime: the in-process server
+/// of `spawn_app` shares that thread, and a worker of it caught mid-transaction would hold
+/// the SQLite write lock the child waits for.
+async fn stockroom(args: &[&str], database_url: &str) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_stockroom"))
         .args(args)
         .env("STOCKROOM_DATABASE_URL", database_url)
         .env_remove("STOCKROOM_ADMIN_KEY")
         .output()
+        .await
         .expect("run stockroom")
 }
 
@@ -62,13 +66,13 @@ fn terminate(mut child: Child) -> std::process::ExitStatus {
 async fn serve_logs_its_address_honours_scoped_keys_and_stops_on_sigterm() {
     for backend in backends() {
         let database = TestDatabase::create(backend).await;
-        let output = stockroom(&["migrate"], &database.url);
+        let output = stockroom(&["migrate"], &database.url).await;
         assert!(output.status.success(), "{output:?}");
-        let output = stockroom(&["keys", "create", "--scope", "inventory:read"], &database.url);
+        let output = stockroom(&["keys", "create", "--scope", "inventory:read"], &database.url).await;
         assert!(output.status.success(), "{output:?}");
         let reader_key = String::from_utf8(output.stdout).unwrap().trim().to_owned();
         assert!(reader_key.starts_with("sk_"));
-        assert_ne!(stockroom(&["keys", "create", "--scope", "root"], &database.url).status.code(), Some(0));
+        assert_ne!(stockroom(&["keys", "create", "--scope", "root"], &database.url).await.status.code(), Some(0));
 
         let (child, url, _) = serve(&database.url, Some("cli-admin"));
         let client = reqwest::Client::new();
@@ -125,14 +129,14 @@ async fn reconcile_exits_one_on_a_mismatch() {
         app.create_warehouse("BER-1", 10).await;
         app.receive("BER-1", "SKU-1", 5).await;
         let url = app.database_url().to_owned();
-        let clean = stockroom(&["reconcile"], &url);
+        let clean = stockroom(&["reconcile"], &url).await;
         assert!(clean.status.success(), "{clean:?}");
         let report: serde_json::Value = serde_json::from_slice(&clean.stdout).unwrap();
         assert_eq!(report["checked"], 1);
 
         // Corrupt a level behind the ledger's back, as a bug or a manual edit would.
         sqlx::query("UPDATE stock_levels SET on_hand = on_hand + 1").execute(app.db.reader()).await.unwrap();
-        let dirty = stockroom(&["reconcile"], &url);
+        let dirty = stockroom(&["reconcile"], &url).await;
         assert_eq!(dirty.status.code(), Some(1), "{dirty:?}");
         let report: serde_json::Value = serde_json::from_slice(&dirty.stdout).unwrap();
         assert_eq!(report["mismatches"][0]["sku"], "SKU-1");
@@ -153,7 +157,7 @@ async fn export_writes_stock_as_csv_and_movements_as_json_lines() {
         app.post("/v1/reservations", serde_json::json!({"lines": [{"sku": "SKU-2", "quantity": 3}]})).await.expect(201);
         let url = app.database_url().to_owned();
 
-        let csv = stockroom(&["export", "stock"], &url);
+        let csv = stockroom(&["export", "stock"], &url).await;
         assert!(csv.status.success(), "{csv:?}");
         let text = String::from_utf8(csv.stdout).unwrap();
         assert_eq!(
@@ -161,7 +165,7 @@ async fn export_writes_stock_as_csv_and_movements_as_json_lines() {
             ["warehouse,sku,on_hand,reserved", "BER-1,SKU-1,5,0", "BER-1,SKU-2,7,3"]
         );
 
-        let jsonl = stockroom(&["export", "movements", "--format", "jsonl"], &url);
+        let jsonl = stockroom(&["export", "movements", "--format", "jsonl"], &url).await;
         assert!(jsonl.status.success(), "{jsonl:?}");
         let rows: Vec<serde_json::Value> =
             String::from_utf8(jsonl.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -189,7 +193,7 @@ async fn import_applies_batches_reports_rows_and_skips_what_it_applied_before() 
 
         let items =
             write_temp("items.csv", "sku,name,weight_grams,key\nA,Apple,100,i-a\nB C,Broken,1,i-bad\nC,Cherry,,i-c\n");
-        let out = stockroom(&["import", "items", items.to_str().unwrap()], &url);
+        let out = stockroom(&["import", "items", items.to_str().unwrap()], &url).await;
         assert_eq!(out.status.code(), Some(1), "a bad row is reported: {out:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("row 2: sku"), "{stderr}");
@@ -206,7 +210,7 @@ async fn import_applies_batches_reports_rows_and_skips_what_it_applied_before() 
                 "{\"warehouse\":\"BER-1\",\"sku\":\"C\",\"quantity\":4,\"key\":\"r5\"}\n",
             ),
         );
-        let out = stockroom(&["import", "receipts", receipts.to_str().unwrap(), "--batch-size", "2"], &url);
+        let out = stockroom(&["import", "receipts", receipts.to_str().unwrap(), "--batch-size", "2"], &url).await;
         assert_eq!(out.status.code(), Some(1), "{out:?}");
         assert!(
             String::from_utf8_lossy(&out.stderr)
@@ -216,7 +220,7 @@ async fn import_applies_batches_reports_rows_and_skips_what_it_applied_before() 
         assert_eq!(app.stock("C").await["on_hand"], 4);
 
         // Run again: applied rows are skipped, nothing is received twice.
-        let again = stockroom(&["import", "receipts", receipts.to_str().unwrap(), "--batch-size", "2"], &url);
+        let again = stockroom(&["import", "receipts", receipts.to_str().unwrap(), "--batch-size", "2"], &url).await;
         let summary = String::from_utf8_lossy(&again.stdout);
         assert!(summary.contains("0 applied, 3 skipped"), "{summary}");
         assert_eq!(app.stock("A").await["on_hand"], 7);
@@ -225,7 +229,7 @@ async fn import_applies_batches_reports_rows_and_skips_what_it_applied_before() 
             "adjustments.csv",
             "warehouse,sku,delta,counted,reason,key\nBER-1,A,-1,,damaged,a1\nBER-1,C,,10,count,a2\n",
         );
-        let out = stockroom(&["import", "adjustments", adjustments.to_str().unwrap()], &url);
+        let out = stockroom(&["import", "adjustments", adjustments.to_str().unwrap()], &url).await;
         assert!(out.status.success(), "{out:?}");
         assert_eq!(app.stock("A").await["on_hand"], 6);
         assert_eq!(app.stock("C").await["on_hand"], 10);
