@@ -40,3 +40,6 @@ pub const TEXT_CHARS_MAX: usize = 512;
 
 /// Most outbox events one event-driven worker run reads (the alert checker).
 pub const OUTBOX_BATCH_MAX: i64 = 1_000;
+
+/// Most stock levels one alerts run re-evaluates after a rule changed.
+pub const ALERT_RESCAN_LEVELS_MAX: i64 = 1_000;

@@ -124,10 +124,14 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
             async move {
                 let events =
                     warehouse::alert::check_stock_changes(&db, clock.now(), kernel::limits::OUTBOX_BATCH_MAX).await?;
+                let rescanned =
+                    warehouse::alert::check_rule_changes(&db, clock.now(), kernel::limits::ALERT_RESCAN_LEVELS_MAX)
+                        .await?;
                 let (raised, resolved) = warehouse::alert::check_periodic(&db, clock.now()).await?;
                 Ok(supervisor::Progress {
-                    done: events + raised + resolved,
-                    more: events as i64 >= kernel::limits::OUTBOX_BATCH_MAX,
+                    done: events + rescanned + raised + resolved,
+                    more: events as i64 >= kernel::limits::OUTBOX_BATCH_MAX
+                        || rescanned as i64 >= kernel::limits::ALERT_RESCAN_LEVELS_MAX,
                 })
             }
         }

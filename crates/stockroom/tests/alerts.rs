@@ -107,3 +107,82 @@ async fn expiring_lots_and_full_warehouses_raise_alerts() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_changed_rule_applies_to_stock_that_did_not_move() {
+    each_backend(|app| async move {
+        for sku in ["A", "B"] {
+            app.create_item(sku).await;
+        }
+        app.create_warehouse("BER-1", 10).await;
+        app.create_warehouse("HAM-1", 20).await;
+        app.receive("BER-1", "A", 20).await;
+        app.receive("HAM-1", "A", 3).await;
+        app.receive("BER-1", "B", 50).await;
+
+        // No stock moves after this: only the rule changes.
+        app.put_json("/v1/alert-rules/items/A", json!({"low_stock_units": 5})).await.expect(200);
+        let open = wait_for_alerts(&app, "?status=open", |a| of_kind(a, "low_stock", "A").is_some()).await;
+        let low: Vec<&Value> = open.iter().filter(|a| a["kind"] == "low_stock").collect();
+        assert_eq!(low.len(), 1, "only HAM-1 holds 5 or fewer: {open:?}");
+        assert_eq!(low[0]["warehouse"], "HAM-1");
+
+        app.put_json("/v1/alert-rules/default", json!({"overstock_units": 40})).await.expect(200);
+        let open = wait_for_alerts(&app, "?status=open", |a| of_kind(a, "overstock", "B").is_some()).await;
+        assert!(of_kind(&open, "overstock", "A").is_none(), "A has its own rule: {open:?}");
+
+        app.put_json("/v1/alert-rules/items/A", json!({"low_stock_units": 2})).await.expect(200);
+        let resolved = wait_for_alerts(&app, "?status=resolved", |a| of_kind(a, "low_stock", "A").is_some()).await;
+        assert_eq!(of_kind(&resolved, "low_stock", "A").unwrap()["warehouse"], "HAM-1");
+        let events = app.all_events().await;
+        assert_eq!(events.iter().filter(|e| e["type"] == "alert_rule.updated").count(), 3);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_rescan_after_a_default_rule_change_is_bounded_per_run_and_resumes() {
+    // Through the Rust API with no server, so no worker runs the check beside the test.
+    for backend in testkit::backends() {
+        let database = testkit::TestDatabase::create(backend).await;
+        let db = database.connect().await;
+        testkit::seed_warehouse(&db, "BER-1", 10).await;
+        let now = kernel::SystemClock.now();
+        let mut tx = db.begin().await.unwrap();
+        for sku in ["A", "B", "C", "D", "E"] {
+            let sku = kernel::SkuCode::parse(sku).unwrap();
+            let item =
+                warehouse::item::NewItem { sku: sku.clone(), name: "x".into(), weight_grams: None, track_lots: false };
+            warehouse::item::item_create(&mut tx, item, now).await.unwrap();
+            let line = warehouse::receipt::ReceiptLine {
+                sku,
+                quantity: kernel::Quantity::new(1).unwrap(),
+                lot: None,
+                expires_on: None,
+                bin: None,
+            };
+            let receipt = warehouse::receipt::Receipt {
+                warehouse: kernel::WarehouseCode::parse("BER-1").unwrap(),
+                reference: None,
+                lines: vec![line],
+            };
+            warehouse::receipt::receive(&mut tx, receipt, now).await.unwrap();
+        }
+        let spec = warehouse::alert::RuleSpec { low_stock_units: Some(1), ..Default::default() };
+        warehouse::alert::rule_put(&mut tx, None, None, spec, now).await.unwrap();
+        tx.commit().await.unwrap();
+
+        let mut runs = Vec::new();
+        for _ in 0..4 {
+            runs.push(warehouse::alert::check_rule_changes(&db, now, 2).await.unwrap());
+        }
+        assert_eq!(runs, [2, 2, 1, 0], "[{backend:?}] five levels, two a run, then done");
+        let open = warehouse::alert::alerts_list(db.reader(), Some("open"), None, 100).await.unwrap();
+        let mut skus: Vec<&str> =
+            open.iter().filter(|a| a.kind == "low_stock").filter_map(|a| a.sku.as_deref()).collect();
+        skus.sort();
+        assert_eq!(skus, ["A", "B", "C", "D", "E"], "[{backend:?}] every level is at the threshold");
+        db.close().await;
+        database.drop_database().await;
+    }
+}

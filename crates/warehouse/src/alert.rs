@@ -4,8 +4,9 @@
 //! Rules apply per item and warehouse, per item, or as the default (the most specific existing
 //! rule applies as a whole). Evaluation is a supervised reconciler that never runs on the hot
 //! path: [`check_stock_changes`] reads `stock.changed` events from the outbox after its stored
-//! offset and re-evaluates the touched levels (bounded batch per run), and [`check_periodic`]
-//! re-evaluates expiring lots and capacities. Each raises what holds and is not open yet,
+//! offset and re-evaluates the touched levels (bounded batch per run), [`check_rule_changes`]
+//! goes through the levels in the scope of a changed rule (bounded per run, resumable), and
+//! [`check_periodic`] re-evaluates expiring lots and capacities. Each raises what holds and is not open yet,
 //! resolves what is open and no longer holds, and emits `alert.*` events through the outbox.
 
 use crate::ledger::Journal;
@@ -103,6 +104,24 @@ pub async fn rule_put(
     .bind(rule.updated_at.clone())
     .execute(&mut **tx)
     .await?;
+    // Levels whose stock did not change must follow the new thresholds too: the alerts worker
+    // goes through the scope's levels (from the start again if a rescan was under way).
+    sqlx::query(
+        "INSERT INTO alert_rescans (scope, sku, warehouse, after_sku, after_warehouse) VALUES ($1, $2, $3, '', '') \
+         ON CONFLICT (scope) DO UPDATE SET after_sku = '', after_warehouse = ''",
+    )
+    .bind(rule.scope.clone())
+    .bind(rule.sku.clone())
+    .bind(rule.warehouse.clone())
+    .execute(&mut **tx)
+    .await?;
+    let mut journal = Journal::new();
+    journal.event(NewEvent {
+        event_type: "alert_rule.updated",
+        aggregate: format!("alert_rule:{}", rule.scope),
+        data: json!(rule),
+    });
+    journal.flush(tx, now).await?;
     Ok(rule)
 }
 
@@ -393,25 +412,19 @@ pub async fn check_stock_changes(db: &Db, now: Timestamp, batch_max: i64) -> Res
     let mut journal = Journal::new();
     if !touched.is_empty() {
         let rules = rules_by_scope(&mut tx).await?;
-        let mut conditions = Vec::new();
+        let mut levels = HashMap::new();
         for (warehouse, sku) in &touched {
-            let Some(rule) = rule_for(&rules, sku, warehouse) else { continue };
             let level: Option<(i64, i64)> =
                 sqlx::query_as("SELECT on_hand, reserved FROM stock_levels WHERE warehouse = $1 AND sku = $2")
                     .bind(warehouse.clone())
                     .bind(sku.clone())
                     .fetch_optional(&mut *tx)
                     .await?;
-            if let Some((on_hand, reserved)) = level {
-                conditions.extend(stock_conditions(rule, warehouse, sku, on_hand, on_hand - reserved));
+            if let Some(level) = level {
+                levels.insert((warehouse.clone(), sku.clone()), level);
             }
         }
-        let open: Vec<AlertRow> = open_alerts(&mut tx, &STOCK_KINDS)
-            .await?
-            .into_iter()
-            .filter(|a| touched.contains(&(a.warehouse.clone().unwrap_or_default(), a.sku.clone().unwrap_or_default())))
-            .collect();
-        settle(&mut tx, &mut journal, conditions, open, now).await?;
+        settle_levels(&mut tx, &mut journal, &rules, &touched, &levels, now).await?;
     }
     sqlx::query(
         "INSERT INTO worker_offsets (worker, last_seq) VALUES ('alerts', $1) \
@@ -423,6 +436,97 @@ pub async fn check_stock_changes(db: &Db, now: Timestamp, batch_max: i64) -> Res
     journal.flush(&mut tx, now).await?;
     tx.commit().await?;
     Ok(events.len())
+}
+
+/// Re-evaluates the stock alerts of the `touched` levels under the current rules: raises what
+/// holds and resolves what no longer does (a pair missing from `levels` has no stock).
+async fn settle_levels(
+    tx: &mut Tx,
+    journal: &mut Journal,
+    rules: &HashMap<String, AlertRule>,
+    touched: &HashSet<(String, String)>,
+    levels: &HashMap<(String, String), (i64, i64)>,
+    now: Timestamp,
+) -> Result<(usize, usize)> {
+    let mut conditions = Vec::new();
+    for ((warehouse, sku), (on_hand, reserved)) in levels {
+        if let Some(rule) = rule_for(rules, sku, warehouse) {
+            conditions.extend(stock_conditions(rule, warehouse, sku, *on_hand, on_hand - reserved));
+        }
+    }
+    let open: Vec<AlertRow> = open_alerts(tx, &STOCK_KINDS)
+        .await?
+        .into_iter()
+        .filter(|a| touched.contains(&(a.warehouse.clone().unwrap_or_default(), a.sku.clone().unwrap_or_default())))
+        .collect();
+    settle(tx, journal, conditions, open, now).await
+}
+
+/// One run of the rule-change check: goes on through the levels of the scopes whose rules
+/// changed, at most `levels_max` levels a run, and re-evaluates their stock alerts; returns
+/// how many levels it looked at.
+pub async fn check_rule_changes(db: &Db, now: Timestamp, levels_max: i64) -> Result<usize> {
+    let mut tx = db.begin().await?;
+    /// scope, its SKU and warehouse (if any), and the last level done.
+    type Rescan = (String, Option<String>, Option<String>, String, String);
+    let rescans: Vec<Rescan> = sqlx::query_as(
+        "SELECT scope, sku, warehouse, after_sku, after_warehouse FROM alert_rescans ORDER BY scope LIMIT 16",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    if rescans.is_empty() {
+        tx.commit().await?;
+        return Ok(0);
+    }
+    let rules = rules_by_scope(&mut tx).await?;
+    let mut journal = Journal::new();
+    let mut looked_at = 0;
+    for (scope, sku, warehouse, after_sku, after_warehouse) in rescans {
+        let budget = levels_max - looked_at as i64;
+        if budget <= 0 {
+            break;
+        }
+        // Keyset order over the primary key; the scope narrows it to one SKU or one level.
+        let (filter, binds): (&str, Vec<String>) = match (sku, warehouse) {
+            (Some(s), Some(w)) => ("sku = $4 AND warehouse = $5 AND", vec![s, w]),
+            (Some(s), None) => ("sku = $4 AND", vec![s]),
+            _ => ("", vec![]),
+        };
+        let sql = format!(
+            "SELECT sku, warehouse, on_hand, reserved FROM stock_levels \
+             WHERE {filter} (sku > $1 OR (sku = $1 AND warehouse > $2)) ORDER BY sku, warehouse LIMIT $3"
+        );
+        let mut query = sqlx::query_as::<_, (String, String, i64, i64)>(sqlx::AssertSqlSafe(sql))
+            .bind(after_sku)
+            .bind(after_warehouse)
+            .bind(budget);
+        for value in binds {
+            query = query.bind(value);
+        }
+        let rows = query.fetch_all(&mut *tx).await?;
+        looked_at += rows.len();
+        let last = rows.last().map(|(s, w, _, _)| (s.clone(), w.clone()));
+        let touched: HashSet<(String, String)> = rows.iter().map(|(s, w, _, _)| (w.clone(), s.clone())).collect();
+        let levels: HashMap<(String, String), (i64, i64)> =
+            rows.into_iter().map(|(s, w, on_hand, reserved)| ((w, s), (on_hand, reserved))).collect();
+        settle_levels(&mut tx, &mut journal, &rules, &touched, &levels, now).await?;
+        match last {
+            Some((s, w)) if (touched.len() as i64) >= budget => {
+                sqlx::query("UPDATE alert_rescans SET after_sku = $1, after_warehouse = $2 WHERE scope = $3")
+                    .bind(s)
+                    .bind(w)
+                    .bind(scope)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            _ => {
+                sqlx::query("DELETE FROM alert_rescans WHERE scope = $1").bind(scope).execute(&mut *tx).await?;
+            }
+        }
+    }
+    journal.flush(&mut tx, now).await?;
+    tx.commit().await?;
+    Ok(looked_at)
 }
 
 /// One run of the periodic check: lots expiring within their rule's window, and warehouses

@@ -92,7 +92,9 @@ async fn put_rule(
     .await
 }
 
-/// Sets the default rule.
+/// Sets the default rule. Every stock level is re-evaluated under it in the background (at most
+/// 1,000 levels a run of the alerts worker), so it applies to stock that does not move; the
+/// change is recorded as an `alert_rule.updated` event.
 #[utoipa::path(put, path = "/v1/alert-rules/default", tag = "alerts", request_body = PutRule,
     responses((status = 200, body = AlertRule), (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
 pub async fn rule_default(
