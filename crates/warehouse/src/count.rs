@@ -322,8 +322,16 @@ pub async fn count_approve(tx: &mut Tx, id: &str, now: Timestamp) -> Result<Coun
         }
     }
     let mut journal = Journal::new();
-    for (sku, delta) in per_sku.into_iter().filter(|(_, d)| *d != 0) {
+    for (sku, delta) in per_sku {
         let sku = SkuCode::parse(sku).map_err(|e| WarehouseError::invalid("sku", e.to_string()))?;
+        if delta == 0 {
+            // Units found in one bin and missing from another (or unbinned) move between
+            // them with no change to on hand; on hand may have dropped since the count, so
+            // the bins still give up what exceeds it.
+            let level = crate::stock::stock_level_in_tx(tx, &sku, &warehouse).await?;
+            crate::bin::bins_shrink_to(tx, &warehouse, &sku, level.on_hand).await?;
+            continue;
+        }
         let level = if delta > 0 {
             crate::stock::stock_level_receive(tx, &sku, &warehouse, delta).await?
         } else {

@@ -4,7 +4,8 @@
 //!
 //! Items and plain receipts take a fast path (multi-row statements: one upsert for all the
 //! batch's stock rows, one insert each for movements, events and keys); lot-tracked receipts,
-//! receipts into a bin and adjustments go through the ordinary use cases row by row.
+//! receipts into a bin or into a warehouse that has bins (for the putaway suggestion) and
+//! adjustments go through the ordinary use cases row by row.
 
 use crate::ledger::{Journal, MovementKind, NewMovement};
 use crate::receipt::{Receipt, ReceiptLine};
@@ -175,8 +176,11 @@ pub async fn import_receipts(
         }
     }
     let tracks_lots = |sku: &SkuCode| items.iter().any(|(s, lots)| s == sku.as_str() && *lots);
-    let (slow, fast): (Vec<&Row<ReceiptRow>>, Vec<&Row<ReceiptRow>>) =
-        rows.iter().partition(|r| tracks_lots(&r.value.line.sku) || r.value.line.bin.is_some());
+    // Into a warehouse with bins, a row without a bin gets the receipt's putaway suggestion.
+    let with_bins = crate::site::warehouses_with_bins(tx, &warehouses).await?;
+    let (slow, fast): (Vec<&Row<ReceiptRow>>, Vec<&Row<ReceiptRow>>) = rows.iter().partition(|r| {
+        tracks_lots(&r.value.line.sku) || r.value.line.bin.is_some() || with_bins.contains(r.value.warehouse.as_str())
+    });
 
     for row in slow {
         let receipt = Receipt {

@@ -232,6 +232,25 @@ pub(crate) async fn warehouses_known(
     Ok(query.fetch_all(&mut **tx).await?.into_iter().collect())
 }
 
+/// Those of `codes` that have at least one bin.
+pub(crate) async fn warehouses_with_bins(
+    tx: &mut Tx,
+    codes: &[&WarehouseCode],
+) -> Result<std::collections::HashSet<String>> {
+    if codes.is_empty() {
+        return Ok(Default::default());
+    }
+    let sql = format!(
+        "SELECT DISTINCT warehouse FROM bins WHERE warehouse IN ({})",
+        store::sql::list_placeholders(codes.len(), 1)
+    );
+    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+    for code in codes {
+        query = query.bind(code.as_str().to_owned());
+    }
+    Ok(query.fetch_all(&mut **tx).await?.into_iter().collect())
+}
+
 /// Locks the warehouse row while a receipt or transfer fills it (PostgreSQL), so two
 /// concurrent fills cannot both pass the capacity check; returns its capacity.
 pub(crate) async fn capacity_lock(tx: &mut Tx, code: &WarehouseCode) -> Result<Option<i64>> {

@@ -253,3 +253,76 @@ async fn a_full_reservation_queue_refuses_at_once_and_loses_nothing() {
         database.drop_database().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn receipts_and_bin_moves_racing_into_one_bin_never_overfill_it() {
+    for backend in testkit::backends() {
+        let database = testkit::TestDatabase::create(backend).await;
+        let db = Arc::new(database.connect().await);
+        setup(&db, &[("A", false), ("B", false)]).await;
+        let w1 = WarehouseCode::parse("W1").unwrap();
+        let now = Timestamp::from_millis(0);
+        let mut tx = db.begin().await.unwrap();
+        for (code, capacity_units) in [("BIG", None), ("SMALL", Some(10))] {
+            let bin = warehouse::bin::NewBin { code: code.into(), zone: None, x: None, y: None, capacity_units };
+            warehouse::bin::bin_create(&mut tx, &w1, bin, now).await.unwrap();
+        }
+        let line = |sku: &str, units: i64, bin: &str| warehouse::receipt::ReceiptLine {
+            sku: SkuCode::parse(sku).unwrap(),
+            quantity: Quantity::new(units).unwrap(),
+            lot: None,
+            expires_on: None,
+            bin: Some(bin.into()),
+        };
+        let receipt = |line| warehouse::receipt::Receipt { warehouse: w1.clone(), reference: None, lines: vec![line] };
+        warehouse::receipt::receive(&mut tx, receipt(line("A", 40, "BIG")), now).await.unwrap();
+        tx.commit().await.unwrap();
+
+        // Half receive a unit of B into SMALL, half move a unit of A from BIG into it.
+        let tasks: Vec<_> = (0..TASKS * 2)
+            .map(|i| {
+                let (db, receipt) = (db.clone(), receipt(line("B", 1, "SMALL")));
+                let w1 = w1.clone();
+                tokio::spawn(async move {
+                    let mut tx = db.begin().await.unwrap();
+                    let outcome = if i % 2 == 0 {
+                        warehouse::receipt::receive(&mut tx, receipt, now).await.map(|_| ())
+                    } else {
+                        let m = warehouse::bin::BinMove {
+                            warehouse: w1,
+                            sku: SkuCode::parse("A").unwrap(),
+                            from_bin: "BIG".into(),
+                            to_bin: "SMALL".into(),
+                            quantity: 1,
+                        };
+                        warehouse::bin::bin_move(&mut tx, m, now).await.map(|_| ())
+                    };
+                    match outcome {
+                        Ok(()) => {
+                            tx.commit().await.unwrap();
+                            true
+                        }
+                        Err(warehouse::WarehouseError::CapacityExceeded(_)) => {
+                            tx.rollback().await.unwrap();
+                            false
+                        }
+                        Err(e) => panic!("[{backend:?}] unexpected error: {e}"),
+                    }
+                })
+            })
+            .collect();
+        let mut filled = 0;
+        for task in tasks {
+            filled += usize::from(task.await.unwrap());
+        }
+        let in_small: i64 =
+            sqlx::query_scalar("SELECT CAST(COALESCE(SUM(on_hand), 0) AS BIGINT) FROM bin_stock WHERE bin = 'SMALL'")
+                .fetch_one(db.reader())
+                .await
+                .unwrap();
+        assert_eq!((filled, in_small), (10, 10), "[{backend:?}] exactly the bin's capacity went in");
+        assert_reconciled(&db).await;
+        db.close().await;
+        database.drop_database().await;
+    }
+}
