@@ -1,5 +1,5 @@
-//! Reconciliation: every stock level against the sum of its movements, and reserved against
-//! the reservations that hold it. A mismatch means a bug, never a normal state.
+//! Reconciliation: every stock level against the sum of its movements, every movement's
+//! level-after against the running sums, and reserved against the reservations that hold it. A mismatch means a bug, never a normal state.
 
 use crate::Result;
 use serde::Serialize;
@@ -11,7 +11,9 @@ pub struct Mismatch {
     pub sku: String,
     /// `ledger`: the level differs from the sum of its movements; `reservations`: reserved
     /// differs from the lines of active and confirmed reservations; `lots`: a lot-tracked
-    /// level differs from the sum of its lots.
+    /// level differs from the sum of its lots; `movement_after`: a movement's `on_hand_after`
+    /// and `reserved_after` (here `on_hand`, `reserved`) differ from the running sums of the
+    /// deltas up to it (the first such movement of the level).
     pub check: String,
     pub on_hand: i64,
     pub reserved: i64,
@@ -67,6 +69,23 @@ pub async fn reconcile(pool: &AnyPool) -> Result<Reconciliation> {
     .fetch_all(&mut *tx)
     .await?;
     mismatches.extend(lots);
+    // Every movement states the level after it: those must be the running sums of the deltas
+    // (the first movement that breaks this, per level).
+    let after: Vec<Mismatch> = sqlx::query_as(
+        "WITH running AS (SELECT warehouse, sku, seq, on_hand_after, reserved_after, \
+                CAST(SUM(on_hand_delta) OVER w AS BIGINT) AS on_hand_sum, \
+                CAST(SUM(reserved_delta) OVER w AS BIGINT) AS reserved_sum \
+              FROM movements WINDOW w AS (PARTITION BY warehouse, sku ORDER BY seq)), \
+              first_bad AS (SELECT warehouse, sku, MIN(seq) AS seq FROM running \
+              WHERE on_hand_sum <> on_hand_after OR reserved_sum <> reserved_after GROUP BY warehouse, sku) \
+         SELECT r.warehouse, r.sku, 'movement_after' AS \"check\", r.on_hand_after AS on_hand, \
+                r.reserved_after AS reserved, r.on_hand_sum AS expected_on_hand, r.reserved_sum AS expected_reserved \
+         FROM running r JOIN first_bad b ON b.warehouse = r.warehouse AND b.sku = r.sku AND b.seq = r.seq \
+         ORDER BY r.warehouse, r.sku",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    mismatches.extend(after);
     tx.commit().await?;
     Ok(Reconciliation { checked, mismatches })
 }

@@ -336,9 +336,13 @@ async fn expire_reservations(tx: &mut Tx, journal: &mut Journal, ids: &[String],
     }
     let mut lines = store::lines_of(tx, &expired).await?;
     lines.sort_by(|a, b| (&a.1.sku, &a.1.warehouse, &a.0).cmp(&(&b.1.sku, &b.1.warehouse, &b.0)));
-    for (reservation_id, line) in &lines {
+    // Lines of lot-tracked items give back lot by lot; the others (every line of other items)
+    // all at once, one statement for all their stock rows.
+    let (with_lots, plain): (Vec<_>, Vec<_>) = lines.iter().partition(|(_, line)| !line.lots.is_empty());
+    for (reservation_id, line) in with_lots {
         give_back(tx, journal, reservation_id, line, MovementKind::Expire).await?;
     }
+    unhold_many(tx, journal, &plain, MovementKind::Expire).await?;
     for id in &expired {
         journal.event(NewEvent {
             event_type: "reservation.expired",
@@ -348,6 +352,49 @@ async fn expire_reservations(tx: &mut Tx, journal: &mut Journal, ids: &[String],
     }
     metrics::counter!("stockroom_reservations_expired_total").increment(expired.len() as u64);
     Ok(expired.len())
+}
+
+/// Gives back the held units of `lines` (sorted by stock row, none holding lots) with one
+/// `UPDATE` per chunk of stock rows, and journals one movement per line with the level after
+/// it, as if they had been given back one by one in that order.
+async fn unhold_many(
+    tx: &mut Tx,
+    journal: &mut Journal,
+    lines: &[&(String, ReservationLine)],
+    kind: MovementKind,
+) -> Result<()> {
+    let mut per_row: Vec<(&str, &str, i64)> = Vec::new();
+    for (_, line) in lines {
+        match per_row.last_mut() {
+            Some((sku, warehouse, units)) if *sku == line.sku && *warehouse == line.warehouse => {
+                *units += line.quantity
+            }
+            _ => per_row.push((&line.sku, &line.warehouse, line.quantity)),
+        }
+    }
+    let after = store::stock_rows_unhold(tx, &per_row).await?;
+    let mut running: HashMap<(&str, &str), (i64, i64)> = HashMap::with_capacity(per_row.len());
+    for (sku, warehouse, units) in &per_row {
+        let (on_hand, reserved) = after[&(sku.to_string(), warehouse.to_string())];
+        running.insert((sku, warehouse), (on_hand, reserved + units));
+    }
+    for (reservation_id, line) in lines {
+        let level = running.get_mut(&(line.sku.as_str(), line.warehouse.as_str())).expect("every row was updated");
+        level.1 -= line.quantity;
+        journal.stock_changed(NewMovement {
+            warehouse: WarehouseCode::parse(line.warehouse.clone())
+                .map_err(|e| corrupt(format!("stored warehouse: {e}")))?,
+            sku: SkuCode::parse(line.sku.clone()).map_err(|e| corrupt(format!("stored SKU: {e}")))?,
+            kind,
+            on_hand_delta: 0,
+            reserved_delta: -line.quantity,
+            on_hand_after: level.0,
+            reserved_after: level.1,
+            reference: Some(reservation_id.clone()),
+            reason: None,
+        });
+    }
+    Ok(())
 }
 
 /// Releases, expires or ships one reservation line.

@@ -5,6 +5,7 @@ use crate::Result;
 use kernel::limits::INSERT_ROWS_MAX;
 use kernel::{ReservationId, SkuCode, Timestamp, WarehouseCode};
 use sqlx::FromRow;
+use std::collections::HashMap;
 use store::sql::{dynamic, insert_values, list_placeholders};
 use store::{Backend, Tx};
 
@@ -64,6 +65,36 @@ pub(crate) async fn stock_rows_add_reserved(tx: &mut Tx, deltas: &[(&SkuCode, &W
         }
     }
     Ok(())
+}
+
+/// Gives back held units of many stock rows with one statement per chunk (the sweeper's path):
+/// `deltas` are (SKU, warehouse, units), one entry per row. Returns each row's level after.
+pub(crate) async fn stock_rows_unhold(
+    tx: &mut Tx,
+    deltas: &[(&str, &str, i64)],
+) -> Result<HashMap<(String, String), (i64, i64)>> {
+    let mut after = HashMap::with_capacity(deltas.len());
+    for chunk in deltas.chunks(INSERT_ROWS_MAX) {
+        // `VALUES` columns are column1.. on both databases.
+        let sql = format!(
+            "UPDATE stock_levels SET reserved = stock_levels.reserved - v.column3 FROM (VALUES {}) AS v \
+             WHERE stock_levels.sku = v.column1 AND stock_levels.warehouse = v.column2 \
+             RETURNING stock_levels.sku, stock_levels.warehouse, stock_levels.on_hand, stock_levels.reserved",
+            insert_values(tx, chunk.len(), 3)
+        );
+        let mut query = sqlx::query_as::<_, (String, String, i64, i64)>(sqlx::AssertSqlSafe(sql));
+        for (sku, warehouse, units) in chunk {
+            query = query.bind(sku.to_string()).bind(warehouse.to_string()).bind(*units);
+        }
+        let rows = query.fetch_all(&mut **tx).await?;
+        if rows.len() != chunk.len() {
+            return Err(crate::WarehouseError::Store(::store::StoreError::Corrupt(
+                "a reservation line names a stock row that does not exist".into(),
+            )));
+        }
+        after.extend(rows.into_iter().map(|(s, w, on_hand, reserved)| ((s, w), (on_hand, reserved))));
+    }
+    Ok(after)
 }
 
 /// Inserts reservations with their lines: multi-row statements, whatever the batch size.
