@@ -42,6 +42,12 @@ impl DatabaseArgs {
     }
 }
 
+/// SQLite page cache of an import's writer, KiB.
+const IMPORT_SQLITE_CACHE_KIB: u32 = 256 * 1024;
+
+/// WAL pages between an import's checkpoints (256 MiB of 4 KiB pages).
+const IMPORT_SQLITE_AUTOCHECKPOINT_PAGES: u32 = 65_536;
+
 /// Group commit of reservation writes.
 #[derive(clap::Args, Clone)]
 struct GroupCommitArgs {
@@ -204,7 +210,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Import { kind, file, format, batch_size, database } => {
-            let db = Db::connect_and_migrate(&database.database_url, &database.options()).await?;
+            // An import touches index pages all over large tables: a big writer cache (only
+            // what is used is allocated) keeps them in memory from batch to batch.
+            let options = DbOptions {
+                sqlite_writer_cache_kib: IMPORT_SQLITE_CACHE_KIB,
+                sqlite_wal_autocheckpoint_pages: IMPORT_SQLITE_AUTOCHECKPOINT_PAGES,
+                ..database.options()
+            };
+            let db = Db::connect_and_migrate(&database.database_url, &options).await?;
             let format = format.unwrap_or_else(|| stockroom::import::format_of(&file));
             let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let report = stockroom::import::import(&db, kind, &file, format, batch_size, progress).await?;

@@ -35,11 +35,26 @@ pub struct DbOptions {
     pub sqlite_sync: SqliteSync,
     /// How long a connection waits for a lock or a free pool slot before giving up.
     pub acquire_timeout: Duration,
+    /// SQLite page cache of the writer connection, KiB. Large batches (group commit, imports)
+    /// dirty many pages; a cache smaller than that spills to disk mid-transaction.
+    pub sqlite_writer_cache_kib: u32,
+    /// SQLite page cache of each reader connection, KiB.
+    pub sqlite_reader_cache_kib: u32,
+    /// WAL pages after which a SQLite commit checkpoints (SQLite's default is 1,000). Bulk
+    /// writers raise it: each checkpoint writes pages back all over the file and syncs it.
+    pub sqlite_wal_autocheckpoint_pages: u32,
 }
 
 impl Default for DbOptions {
     fn default() -> Self {
-        Self { max_connections: 16, sqlite_sync: SqliteSync::Full, acquire_timeout: Duration::from_secs(10) }
+        Self {
+            max_connections: 16,
+            sqlite_sync: SqliteSync::Full,
+            acquire_timeout: Duration::from_secs(10),
+            sqlite_writer_cache_kib: 64 * 1024,
+            sqlite_reader_cache_kib: 8 * 1024,
+            sqlite_wal_autocheckpoint_pages: 1_000,
+        }
     }
 }
 
@@ -61,8 +76,9 @@ impl Db {
         sqlx::any::install_default_drivers();
         if url.starts_with("sqlite:") {
             let url = sqlite_url_with_create(url);
-            let write = sqlite_pool(&url, 1, options).await?;
-            let read = sqlite_pool(&url, options.max_connections.max(1), options).await?;
+            let write = sqlite_pool(&url, 1, options.sqlite_writer_cache_kib, options).await?;
+            let read =
+                sqlite_pool(&url, options.max_connections.max(1), options.sqlite_reader_cache_kib, options).await?;
             Ok(Self { write, read, backend: Backend::Sqlite })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let connect = AnyConnectOptions::from_str(url)?
@@ -147,12 +163,13 @@ fn sqlite_url_with_create(url: &str) -> String {
     }
 }
 
-async fn sqlite_pool(url: &str, max: u32, options: &DbOptions) -> Result<AnyPool, StoreError> {
+async fn sqlite_pool(url: &str, max: u32, cache_kib: u32, options: &DbOptions) -> Result<AnyPool, StoreError> {
     let synchronous = match options.sqlite_sync {
         SqliteSync::Full => "PRAGMA synchronous = FULL",
         SqliteSync::Normal => "PRAGMA synchronous = NORMAL",
     };
     let busy_ms = options.acquire_timeout.as_millis();
+    let autocheckpoint = options.sqlite_wal_autocheckpoint_pages;
     let connect = AnyConnectOptions::from_str(url)?;
     let pool = AnyPoolOptions::new()
         .max_connections(max)
@@ -165,9 +182,10 @@ async fn sqlite_pool(url: &str, max: u32, options: &DbOptions) -> Result<AnyPool
                 conn.execute("PRAGMA foreign_keys = ON").await?;
                 // The default 2 MB page cache spills to disk mid-transaction on large batches
                 // (bulk imports, big group-commit batches); statement journals stay in memory.
-                conn.execute("PRAGMA cache_size = -65536").await?;
+                conn.execute(sqlx::AssertSqlSafe(format!("PRAGMA cache_size = -{cache_kib}"))).await?;
                 conn.execute("PRAGMA temp_store = MEMORY").await?;
                 conn.execute(synchronous).await?;
+                conn.execute(sqlx::AssertSqlSafe(format!("PRAGMA wal_autocheckpoint = {autocheckpoint}"))).await?;
                 conn.execute(sqlx::AssertSqlSafe(format!("PRAGMA busy_timeout = {busy_ms}"))).await?;
                 Ok(())
             })

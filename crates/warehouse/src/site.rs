@@ -221,15 +221,7 @@ pub(crate) async fn warehouses_known(
     tx: &mut Tx,
     codes: &[&WarehouseCode],
 ) -> Result<std::collections::HashSet<String>> {
-    if codes.is_empty() {
-        return Ok(Default::default());
-    }
-    let sql = format!("SELECT code FROM warehouses WHERE code IN ({})", store::sql::list_placeholders(codes.len(), 1));
-    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
-    for code in codes {
-        query = query.bind(code.as_str().to_owned());
-    }
-    Ok(query.fetch_all(&mut **tx).await?.into_iter().collect())
+    codes_where(tx, "SELECT code FROM warehouses WHERE code", codes).await
 }
 
 /// Those of `codes` that have at least one bin.
@@ -237,13 +229,19 @@ pub(crate) async fn warehouses_with_bins(
     tx: &mut Tx,
     codes: &[&WarehouseCode],
 ) -> Result<std::collections::HashSet<String>> {
+    codes_where(tx, "SELECT DISTINCT warehouse FROM bins WHERE warehouse", codes).await
+}
+
+/// Runs `select ... WHERE column` with `IN (codes)` appended; the codes it returns.
+async fn codes_where(
+    tx: &mut Tx,
+    select_where_column: &'static str,
+    codes: &[&WarehouseCode],
+) -> Result<std::collections::HashSet<String>> {
     if codes.is_empty() {
         return Ok(Default::default());
     }
-    let sql = format!(
-        "SELECT DISTINCT warehouse FROM bins WHERE warehouse IN ({})",
-        store::sql::list_placeholders(codes.len(), 1)
-    );
+    let sql = format!("{select_where_column} IN ({})", store::sql::list_placeholders(codes.len(), 1));
     let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
     for code in codes {
         query = query.bind(code.as_str().to_owned());
