@@ -264,3 +264,65 @@ async fn units_move_between_bins_and_leave_bins_when_they_leave_the_building() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_quarantined_lot_stays_on_hand_but_is_never_held_until_released() {
+    each_backend(|app| async move {
+        milk(&app).await;
+        let held = app.post("/v1/reservations", json!({"lines": [{"sku": "MILK", "quantity": 2}]})).await.expect(201);
+        assert_eq!(held["lines"][0]["lots"][0]["lot"], "L-SOON");
+
+        let body = json!({"warehouse": "BER-1", "reason": "supplier recall"});
+        let view = app.post("/v1/stock/MILK/lots/L-LATE/quarantine", body.clone()).await.expect(200);
+        assert_eq!(
+            (view["status"].as_str(), view["available"].as_i64(), view["on_hand"].as_i64()),
+            (Some("quarantined"), Some(0), Some(5))
+        );
+        let stock = app.stock("MILK").await;
+        assert_eq!((stock["on_hand"].as_i64(), stock["available"].as_i64()), (Some(12), Some(1)), "{stock}");
+        let short = app.post("/v1/reservations", json!({"lines": [{"sku": "MILK", "quantity": 2}]})).await;
+        assert_eq!(short.expect_problem(409, "insufficient_stock")["lines"][0]["available"], 1);
+
+        let movements = |app: TestApp| async move {
+            app.get("/v1/movements?sku=MILK").await.expect(200)["items"].as_array().unwrap().clone()
+        };
+        let before = movements(app.clone()).await;
+        let quarantined = before.iter().find(|m| m["kind"] == "lot_quarantined").expect("a lot_quarantined movement");
+        assert_eq!(
+            (quarantined["on_hand_delta"].as_i64(), quarantined["reference"].as_str()),
+            (Some(0), Some("L-LATE"))
+        );
+        assert!(quarantined["reason"].as_str().unwrap().contains("supplier recall"), "{quarantined}");
+        app.post("/v1/stock/MILK/lots/L-LATE/quarantine", body).await.expect(200);
+        assert_eq!(movements(app.clone()).await.len(), before.len(), "quarantining again changes nothing");
+
+        app.post("/v1/stock/MILK/lots/NOPE/quarantine", json!({"warehouse": "BER-1"}))
+            .await
+            .expect_problem(404, "not_found");
+        app.post("/v1/stock/MILK/lots/L-LATE/quarantine", json!({"warehouse": "HAM-9"}))
+            .await
+            .expect_problem(422, "validation_failed");
+        app.post("/v1/stock/MILK/lots/L-LATE/quarantine", json!({})).await.expect_problem(422, "validation_failed");
+        app.post("/v1/stock/NOPE/lots/L-LATE/release", json!({"warehouse": "BER-1"}))
+            .await
+            .expect_problem(404, "not_found");
+        assert_eq!(movements(app.clone()).await.len(), before.len(), "refused requests change nothing");
+
+        let view = app.post("/v1/stock/MILK/lots/L-LATE/release", json!({"warehouse": "BER-1"})).await.expect(200);
+        assert_eq!((view["status"].as_str(), view["available"].as_i64()), (Some("available"), Some(5)));
+        let held = app.post("/v1/reservations", json!({"lines": [{"sku": "MILK", "quantity": 5}]})).await.expect(201);
+        let lots: Vec<(&str, i64)> = held["lines"][0]["lots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| (l["lot"].as_str().unwrap(), l["quantity"].as_i64().unwrap()))
+            .collect();
+        assert_eq!(lots, [("L-SOON", 1), ("L-LATE", 4)]);
+        let events = app.all_events().await;
+        for kind in ["lot.quarantined", "lot.released"] {
+            assert_eq!(events.iter().filter(|e| e["type"] == kind).count(), 1, "one {kind} event");
+        }
+        app.reconcile().await;
+    })
+    .await;
+}

@@ -27,6 +27,10 @@ pub enum MovementKind {
     BinMove,
     /// A lot reached its expiry date: its free units stop being available.
     LotExpired,
+    /// A lot was put in quarantine: its free units stop being available.
+    LotQuarantined,
+    /// A lot left quarantine: its free units are available again (unless expired).
+    LotReleased,
 }
 
 impl MovementKind {
@@ -43,6 +47,8 @@ impl MovementKind {
             MovementKind::Fulfill => "fulfill",
             MovementKind::BinMove => "bin_move",
             MovementKind::LotExpired => "lot_expired",
+            MovementKind::LotQuarantined => "lot_quarantined",
+            MovementKind::LotReleased => "lot_released",
         }
     }
 }

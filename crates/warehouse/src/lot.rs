@@ -282,6 +282,84 @@ pub(crate) async fn blocked_units(
     Ok(query.fetch_all(pool).await?.into_iter().map(|(s, w, b)| ((s, w), b)).collect())
 }
 
+/// Puts a lot of a SKU in a warehouse in quarantine (`quarantined: true`) or takes it out.
+/// A quarantined lot stays on hand, but its free units are not available: holds skip it and
+/// the level's available excludes it. Units already held in it stay held (the reservation was
+/// promised; cancel it to give them up). Changing the state writes a zero-delta
+/// `lot_quarantined` or `lot_released` movement and a `lot.quarantined` or `lot.released`
+/// event; asking for the state the lot is in changes nothing.
+pub async fn lot_quarantine(
+    tx: &mut Tx,
+    sku: &SkuCode,
+    warehouse: &WarehouseCode,
+    lot: &str,
+    quarantined: bool,
+    reason: Option<String>,
+    now: Timestamp,
+) -> Result<LotView> {
+    crate::site::require_warehouse(tx, "warehouse", warehouse).await?;
+    let changed = sqlx::query(
+        "UPDATE stock_lots SET quarantined = $1 WHERE sku = $2 AND warehouse = $3 AND lot = $4 AND quarantined <> $1",
+    )
+    .bind(i64::from(quarantined))
+    .bind(sku.as_str().to_owned())
+    .bind(warehouse.as_str().to_owned())
+    .bind(lot.to_owned())
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    let row: LotRow = sqlx::query_as(
+        "SELECT sku, warehouse, lot, expires_on, expires_at_ms, received_at_ms, on_hand, reserved, quarantined \
+         FROM stock_lots WHERE sku = $1 AND warehouse = $2 AND lot = $3",
+    )
+    .bind(sku.as_str().to_owned())
+    .bind(warehouse.as_str().to_owned())
+    .bind(lot.to_owned())
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| WarehouseError::NotFound { what: "lot", key: format!("{lot} of {sku} in {warehouse}") })?;
+    if changed == 1 {
+        let level = crate::stock::stock_level_in_tx(tx, sku, warehouse).await?;
+        let (kind, event_type, verb) = if quarantined {
+            (MovementKind::LotQuarantined, "lot.quarantined", "quarantined")
+        } else {
+            (MovementKind::LotReleased, "lot.released", "released from quarantine")
+        };
+        let free = row.on_hand - row.reserved;
+        let mut journal = Journal::new();
+        journal.stock_changed(NewMovement {
+            warehouse: warehouse.clone(),
+            sku: sku.clone(),
+            kind,
+            on_hand_delta: 0,
+            reserved_delta: 0,
+            on_hand_after: level.on_hand,
+            reserved_after: level.reserved,
+            reference: Some(lot.to_owned()),
+            reason: Some(match &reason {
+                Some(why) => format!("lot {lot} {verb} ({free} free units): {why}"),
+                None => format!("lot {lot} {verb} ({free} free units)"),
+            }),
+        });
+        journal.event(NewEvent {
+            event_type,
+            aggregate: format!("lot:{warehouse}:{sku}:{lot}"),
+            data: json!({"warehouse": warehouse.as_str(), "sku": sku.as_str(), "lot": lot, "on_hand": row.on_hand,
+                         "reserved": row.reserved, "reason": reason}),
+        });
+        journal.flush(tx, now).await?;
+    }
+    Ok(LotView {
+        available: row.available_at(now),
+        status: row.status_at(now).to_owned(),
+        warehouse: row.warehouse,
+        lot: row.lot,
+        expires_on: row.expires_on,
+        on_hand: row.on_hand,
+        reserved: row.reserved,
+    })
+}
+
 /// One run of the lot expiry worker: records up to `batch_max` lots that have reached their
 /// expiry with a `lot_expired` movement and a `lot.expired` event; returns how many.
 pub async fn record_lot_expiries(db: &Db, now: Timestamp, batch_max: i64) -> Result<usize> {

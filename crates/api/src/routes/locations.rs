@@ -22,6 +22,8 @@ pub fn routes() -> Router<AppState> {
         .route("/warehouses/{code}/bins", post(bin_create).get(bin_list))
         .route("/warehouses/{code}/bin-moves", post(bin_move_create))
         .route("/stock/{sku}/lots", get(lots))
+        .route("/stock/{sku}/lots/{lot}/quarantine", post(lot_quarantine))
+        .route("/stock/{sku}/lots/{lot}/release", post(lot_release))
         .route("/stock/{sku}/bins", get(bins_of_sku))
 }
 
@@ -178,6 +180,81 @@ pub struct LotList {
 pub async fn lots(State(state): State<AppState>, Path(sku): Path<String>) -> Result<Json<LotList>, ApiError> {
     let sku = path_sku(&sku)?;
     Ok(Json(LotList { items: warehouse::lot::lots_view(state.db.reader(), &sku, state.clock.now()).await? }))
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[schema(example = json!({"warehouse": "BER-1", "reason": "supplier recall 2026-11"}))]
+pub struct LotStateChange {
+    /// The warehouse whose lot it is (lot codes are per SKU and warehouse).
+    #[schema(value_type = String)]
+    pub warehouse: WarehouseCode,
+    /// Why, for the ledger (the movement's reason) and the event.
+    pub reason: Option<String>,
+}
+
+/// Puts a lot in quarantine: it stays on hand, but its free units are no longer available
+/// (holds skip it). Units already reserved in it stay reserved. A `lot_quarantined` movement
+/// and a `lot.quarantined` event record it; quarantining a quarantined lot changes nothing.
+#[utoipa::path(post, path = "/v1/stock/{sku}/lots/{lot}/quarantine", tag = "stock",
+    params(("sku" = String, Path), ("lot" = String, Path)), request_body = LotStateChange,
+    responses((status = 200, body = LotView), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn lot_quarantine(
+    state: State<AppState>,
+    principal: Extension<Principal>,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+    body: ApiJson<LotStateChange>,
+) -> Result<Response, ApiError> {
+    lot_state_change(state, principal, path, headers, body, true).await
+}
+
+/// Takes a lot out of quarantine: its free units are available again unless it has expired.
+/// A `lot_released` movement and a `lot.released` event record it.
+#[utoipa::path(post, path = "/v1/stock/{sku}/lots/{lot}/release", tag = "stock",
+    params(("sku" = String, Path), ("lot" = String, Path)), request_body = LotStateChange,
+    responses((status = 200, body = LotView), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn lot_release(
+    state: State<AppState>,
+    principal: Extension<Principal>,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+    body: ApiJson<LotStateChange>,
+) -> Result<Response, ApiError> {
+    lot_state_change(state, principal, path, headers, body, false).await
+}
+
+async fn lot_state_change(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path((sku, lot)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: ApiJson<LotStateChange>,
+    quarantined: bool,
+) -> Result<Response, ApiError> {
+    let sku = path_sku(&sku)?;
+    let req = body.value;
+    let mut errors = Vec::new();
+    check_text("lot", &lot, true, &mut errors);
+    if let Some(reason) = &req.reason {
+        check_text("reason", reason, false, &mut errors);
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation_many(errors));
+    }
+    warehouse::item::item_get(state.db.reader(), &sku).await?;
+    let route = if quarantined { "POST /v1/stock/lots/quarantine" } else { "POST /v1/stock/lots/release" };
+    let key = [sku.as_str().as_bytes(), b"\0", lot.as_bytes(), b"\0", &body.raw].concat();
+    run_write(&state, &principal, route, &headers, &key, move |tx, now| {
+        let (sku, lot, req) = (sku.clone(), lot.clone(), req.clone());
+        Box::pin(async move {
+            let view =
+                warehouse::lot::lot_quarantine(tx, &sku, &req.warehouse, &lot, quarantined, req.reason, now).await?;
+            Ok(Answer::json(StatusCode::OK, &view))
+        })
+    })
+    .await
 }
 
 #[derive(Debug, Serialize, ToSchema)]
