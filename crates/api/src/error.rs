@@ -179,6 +179,7 @@ impl From<WarehouseError> for ApiError {
             WarehouseError::ShuttingDown => {
                 ApiError::unavailable("the server is shutting down; retry on another instance")
             }
+            WarehouseError::IdempotencyKeyReused => ApiError::idempotency_key_reused(),
             WarehouseError::Store(e) => ApiError::from(e),
         }
     }

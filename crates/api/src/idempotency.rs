@@ -43,11 +43,17 @@ impl Answer {
     }
 }
 
-fn respond(status: StatusCode, body: String) -> Response {
+/// A stored or fresh answer as a response: JSON, or a problem document for an error status.
+pub fn respond(status: StatusCode, body: String) -> Response {
     let content_type = if status.is_success() { "application/json" } else { "application/problem+json" };
     let mut response = (status, body).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+/// What an idempotency key is unique within: the route and the caller's key.
+pub fn idempotency_scope(route: &str, principal: &Principal) -> String {
+    format!("{route} {}", principal.key_id)
 }
 
 /// Runs `work` in a transaction. With an idempotency key, the first answer (success or
@@ -65,7 +71,7 @@ where
     F: for<'t> Fn(&'t mut Tx, Timestamp) -> BoxFuture<'t, Result<Answer, ApiError>>,
 {
     let key = idempotency_key(headers)?;
-    let scope = format!("{route} {}", principal.key_id);
+    let scope = idempotency_scope(route, principal);
     let print = fingerprint(raw_body);
     let mut attempt = 0;
     loop {

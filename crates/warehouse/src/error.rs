@@ -45,6 +45,9 @@ pub enum WarehouseError {
     /// The server is stopping; nothing was changed.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// An idempotency key was used before with a different request; nothing was changed.
+    #[error("the idempotency key was used before with a different request")]
+    IdempotencyKeyReused,
     #[error(transparent)]
     Store(#[from] StoreError),
 }

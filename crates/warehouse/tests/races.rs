@@ -326,3 +326,101 @@ async fn receipts_and_bin_moves_racing_into_one_bin_never_overfill_it() {
         database.drop_database().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idempotent_holds_in_one_batch_hold_once_per_key_and_replay_their_first_answer() {
+    use futures::future::{BoxFuture, FutureExt, join_all};
+    use warehouse::reservation::group_commit::{GroupCommit, GroupCommitConfig, Idempotency};
+    let idem = |key: &str, body: &str| Idempotency {
+        scope: "test".into(),
+        key: key.into(),
+        fingerprint: body.into(),
+        render_refusal: Arc::new(|refusal| (409, format!("refused: {refusal}"))),
+    };
+    for backend in testkit::backends() {
+        let database = testkit::TestDatabase::create(backend).await;
+        let db = database.connect().await;
+        setup(&db, &[("A", false)]).await;
+        let mut tx = db.begin().await.unwrap();
+        let line = warehouse::receipt::ReceiptLine {
+            sku: SkuCode::parse("A").unwrap(),
+            quantity: Quantity::new(10).unwrap(),
+            lot: None,
+            expires_on: None,
+            bin: None,
+        };
+        let receipt = warehouse::receipt::Receipt {
+            warehouse: WarehouseCode::parse("W1").unwrap(),
+            reference: None,
+            lines: vec![line],
+        };
+        warehouse::receipt::receive(&mut tx, receipt, Timestamp::from_millis(0)).await.unwrap();
+        tx.commit().await.unwrap();
+
+        let config = GroupCommitConfig { batch_max: 64, window: std::time::Duration::ZERO, queue_max: 64, workers: 1 };
+        let (group, _workers) = GroupCommit::start(db.clone(), Arc::new(kernel::SystemClock), config);
+        // Stall the worker on a first hold (as in the test above), so that the next requests
+        // queue up and form one batch, in this order.
+        let mut writer_held = db.begin().await.unwrap();
+        if backend == store::Backend::Postgres {
+            sqlx::query("SELECT on_hand FROM stock_levels WHERE sku = 'A' FOR UPDATE")
+                .execute(&mut *writer_held)
+                .await
+                .unwrap();
+        }
+        let plug = tokio::spawn({
+            let group = group.clone();
+            async move { group.hold(hold("A", 1)).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let once = |key: &'static str,
+                    body: &'static str,
+                    units: i64|
+         -> BoxFuture<'static, warehouse::Result<(u16, String)>> {
+            let group = group.clone();
+            async move { group.hold_once(hold("A", units), idem(key, body)).await }.boxed()
+        };
+        let plain = {
+            let group = group.clone();
+            async move { group.hold(hold("A", 1)).await.map(|r| (201, r.id)) }.boxed()
+        };
+        // join_all polls in order, and a request is queued when first polled.
+        let batch = tokio::spawn(join_all(vec![
+            once("k1", "two", 2),
+            once("k1", "two", 2),
+            once("k1", "three", 3),
+            once("k2", "too-many", 100),
+            plain,
+        ]));
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        drop(writer_held);
+        assert!(plug.await.unwrap().is_ok());
+        let answers = batch.await.unwrap();
+        let (status, first_body) = answers[0].as_ref().unwrap().clone();
+        assert_eq!(status, 201, "[{backend:?}] {answers:?}");
+        assert_eq!(
+            answers[1].as_ref().unwrap(),
+            &(201, first_body.clone()),
+            "[{backend:?}] the repeat gets the same answer"
+        );
+        assert!(
+            matches!(answers[2], Err(warehouse::WarehouseError::IdempotencyKeyReused)),
+            "[{backend:?}] another body with the same key is refused: {:?}",
+            answers[2]
+        );
+        let refused = answers[3].as_ref().unwrap().clone();
+        assert_eq!(refused.0, 409, "[{backend:?}] {refused:?}");
+        assert_eq!(answers[4].as_ref().unwrap().0, 201);
+
+        // Later repeats replay the stored answers, success and refusal alike.
+        assert_eq!(group.hold_once(hold("A", 2), idem("k1", "two")).await.unwrap(), (201, first_body));
+        assert_eq!(group.hold_once(hold("A", 100), idem("k2", "too-many")).await.unwrap(), refused);
+        let stock = warehouse::stock::stock_view(db.reader(), &SkuCode::parse("A").unwrap(), Timestamp::from_millis(0))
+            .await
+            .unwrap();
+        assert_eq!(stock.reserved, 4, "[{backend:?}] the plug, k1 once and the plain hold");
+        assert_reconciled(&db).await;
+        db.close().await;
+        database.drop_database().await;
+    }
+}

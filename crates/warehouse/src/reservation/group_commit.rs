@@ -13,10 +13,12 @@
 
 use super::{HoldCommand, Reservation};
 use crate::{Result, WarehouseError};
-use kernel::{Clock, ReservationId};
+use kernel::{Clock, ReservationId, Timestamp};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use store::Db;
+use store::idempotency::Claim;
+use store::{Db, Tx};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -43,18 +45,51 @@ impl Default for GroupCommitConfig {
     }
 }
 
+/// The `Idempotency-Key` of a hold: the first answer is stored with the key in the batch's
+/// transaction and replayed for repeats, so the hold happens once however often it is sent.
+#[derive(Clone)]
+pub struct Idempotency {
+    /// What the key is unique within (the route and the caller).
+    pub scope: String,
+    pub key: String,
+    /// Of the request body: a repeat with another body is refused.
+    pub fingerprint: String,
+    /// The answer (status, body) to store for a refused hold: the caller's error document.
+    pub render_refusal: Arc<dyn Fn(WarehouseError) -> (u16, String) + Send + Sync>,
+}
+
+impl std::fmt::Debug for Idempotency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idempotency").field("scope", &self.scope).field("key", &self.key).finish_non_exhaustive()
+    }
+}
+
 /// One queued request.
 #[derive(Debug, Clone)]
 pub enum Op {
     Hold(HoldCommand),
+    /// A hold under an idempotency key; answers [`Done::Answer`].
+    HoldOnce(HoldCommand, Idempotency),
     Confirm(ReservationId),
     Release(ReservationId),
     Fulfill(ReservationId),
 }
 
+/// What a queued request got.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Done {
+    Reservation(Reservation),
+    /// The first answer to an idempotency key, given now or replayed: a status (201 with the
+    /// reservation, or the refusal's) and the body.
+    Answer {
+        status: u16,
+        body: String,
+    },
+}
+
 struct Job {
     op: Op,
-    reply: oneshot::Sender<Result<Reservation>>,
+    reply: oneshot::Sender<Result<Done>>,
 }
 
 /// The handle requests go through; cheap to clone.
@@ -83,7 +118,7 @@ impl GroupCommit {
         (Self { queue }, workers)
     }
 
-    pub async fn submit(&self, op: Op) -> Result<Reservation> {
+    pub async fn submit(&self, op: Op) -> Result<Done> {
         let (reply, answer) = oneshot::channel();
         self.queue.try_send(Job { op, reply }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
@@ -95,20 +130,40 @@ impl GroupCommit {
         answer.await.map_err(|_| WarehouseError::ShuttingDown)?
     }
 
+    async fn submit_for_reservation(&self, op: Op) -> Result<Reservation> {
+        match self.submit(op).await? {
+            Done::Reservation(reservation) => Ok(reservation),
+            Done::Answer { .. } => Err(WarehouseError::Store(store::StoreError::Corrupt(
+                "a plain request got an idempotent answer".into(),
+            ))),
+        }
+    }
+
     pub async fn hold(&self, command: HoldCommand) -> Result<Reservation> {
-        self.submit(Op::Hold(command)).await
+        self.submit_for_reservation(Op::Hold(command)).await
+    }
+
+    /// Holds once per key: answers the stored (status, body) of the key's first request.
+    /// A key used before with another body is refused with `IdempotencyKeyReused`.
+    pub async fn hold_once(&self, command: HoldCommand, idempotency: Idempotency) -> Result<(u16, String)> {
+        match self.submit(Op::HoldOnce(command, idempotency)).await? {
+            Done::Answer { status, body } => Ok((status, body)),
+            Done::Reservation(_) => {
+                Err(WarehouseError::Store(store::StoreError::Corrupt("an idempotent hold got a plain answer".into())))
+            }
+        }
     }
 
     pub async fn confirm(&self, id: ReservationId) -> Result<Reservation> {
-        self.submit(Op::Confirm(id)).await
+        self.submit_for_reservation(Op::Confirm(id)).await
     }
 
     pub async fn release(&self, id: ReservationId) -> Result<Reservation> {
-        self.submit(Op::Release(id)).await
+        self.submit_for_reservation(Op::Release(id)).await
     }
 
     pub async fn fulfill(&self, id: ReservationId) -> Result<Reservation> {
-        self.submit(Op::Fulfill(id)).await
+        self.submit_for_reservation(Op::Fulfill(id)).await
     }
 }
 
@@ -150,7 +205,7 @@ async fn worker(db: Db, clock: Arc<dyn Clock>, receiver: Arc<Mutex<mpsc::Receive
 
 /// Applies `ops` in one transaction; on a lock conflict retries, on another database error
 /// applies each op in its own transaction.
-async fn apply_with_fallback(db: &Db, clock: &dyn Clock, ops: &[Op]) -> Vec<Result<Reservation>> {
+async fn apply_with_fallback(db: &Db, clock: &dyn Clock, ops: &[Op]) -> Vec<Result<Done>> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -177,37 +232,111 @@ fn is_retryable(error: &WarehouseError) -> bool {
 
 /// One transaction: consecutive holds as one coalesced batch, the other ops one by one, in
 /// queue order.
-async fn apply_batch(db: &Db, clock: &dyn Clock, ops: &[Op]) -> Result<Vec<Result<Reservation>>> {
+async fn apply_batch(db: &Db, clock: &dyn Clock, ops: &[Op]) -> Result<Vec<Result<Done>>> {
     let now = clock.now();
     let mut tx = db.begin().await?;
     let mut outcomes = Vec::with_capacity(ops.len());
     let mut i = 0;
     while i < ops.len() {
-        if let Op::Hold(_) = ops[i] {
-            let run: Vec<HoldCommand> = ops[i..]
-                .iter()
-                .map_while(|op| match op {
-                    Op::Hold(command) => Some(command.clone()),
-                    _ => None,
-                })
-                .collect();
+        let run: Vec<&Op> = ops[i..].iter().take_while(|op| matches!(op, Op::Hold(_) | Op::HoldOnce(..))).collect();
+        if !run.is_empty() {
             i += run.len();
-            outcomes.extend(super::hold_batch(&mut tx, run, now).await?);
+            outcomes.extend(hold_run(&mut tx, &run, now).await?);
             continue;
         }
         let outcome = match &ops[i] {
             Op::Confirm(id) => super::confirm(&mut tx, id, now).await,
             Op::Release(id) => super::release(&mut tx, id, now).await,
             Op::Fulfill(id) => super::fulfill(&mut tx, id, now).await,
-            Op::Hold(_) => unreachable!("holds are handled above"),
+            Op::Hold(_) | Op::HoldOnce(..) => unreachable!("holds are handled above"),
         };
         match outcome {
             // A database error aborts the whole transaction; refusals leave no writes.
             Err(WarehouseError::Store(e)) => return Err(WarehouseError::Store(e)),
-            other => outcomes.push(other),
+            other => outcomes.push(other.map(Done::Reservation)),
         }
         i += 1;
     }
     tx.commit().await?;
     Ok(outcomes)
+}
+
+/// Where a hold of a run gets its outcome from.
+enum Slot {
+    /// The `n`th command given to `hold_batch`.
+    Held(usize),
+    /// The `n`th command, whose answer is stored with its idempotency key.
+    HeldOnce(usize),
+    /// Known without holding: a replay or a refusal of the key.
+    Ready(Result<Done>),
+    /// The same key and request as an earlier hold of the run: its answer.
+    SameAs(usize),
+}
+
+/// A run of consecutive holds: claims the idempotency keys (a key claimed before answers its
+/// stored response), holds all the fresh commands as one coalesced batch, and stores the
+/// answers of the fresh keys, all in the batch's transaction.
+async fn hold_run(tx: &mut Tx, run: &[&Op], now: Timestamp) -> Result<Vec<Result<Done>>> {
+    let mut commands = Vec::with_capacity(run.len());
+    let mut slots = Vec::with_capacity(run.len());
+    // (scope, key) → (position in the run, fingerprint) of keys claimed in this run.
+    let mut claimed: HashMap<(&str, &str), (usize, &str)> = HashMap::new();
+    for (position, op) in run.iter().enumerate() {
+        match op {
+            Op::Hold(command) => {
+                slots.push(Slot::Held(commands.len()));
+                commands.push(command.clone());
+            }
+            Op::HoldOnce(command, idem) => {
+                if let Some((first, fingerprint)) = claimed.get(&(idem.scope.as_str(), idem.key.as_str())) {
+                    slots.push(if *fingerprint == idem.fingerprint {
+                        Slot::SameAs(*first)
+                    } else {
+                        Slot::Ready(Err(WarehouseError::IdempotencyKeyReused))
+                    });
+                    continue;
+                }
+                match store::idempotency::claim(tx, &idem.scope, &idem.key, &idem.fingerprint, now).await? {
+                    Claim::Fresh => {
+                        claimed.insert((&idem.scope, &idem.key), (position, &idem.fingerprint));
+                        slots.push(Slot::HeldOnce(commands.len()));
+                        commands.push(command.clone());
+                    }
+                    Claim::Replay { status, body } => slots.push(Slot::Ready(Ok(Done::Answer { status, body }))),
+                    Claim::Mismatch => slots.push(Slot::Ready(Err(WarehouseError::IdempotencyKeyReused))),
+                }
+            }
+            _ => unreachable!("a run holds only holds"),
+        }
+    }
+    let mut held: Vec<Option<Result<Reservation>>> = if commands.is_empty() {
+        Vec::new()
+    } else {
+        super::hold_batch(tx, commands, now).await?.into_iter().map(Some).collect()
+    };
+    let mut take = |n: usize| {
+        held[n].take().ok_or_else(|| WarehouseError::Store(store::StoreError::Corrupt("a hold without outcome".into())))
+    };
+    let mut out: Vec<Result<Done>> = Vec::with_capacity(run.len());
+    for (position, slot) in slots.into_iter().enumerate() {
+        let done = match slot {
+            Slot::Held(n) => take(n)?.map(Done::Reservation),
+            Slot::HeldOnce(n) => {
+                let Op::HoldOnce(_, idem) = run[position] else { unreachable!("the slot of an idempotent hold") };
+                let (status, body) = match take(n)? {
+                    Ok(reservation) => (201, serde_json::to_string(&reservation).unwrap_or_default()),
+                    Err(refusal) => (idem.render_refusal)(refusal),
+                };
+                store::idempotency::save(tx, &idem.scope, &idem.key, status, &body).await?;
+                Ok(Done::Answer { status, body })
+            }
+            Slot::Ready(done) => done,
+            Slot::SameAs(first) => match &out[first] {
+                Ok(answer @ Done::Answer { .. }) => Ok(answer.clone()),
+                _ => Err(WarehouseError::Store(store::StoreError::Corrupt("a repeated key without answer".into()))),
+            },
+        };
+        out.push(done);
+    }
+    Ok(out)
 }
