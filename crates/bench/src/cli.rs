@@ -86,6 +86,9 @@ pub struct RunArgs {
     /// Experiments: group-commit batch window in microseconds (default 0).
     #[arg(long)]
     pub gc_window_us: Option<u64>,
+    /// HTTP holds send a fresh `Idempotency-Key` each, as a checkout would.
+    #[arg(long)]
+    pub idempotency_keys: bool,
     /// Seed of the request sequences (the same for every system).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -120,6 +123,7 @@ impl RunArgs {
             p.mix_skus = m;
             p.expiry_skus = m;
         }
+        p.http_idempotency_keys = self.idempotency_keys;
         p.group_commit.workers = self.gc_workers;
         p.group_commit.batch_max = self.gc_batch_max;
         p.group_commit.window_us = self.gc_window_us;

@@ -4,9 +4,12 @@
 //! request with the same key waits on the unique index until the first commits (PostgreSQL)
 //! or on the single writer (SQLite), then finds the saved response. So the work happens once.
 
+use crate::sql::{dynamic, insert_values};
 use crate::{StoreError, Tx};
 use kernel::Timestamp;
+use kernel::limits::INSERT_ROWS_MAX;
 use sha2::{Digest, Sha256};
+use std::collections::HashSet;
 
 /// What a claim found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +64,61 @@ pub async fn claim(
         // Only possible if a claim was committed without its response, which the API never does.
         _ => Err(StoreError::Corrupt(format!("idempotency key {key} has no saved response"))),
     }
+}
+
+/// A key to claim with [`claim_many`]: (scope, key, fingerprint).
+pub type KeyClaim<'a> = (&'a str, &'a str, &'a str);
+
+/// [`claim`] for many distinct keys at once: one multi-row `INSERT`, then a look-up of each
+/// key that was there already. Answers one [`Claim`] per key, in order.
+pub async fn claim_many(tx: &mut Tx, keys: &[KeyClaim<'_>], now: Timestamp) -> Result<Vec<Claim>, StoreError> {
+    let mut fresh: HashSet<(String, String)> = HashSet::with_capacity(keys.len());
+    for chunk in keys.chunks(INSERT_ROWS_MAX) {
+        let sql = format!(
+            "INSERT INTO idempotency_keys (scope, idem_key, fingerprint, status, body, created_at_ms) VALUES {} \
+             ON CONFLICT (scope, idem_key) DO NOTHING RETURNING scope, idem_key",
+            insert_values(tx, chunk.len(), 6)
+        );
+        let mut query = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
+        for (scope, key, fingerprint) in chunk {
+            query = query
+                .bind(scope.to_string())
+                .bind(key.to_string())
+                .bind(fingerprint.to_string())
+                .bind(None::<i64>)
+                .bind(None::<String>)
+                .bind(now.millis());
+        }
+        fresh.extend(query.fetch_all(&mut **tx).await?);
+    }
+    let mut claims = Vec::with_capacity(keys.len());
+    for (scope, key, fingerprint) in keys {
+        if fresh.contains(&(scope.to_string(), key.to_string())) {
+            claims.push(Claim::Fresh);
+        } else {
+            // Used before: the insert above did nothing, so this claim reads what is stored.
+            claims.push(claim(tx, scope, key, fingerprint, now).await?);
+        }
+    }
+    Ok(claims)
+}
+
+/// [`save`] for many keys at once: (scope, key, status, body), one `UPDATE` per chunk.
+pub async fn save_many(tx: &mut Tx, answers: &[(&str, &str, u16, &str)]) -> Result<(), StoreError> {
+    for chunk in answers.chunks(INSERT_ROWS_MAX) {
+        // `VALUES` columns are column1.. on both databases.
+        let sql = format!(
+            "UPDATE idempotency_keys SET status = v.column3, body = v.column4 FROM (VALUES {}) AS v \
+             WHERE idempotency_keys.scope = v.column1 AND idempotency_keys.idem_key = v.column2",
+            insert_values(tx, chunk.len(), 4)
+        );
+        let mut query = dynamic(sql);
+        for (scope, key, status, body) in chunk {
+            query = query.bind(scope.to_string()).bind(key.to_string()).bind(i64::from(*status)).bind(body.to_string());
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// Saves the response of a [`Claim::Fresh`] key, in the transaction that did the work.

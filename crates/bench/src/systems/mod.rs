@@ -161,6 +161,8 @@ pub struct StartOptions {
     pub postgres_admin_url: Option<String>,
     /// Most HTTP requests in flight from this client (a connection each).
     pub http_connections: usize,
+    /// HTTP holds carry a fresh `Idempotency-Key` each.
+    pub http_idempotency_keys: bool,
     pub group_commit: stockroom::GroupCommitOverrides,
 }
 
@@ -224,7 +226,8 @@ impl Instance {
             Layer::Http => {
                 db.close().await;
                 let running = stockroom::start_server(system, &database.url, options.group_commit).await?;
-                let client = stockroom::HttpClient::new(running.addr, options.http_connections)?;
+                let client =
+                    stockroom::HttpClient::new(running.addr, options.http_connections, options.http_idempotency_keys)?;
                 Ok(Self {
                     target: Target::Http(Arc::new(client)),
                     db: running.db.clone(),

@@ -159,10 +159,12 @@ pub struct HttpClient {
     authorization: String,
     /// Bounds requests in flight (and so connections).
     permits: Semaphore,
+    /// Each hold sends a fresh `Idempotency-Key`.
+    idempotency_keys: bool,
 }
 
 impl HttpClient {
-    pub fn new(addr: SocketAddr, connections: usize) -> anyhow::Result<Self> {
+    pub fn new(addr: SocketAddr, connections: usize, idempotency_keys: bool) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(connections)
             .tcp_nodelay(true)
@@ -174,6 +176,7 @@ impl HttpClient {
             stock_url: format!("http://{addr}/v1/stock/"),
             authorization: format!("Bearer {ADMIN_KEY}"),
             permits: Semaphore::new(connections.max(1)),
+            idempotency_keys,
         })
     }
 
@@ -190,13 +193,12 @@ impl HttpClient {
         let Ok(_permit) = self.permits.acquire().await else {
             return Outcome::other("client closed");
         };
-        let sent = self
-            .client
-            .post(&self.reservations_url)
-            .header(reqwest::header::AUTHORIZATION, &self.authorization)
-            .json(&body)
-            .send()
-            .await;
+        let mut post =
+            self.client.post(&self.reservations_url).header(reqwest::header::AUTHORIZATION, &self.authorization);
+        if self.idempotency_keys {
+            post = post.header("Idempotency-Key", format!("bench-{}", uuid::Uuid::new_v4().simple()));
+        }
+        let sent = post.json(&body).send().await;
         answer(sent, 201).await
     }
 

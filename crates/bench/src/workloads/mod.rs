@@ -85,6 +85,8 @@ pub struct Params {
     pub expiry_max_ms: u64,
     /// HTTP requests (and connections) in flight at most from the bench's client.
     pub http_connections: usize,
+    /// HTTP holds carry a fresh `Idempotency-Key` each, as a checkout would.
+    pub http_idempotency_keys: bool,
     /// Open loop: requests outstanding at most before new ones count as backlog errors.
     pub max_in_flight: usize,
     /// Changes to Stockroom's group-commit defaults (experiments only).
@@ -114,6 +116,7 @@ impl Params {
             expiry_sweep_batch: kernel::limits::SWEEP_BATCH_MAX,
             expiry_max_ms: 120_000,
             http_connections: 1_024,
+            http_idempotency_keys: false,
             max_in_flight: 10_000,
             group_commit: GroupCommitOverrides::default(),
         }
@@ -166,6 +169,7 @@ pub async fn run_job(spec: &JobSpec) -> anyhow::Result<Vec<RunResult>> {
     let options = StartOptions {
         postgres_admin_url: spec.postgres_url.clone(),
         http_connections: params.http_connections,
+        http_idempotency_keys: params.http_idempotency_keys,
         group_commit: params.group_commit,
     };
     let instance = Instance::start(spec.system, spec.layer, &plan, &options).await?;

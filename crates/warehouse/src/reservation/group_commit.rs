@@ -277,35 +277,51 @@ enum Slot {
 /// stored response), holds all the fresh commands as one coalesced batch, and stores the
 /// answers of the fresh keys, all in the batch's transaction.
 async fn hold_run(tx: &mut Tx, run: &[&Op], now: Timestamp) -> Result<Vec<Result<Done>>> {
+    // The first hold of each key in the run claims it; a repeat answers like that first one.
+    // (scope, key) → (position in the run, fingerprint).
+    let mut first_of_key: HashMap<(&str, &str), (usize, &str)> = HashMap::new();
+    let mut to_claim: Vec<(usize, &Idempotency)> = Vec::new();
+    for (position, op) in run.iter().enumerate() {
+        if let Op::HoldOnce(_, idem) = op
+            && !first_of_key.contains_key(&(idem.scope.as_str(), idem.key.as_str()))
+        {
+            first_of_key.insert((&idem.scope, &idem.key), (position, &idem.fingerprint));
+            to_claim.push((position, idem));
+        }
+    }
+    let keys: Vec<store::idempotency::KeyClaim> =
+        to_claim.iter().map(|(_, i)| (i.scope.as_str(), i.key.as_str(), i.fingerprint.as_str())).collect();
+    let mut claims: HashMap<usize, Claim> = if keys.is_empty() {
+        HashMap::new()
+    } else {
+        let found = store::idempotency::claim_many(tx, &keys, now).await?;
+        to_claim.iter().map(|(position, _)| *position).zip(found).collect()
+    };
+
     let mut commands = Vec::with_capacity(run.len());
     let mut slots = Vec::with_capacity(run.len());
-    // (scope, key) → (position in the run, fingerprint) of keys claimed in this run.
-    let mut claimed: HashMap<(&str, &str), (usize, &str)> = HashMap::new();
     for (position, op) in run.iter().enumerate() {
         match op {
             Op::Hold(command) => {
                 slots.push(Slot::Held(commands.len()));
                 commands.push(command.clone());
             }
-            Op::HoldOnce(command, idem) => {
-                if let Some((first, fingerprint)) = claimed.get(&(idem.scope.as_str(), idem.key.as_str())) {
-                    slots.push(if *fingerprint == idem.fingerprint {
-                        Slot::SameAs(*first)
+            Op::HoldOnce(command, idem) => match claims.remove(&position) {
+                Some(Claim::Fresh) => {
+                    slots.push(Slot::HeldOnce(commands.len()));
+                    commands.push(command.clone());
+                }
+                Some(Claim::Replay { status, body }) => slots.push(Slot::Ready(Ok(Done::Answer { status, body }))),
+                Some(Claim::Mismatch) => slots.push(Slot::Ready(Err(WarehouseError::IdempotencyKeyReused))),
+                None => {
+                    let (first, fingerprint) = first_of_key[&(idem.scope.as_str(), idem.key.as_str())];
+                    slots.push(if fingerprint == idem.fingerprint {
+                        Slot::SameAs(first)
                     } else {
                         Slot::Ready(Err(WarehouseError::IdempotencyKeyReused))
                     });
-                    continue;
                 }
-                match store::idempotency::claim(tx, &idem.scope, &idem.key, &idem.fingerprint, now).await? {
-                    Claim::Fresh => {
-                        claimed.insert((&idem.scope, &idem.key), (position, &idem.fingerprint));
-                        slots.push(Slot::HeldOnce(commands.len()));
-                        commands.push(command.clone());
-                    }
-                    Claim::Replay { status, body } => slots.push(Slot::Ready(Ok(Done::Answer { status, body }))),
-                    Claim::Mismatch => slots.push(Slot::Ready(Err(WarehouseError::IdempotencyKeyReused))),
-                }
-            }
+            },
             _ => unreachable!("a run holds only holds"),
         }
     }
@@ -318,6 +334,7 @@ async fn hold_run(tx: &mut Tx, run: &[&Op], now: Timestamp) -> Result<Vec<Result
         held[n].take().ok_or_else(|| WarehouseError::Store(store::StoreError::Corrupt("a hold without outcome".into())))
     };
     let mut out: Vec<Result<Done>> = Vec::with_capacity(run.len());
+    let mut answers: Vec<(&str, &str, u16, String)> = Vec::new();
     for (position, slot) in slots.into_iter().enumerate() {
         let done = match slot {
             Slot::Held(n) => take(n)?.map(Done::Reservation),
@@ -327,16 +344,22 @@ async fn hold_run(tx: &mut Tx, run: &[&Op], now: Timestamp) -> Result<Vec<Result
                     Ok(reservation) => (201, serde_json::to_string(&reservation).unwrap_or_default()),
                     Err(refusal) => (idem.render_refusal)(refusal),
                 };
-                store::idempotency::save(tx, &idem.scope, &idem.key, status, &body).await?;
+                answers.push((&idem.scope, &idem.key, status, body.clone()));
                 Ok(Done::Answer { status, body })
             }
             Slot::Ready(done) => done,
             Slot::SameAs(first) => match &out[first] {
                 Ok(answer @ Done::Answer { .. }) => Ok(answer.clone()),
+                Err(WarehouseError::IdempotencyKeyReused) => Err(WarehouseError::IdempotencyKeyReused),
                 _ => Err(WarehouseError::Store(store::StoreError::Corrupt("a repeated key without answer".into()))),
             },
         };
         out.push(done);
+    }
+    if !answers.is_empty() {
+        let rows: Vec<(&str, &str, u16, &str)> =
+            answers.iter().map(|(s, k, st, b)| (*s, *k, *st, b.as_str())).collect();
+        store::idempotency::save_many(tx, &rows).await?;
     }
     Ok(out)
 }
