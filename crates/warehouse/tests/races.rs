@@ -38,6 +38,38 @@ fn hold(sku: &str, quantity: i64) -> HoldCommand {
     }
 }
 
+/// Receives `units` of SKU A into W1.
+async fn receive_a(db: &Db, units: i64) {
+    let mut tx = db.begin().await.unwrap();
+    let line = warehouse::receipt::ReceiptLine {
+        sku: SkuCode::parse("A").unwrap(),
+        quantity: Quantity::new(units).unwrap(),
+        lot: None,
+        expires_on: None,
+        bin: None,
+    };
+    let receipt = warehouse::receipt::Receipt {
+        warehouse: WarehouseCode::parse("W1").unwrap(),
+        reference: None,
+        lines: vec![line],
+    };
+    warehouse::receipt::receive(&mut tx, receipt, Timestamp::from_millis(0)).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// A transaction that stalls every write to SKU A until it ends: on SQLite it holds the single
+/// writer connection, on PostgreSQL the stock row's lock.
+async fn stall_writes_of_a(db: &Db) -> store::Tx {
+    let mut writer_held = db.begin().await.unwrap();
+    if db.backend() == store::Backend::Postgres {
+        sqlx::query("SELECT on_hand FROM stock_levels WHERE sku = 'A' FOR UPDATE")
+            .execute(&mut *writer_held)
+            .await
+            .unwrap();
+    }
+    writer_held
+}
+
 async fn assert_reconciled(db: &Db) {
     let report = warehouse::reconcile::reconcile(db.reader()).await.unwrap();
     assert!(report.mismatches.is_empty(), "{:?}", report.mismatches);
@@ -200,33 +232,11 @@ async fn a_full_reservation_queue_refuses_at_once_and_loses_nothing() {
         let database = testkit::TestDatabase::create(backend).await;
         let db = database.connect().await;
         setup(&db, &[("A", false)]).await;
-        let mut tx = db.begin().await.unwrap();
-        let line = warehouse::receipt::ReceiptLine {
-            sku: SkuCode::parse("A").unwrap(),
-            quantity: Quantity::new(10).unwrap(),
-            lot: None,
-            expires_on: None,
-            bin: None,
-        };
-        let receipt = warehouse::receipt::Receipt {
-            warehouse: WarehouseCode::parse("W1").unwrap(),
-            reference: None,
-            lines: vec![line],
-        };
-        warehouse::receipt::receive(&mut tx, receipt, Timestamp::from_millis(0)).await.unwrap();
-        tx.commit().await.unwrap();
+        receive_a(&db, 10).await;
 
         let config = GroupCommitConfig { batch_max: 1, window: std::time::Duration::ZERO, queue_max: 1, workers: 1 };
         let (group, _workers) = GroupCommit::start(db.clone(), Arc::new(kernel::SystemClock), config);
-        // Stall the worker deterministically: on SQLite by holding the single writer connection,
-        // on PostgreSQL by holding the stock row's lock.
-        let mut writer_held = db.begin().await.unwrap();
-        if backend == store::Backend::Postgres {
-            sqlx::query("SELECT on_hand FROM stock_levels WHERE sku = 'A' FOR UPDATE")
-                .execute(&mut *writer_held)
-                .await
-                .unwrap();
-        }
+        let writer_held = stall_writes_of_a(&db).await;
         // The worker takes the first hold and waits for the writer; the second fills the queue.
         let first = tokio::spawn({
             let group = group.clone();
@@ -341,33 +351,13 @@ async fn idempotent_holds_in_one_batch_hold_once_per_key_and_replay_their_first_
         let database = testkit::TestDatabase::create(backend).await;
         let db = database.connect().await;
         setup(&db, &[("A", false)]).await;
-        let mut tx = db.begin().await.unwrap();
-        let line = warehouse::receipt::ReceiptLine {
-            sku: SkuCode::parse("A").unwrap(),
-            quantity: Quantity::new(10).unwrap(),
-            lot: None,
-            expires_on: None,
-            bin: None,
-        };
-        let receipt = warehouse::receipt::Receipt {
-            warehouse: WarehouseCode::parse("W1").unwrap(),
-            reference: None,
-            lines: vec![line],
-        };
-        warehouse::receipt::receive(&mut tx, receipt, Timestamp::from_millis(0)).await.unwrap();
-        tx.commit().await.unwrap();
+        receive_a(&db, 10).await;
 
         let config = GroupCommitConfig { batch_max: 64, window: std::time::Duration::ZERO, queue_max: 64, workers: 1 };
         let (group, _workers) = GroupCommit::start(db.clone(), Arc::new(kernel::SystemClock), config);
-        // Stall the worker on a first hold (as in the test above), so that the next requests
-        // queue up and form one batch, in this order.
-        let mut writer_held = db.begin().await.unwrap();
-        if backend == store::Backend::Postgres {
-            sqlx::query("SELECT on_hand FROM stock_levels WHERE sku = 'A' FOR UPDATE")
-                .execute(&mut *writer_held)
-                .await
-                .unwrap();
-        }
+        // Stall the worker on a first hold, so that the next requests queue up and form one
+        // batch, in this order.
+        let writer_held = stall_writes_of_a(&db).await;
         let plug = tokio::spawn({
             let group = group.clone();
             async move { group.hold(hold("A", 1)).await }
