@@ -6,8 +6,9 @@
 //! path: [`check_stock_changes`] reads `stock.changed` events from the outbox after its stored
 //! offset and re-evaluates the touched levels (bounded batch per run), [`check_rule_changes`]
 //! goes through the levels in the scope of a changed rule (bounded per run, resumable), and
-//! [`check_periodic`] re-evaluates expiring lots and capacities. Each raises what holds and is not open yet,
-//! resolves what is open and no longer holds, and emits `alert.*` events through the outbox.
+//! [`check_periodic`] re-evaluates expiring lots and capacities. Each raises what holds and is
+//! not open yet, resolves what is open and no longer holds, and emits `alert.*` events through
+//! the outbox.
 
 use crate::ledger::Journal;
 use crate::{Result, WarehouseError};
@@ -478,8 +479,9 @@ pub async fn check_rule_changes(db: &Db, now: Timestamp, levels_max: i64) -> Res
         tx.commit().await?;
         return Ok(0);
     }
-    let rules = rules_by_scope(&mut tx).await?;
-    let mut journal = Journal::new();
+    // The levels of every scope (scopes may overlap: each level is settled once), then one
+    // settle against the open alerts.
+    let mut levels: HashMap<(String, String), (i64, i64)> = HashMap::new();
     let mut looked_at = 0;
     for (scope, sku, warehouse, after_sku, after_warehouse) in rescans {
         let budget = levels_max - looked_at as i64;
@@ -505,13 +507,12 @@ pub async fn check_rule_changes(db: &Db, now: Timestamp, levels_max: i64) -> Res
         }
         let rows = query.fetch_all(&mut *tx).await?;
         looked_at += rows.len();
-        let last = rows.last().map(|(s, w, _, _)| (s.clone(), w.clone()));
-        let touched: HashSet<(String, String)> = rows.iter().map(|(s, w, _, _)| (w.clone(), s.clone())).collect();
-        let levels: HashMap<(String, String), (i64, i64)> =
-            rows.into_iter().map(|(s, w, on_hand, reserved)| ((w, s), (on_hand, reserved))).collect();
-        settle_levels(&mut tx, &mut journal, &rules, &touched, &levels, now).await?;
-        match last {
-            Some((s, w)) if (touched.len() as i64) >= budget => {
+        let budget_spent = rows.len() as i64 >= budget;
+        let cursor = rows.last().filter(|_| budget_spent).map(|(s, w, _, _)| (s.clone(), w.clone()));
+        levels.extend(rows.into_iter().map(|(s, w, on_hand, reserved)| ((w, s), (on_hand, reserved))));
+        match cursor {
+            // The budget ran out: the next run goes on after the last level seen.
+            Some((s, w)) => {
                 sqlx::query("UPDATE alert_rescans SET after_sku = $1, after_warehouse = $2 WHERE scope = $3")
                     .bind(s)
                     .bind(w)
@@ -519,11 +520,15 @@ pub async fn check_rule_changes(db: &Db, now: Timestamp, levels_max: i64) -> Res
                     .execute(&mut *tx)
                     .await?;
             }
-            _ => {
+            None => {
                 sqlx::query("DELETE FROM alert_rescans WHERE scope = $1").bind(scope).execute(&mut *tx).await?;
             }
         }
     }
+    let rules = rules_by_scope(&mut tx).await?;
+    let touched: HashSet<(String, String)> = levels.keys().cloned().collect();
+    let mut journal = Journal::new();
+    settle_levels(&mut tx, &mut journal, &rules, &touched, &levels, now).await?;
     journal.flush(&mut tx, now).await?;
     tx.commit().await?;
     Ok(looked_at)

@@ -1,5 +1,6 @@
 //! Reconciliation: every stock level against the sum of its movements, every movement's
-//! level-after against the running sums, and reserved against the reservations that hold it. A mismatch means a bug, never a normal state.
+//! level-after against the running sums, and reserved against the reservations that hold it.
+//! A mismatch means a bug, never a normal state.
 
 use crate::Result;
 use serde::Serialize;
