@@ -3,7 +3,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use warehouse::{ShortLine, WarehouseError};
+use warehouse::{Refusal, ShortLine, WarehouseError};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FieldError {
@@ -152,27 +152,13 @@ impl IntoResponse for ApiError {
 
 impl From<WarehouseError> for ApiError {
     fn from(error: WarehouseError) -> Self {
+        // Lasting refusals render through `Refusal`, so a fresh refusal and its stored replay
+        // (an idempotency key's answer) are the same document.
+        if let Some(refusal) = error.refusal() {
+            return ApiError::from(refusal);
+        }
         match error {
-            WarehouseError::NotFound { what, key } => ApiError::not_found(format!("{what} {key} does not exist")),
-            WarehouseError::Invalid { field, message } => ApiError::validation(field, message),
-            WarehouseError::Conflict(detail) => ApiError::new(StatusCode::CONFLICT, "conflict", detail),
-            WarehouseError::InsufficientStock { lines } => {
-                let detail = lines
-                    .iter()
-                    .map(|l| format!("{}: requested {}, available {}", l.sku, l.requested, l.available))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                ApiError { lines: Some(lines), ..ApiError::new(StatusCode::CONFLICT, "insufficient_stock", detail) }
-            }
-            WarehouseError::InvalidState { from, action } => ApiError::new(
-                StatusCode::CONFLICT,
-                "invalid_state",
-                format!("the reservation is {from} and cannot {action}"),
-            ),
             WarehouseError::Contention(what) => ApiError::unavailable(format!("{what} is changing too fast; retry")),
-            WarehouseError::CapacityExceeded(detail) => {
-                ApiError::new(StatusCode::CONFLICT, "capacity_exceeded", detail)
-            }
             WarehouseError::Overloaded => {
                 ApiError::unavailable("too many reservation requests are waiting; retry shortly")
             }
@@ -180,7 +166,39 @@ impl From<WarehouseError> for ApiError {
                 ApiError::unavailable("the server is shutting down; retry on another instance")
             }
             WarehouseError::IdempotencyKeyReused => ApiError::idempotency_key_reused(),
+            WarehouseError::Panicked => {
+                tracing::error!("a batch panicked; its requests were answered with 500");
+                ApiError::internal()
+            }
             WarehouseError::Store(e) => ApiError::from(e),
+            refusal => {
+                tracing::error!(error = %refusal, "a refusal without its lasting form");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::NotFound { what, key } => ApiError::not_found(format!("{what} {key} does not exist")),
+            Refusal::Invalid { field, message } => ApiError::validation(field, message),
+            Refusal::Conflict { detail } => ApiError::new(StatusCode::CONFLICT, "conflict", detail),
+            Refusal::InsufficientStock { lines } => {
+                let detail = lines
+                    .iter()
+                    .map(|l| format!("{}: requested {}, available {}", l.sku, l.requested, l.available))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                ApiError { lines: Some(lines), ..ApiError::new(StatusCode::CONFLICT, "insufficient_stock", detail) }
+            }
+            Refusal::InvalidState { from, action } => ApiError::new(
+                StatusCode::CONFLICT,
+                "invalid_state",
+                format!("the reservation is {from} and cannot {action}"),
+            ),
+            Refusal::CapacityExceeded { detail } => ApiError::new(StatusCode::CONFLICT, "capacity_exceeded", detail),
         }
     }
 }

@@ -90,6 +90,13 @@ where
                     tx.rollback().await?;
                     return Err(ApiError::idempotency_key_reused());
                 }
+                // Scopes name the route, and routes through a batch executor never come here.
+                Ok(Claim::ReplayOutcome(_)) => {
+                    tx.rollback().await?;
+                    return Err(
+                        store::StoreError::Corrupt(format!("idempotency key {key} holds a batch outcome")).into()
+                    );
+                }
                 Err(e) if e.is_retryable() && attempt < TX_ATTEMPTS_MAX => continue,
                 Err(e) => return Err(e.into()),
             }

@@ -38,8 +38,12 @@ pub struct AppState {
     /// SHA-256 of the admin key given by flag or environment, if any.
     pub admin_key_hash: Option<String>,
     pub metrics: PrometheusHandle,
-    /// The write path of reservations without an idempotency key (group commit).
+    /// The write path of reservations (the batch executor).
     pub reservations: warehouse::reservation::group_commit::GroupCommit,
+    /// Which background workers are up, for `/ready`.
+    pub workers: store::workers::Workers,
+    /// Every context's event types (`GET /v1/event-types`).
+    pub event_types: Arc<kernel::EventRegistry>,
 }
 
 impl std::fmt::Debug for AppState {

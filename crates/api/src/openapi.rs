@@ -19,7 +19,7 @@ use utoipa_swagger_ui::SwaggerUi;
         inventory::stock_one, inventory::stock_batch,
         reservations::reservation_create, reservations::reservation_get,
         reservations::reservation_confirm, reservations::reservation_release, reservations::reservation_fulfill,
-        ledger::movements, ledger::events, ledger::reconciliation,
+        ledger::movements, ledger::events, ledger::event_types, ledger::reconciliation,
         alerts::rules, alerts::rule_default, alerts::rule_item, alerts::rule_item_warehouse, alerts::alerts, alerts::acknowledge,
         counts::count_open, counts::count_get, counts::count_submit, counts::count_approve, counts::count_cancel,
         locations::bin_create, locations::bin_list, locations::bin_move_create, locations::lots, locations::lot_quarantine, locations::lot_release,

@@ -14,6 +14,6 @@ pub mod quantity;
 
 pub use clock::{Clock, FakeClock, SystemClock, Timestamp};
 pub use codes::{CodeError, ReservationId, SkuCode, WarehouseCode};
-pub use event::NewEvent;
+pub use event::{Event, EventRegistry, EventType, NewEvent};
 pub use page::{Page, PageRequest};
 pub use quantity::{Quantity, QuantityError};

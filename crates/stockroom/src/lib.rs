@@ -85,57 +85,38 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
             store::Backend::Postgres => 4,
         };
     }
-    let (reservations, group_workers) = GroupCommit::start(db.clone(), clock.clone(), group_config);
-    let state = api::AppState { db: db.clone(), clock: clock.clone(), admin_key_hash, metrics, reservations };
+    let mut event_types = kernel::EventRegistry::default();
+    event_types.register(warehouse::events::event_types()).map_err(anyhow::Error::msg)?;
+
+    // Every context's workers and subscribers; a subscriber that cannot start stops start-up.
+    let mut context_workers = warehouse::workers(&db, &clock, config.sweep_interval);
+    let subscriptions = warehouse::subscriptions(&db, &clock, config.sweep_interval);
+    store::subscriber::prepare(&db, &subscriptions, &event_types.names(), clock.now())
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("starting the subscribers")?;
+    context_workers.extend(subscriptions.into_iter().map(|s| s.worker));
+
+    let registry = store::workers::Workers::new();
+    let (reservations, group_workers) = GroupCommit::start(db.clone(), clock.clone(), group_config, registry.clone());
+    let state = api::AppState {
+        db: db.clone(),
+        clock: clock.clone(),
+        admin_key_hash,
+        metrics,
+        reservations,
+        workers: registry.clone(),
+        event_types: Arc::new(event_types),
+    };
     let listener =
         tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
 
     let mut workers = group_workers;
-    workers.push(supervisor::spawn("sweeper", config.sweep_interval, shutdown.clone(), {
-        let (db, clock) = (db.clone(), clock.clone());
-        move || {
-            let (db, clock) = (db.clone(), clock.clone());
-            async move {
-                let expired =
-                    warehouse::reservation::sweep_expired(&db, clock.now(), kernel::limits::SWEEP_BATCH_MAX).await?;
-                Ok(supervisor::Progress { done: expired, more: expired as i64 >= kernel::limits::SWEEP_BATCH_MAX })
-            }
-        }
-    }));
-
-    workers.push(supervisor::spawn("lot-expiry", config.sweep_interval, shutdown.clone(), {
-        let (db, clock) = (db.clone(), clock.clone());
-        move || {
-            let (db, clock) = (db.clone(), clock.clone());
-            async move {
-                let recorded =
-                    warehouse::lot::record_lot_expiries(&db, clock.now(), kernel::limits::SWEEP_BATCH_MAX).await?;
-                Ok(supervisor::Progress { done: recorded, more: recorded as i64 >= kernel::limits::SWEEP_BATCH_MAX })
-            }
-        }
-    }));
-
-    workers.push(supervisor::spawn("alerts", config.sweep_interval, shutdown.clone(), {
-        let (db, clock) = (db.clone(), clock.clone());
-        move || {
-            let (db, clock) = (db.clone(), clock.clone());
-            async move {
-                let events =
-                    warehouse::alert::check_stock_changes(&db, clock.now(), kernel::limits::OUTBOX_BATCH_MAX).await?;
-                let rescanned =
-                    warehouse::alert::check_rule_changes(&db, clock.now(), kernel::limits::ALERT_RESCAN_LEVELS_MAX)
-                        .await?;
-                let (raised, resolved) = warehouse::alert::check_periodic(&db, clock.now()).await?;
-                Ok(supervisor::Progress {
-                    done: events + rescanned + raised + resolved,
-                    more: events as i64 >= kernel::limits::OUTBOX_BATCH_MAX
-                        || rescanned as i64 >= kernel::limits::ALERT_RESCAN_LEVELS_MAX,
-                })
-            }
-        }
-    }));
+    for worker in context_workers {
+        workers.push(supervisor::spawn(worker, shutdown.clone(), registry.clone()));
+    }
 
     let app = api::router(state);
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());

@@ -4,7 +4,7 @@
 //! request with the same key waits on the unique index until the first commits (PostgreSQL)
 //! or on the single writer (SQLite), then finds the saved response. So the work happens once.
 
-use crate::sql::{dynamic, insert_values};
+use crate::sql::Values;
 use crate::{StoreError, Tx};
 use kernel::Timestamp;
 use kernel::limits::INSERT_ROWS_MAX;
@@ -18,6 +18,9 @@ pub enum Claim {
     Fresh,
     /// The key was used before with the same request: answer with this.
     Replay { status: u16, body: String },
+    /// The key was used before with the same request through a batch executor: its typed
+    /// outcome, as the executor stored it (see [`save_outcomes`]).
+    ReplayOutcome(String),
     /// The key was used before with a different request.
     Mismatch,
 }
@@ -50,17 +53,20 @@ pub async fn claim(
     if inserted == 1 {
         return Ok(Claim::Fresh);
     }
-    let (stored_fingerprint, status, body): (String, Option<i64>, Option<String>) =
-        sqlx::query_as("SELECT fingerprint, status, body FROM idempotency_keys WHERE scope = $1 AND idem_key = $2")
-            .bind(scope.to_owned())
-            .bind(key.to_owned())
-            .fetch_one(&mut **tx)
-            .await?;
+    let (stored_fingerprint, status, body, outcome): (String, Option<i64>, Option<String>, Option<String>) =
+        sqlx::query_as(
+            "SELECT fingerprint, status, body, outcome FROM idempotency_keys WHERE scope = $1 AND idem_key = $2",
+        )
+        .bind(scope.to_owned())
+        .bind(key.to_owned())
+        .fetch_one(&mut **tx)
+        .await?;
     if stored_fingerprint != fingerprint {
         return Ok(Claim::Mismatch);
     }
-    match (status, body) {
-        (Some(status), Some(body)) => Ok(Claim::Replay { status: status as u16, body }),
+    match (status, body, outcome) {
+        (_, _, Some(outcome)) => Ok(Claim::ReplayOutcome(outcome)),
+        (Some(status), Some(body), None) => Ok(Claim::Replay { status: status as u16, body }),
         // Only possible if a claim was committed without its response, which the API never does.
         _ => Err(StoreError::Corrupt(format!("idempotency key {key} has no saved response"))),
     }
@@ -74,21 +80,14 @@ pub type KeyClaim<'a> = (&'a str, &'a str, &'a str);
 pub async fn claim_many(tx: &mut Tx, keys: &[KeyClaim<'_>], now: Timestamp) -> Result<Vec<Claim>, StoreError> {
     let mut fresh: HashSet<(String, String)> = HashSet::with_capacity(keys.len());
     for chunk in keys.chunks(INSERT_ROWS_MAX) {
-        let sql = format!(
-            "INSERT INTO idempotency_keys (scope, idem_key, fingerprint, status, body, created_at_ms) VALUES {} \
-             ON CONFLICT (scope, idem_key) DO NOTHING RETURNING scope, idem_key",
-            insert_values(tx, chunk.len(), 6)
-        );
-        let mut query = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
+        let mut values = Values::new(tx, 4);
         for (scope, key, fingerprint) in chunk {
-            query = query
-                .bind(scope.to_string())
-                .bind(key.to_string())
-                .bind(fingerprint.to_string())
-                .bind(None::<i64>)
-                .bind(None::<String>)
-                .bind(now.millis());
+            values.row().text(*scope).text(*key).text(*fingerprint).int(now.millis());
         }
+        let query = values.query_as::<(String, String)>(
+            "INSERT INTO idempotency_keys (scope, idem_key, fingerprint, created_at_ms) VALUES {values} \
+             ON CONFLICT (scope, idem_key) DO NOTHING RETURNING scope, idem_key",
+        );
         fresh.extend(query.fetch_all(&mut **tx).await?);
     }
     let mut claims = Vec::with_capacity(keys.len());
@@ -103,20 +102,35 @@ pub async fn claim_many(tx: &mut Tx, keys: &[KeyClaim<'_>], now: Timestamp) -> R
     Ok(claims)
 }
 
-/// [`save`] for many keys at once: (scope, key, status, body), one `UPDATE` per chunk.
-pub async fn save_many(tx: &mut Tx, answers: &[(&str, &str, u16, &str)]) -> Result<(), StoreError> {
-    for chunk in answers.chunks(INSERT_ROWS_MAX) {
-        // `VALUES` columns are column1.. on both databases.
-        let sql = format!(
-            "UPDATE idempotency_keys SET status = v.column3, body = v.column4 FROM (VALUES {}) AS v \
-             WHERE idempotency_keys.scope = v.column1 AND idempotency_keys.idem_key = v.column2",
-            insert_values(tx, chunk.len(), 4)
-        );
-        let mut query = dynamic(sql);
-        for (scope, key, status, body) in chunk {
-            query = query.bind(scope.to_string()).bind(key.to_string()).bind(i64::from(*status)).bind(body.to_string());
+/// Saves the typed outcomes of [`Claim::Fresh`] keys claimed by a batch executor:
+/// (scope, key, outcome as JSON), one `UPDATE ... FROM (VALUES ...)` per chunk.
+pub async fn save_outcomes(tx: &mut Tx, outcomes: &[(&str, &str, String)]) -> Result<(), StoreError> {
+    for chunk in outcomes.chunks(INSERT_ROWS_MAX) {
+        let mut values = Values::new(tx, 3);
+        for (scope, key, outcome) in chunk {
+            values.row().text(*scope).text(*key).text(outcome.as_str());
         }
-        query.execute(&mut **tx).await?;
+        // `VALUES` columns are column1.. on both databases.
+        values
+            .query(
+                "UPDATE idempotency_keys SET outcome = v.column3 FROM (VALUES {values}) AS v \
+                 WHERE idempotency_keys.scope = v.column1 AND idempotency_keys.idem_key = v.column2",
+            )
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Gives claimed keys back (their request got a passing refusal, such as overload), so a
+/// retry with the same key does the work.
+pub async fn release_many(tx: &mut Tx, keys: &[(&str, &str)]) -> Result<(), StoreError> {
+    for (scope, key) in keys {
+        sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2 AND outcome IS NULL")
+            .bind(scope.to_string())
+            .bind(key.to_string())
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
 }

@@ -7,12 +7,20 @@
 //! - [`outbox`] appends events with a global `seq` and a per-aggregate `aggregate_seq`, in an
 //!   order a reader can trust (see that module for how).
 //! - [`idempotency`] keeps the first response to each `Idempotency-Key`.
+//! - [`batch`] is the generic batch executor (group commit) every context's hot write path
+//!   goes through.
+//! - [`subscriber`] is the one way a context consumes the outbox.
+//! - [`sql`] speaks the two dialects: row locks and multi-row `VALUES`.
+//! - [`workers`] records which background workers are up, for `/ready`.
 
+pub mod batch;
 pub mod db;
 pub mod error;
 pub mod idempotency;
 pub mod outbox;
 pub mod sql;
+pub mod subscriber;
+pub mod workers;
 
 pub use db::{Backend, Db, DbOptions, SqliteSync, Tx};
 pub use error::StoreError;

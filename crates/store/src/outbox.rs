@@ -12,12 +12,13 @@
 //! point to commit; use cases therefore append last, and group commit amortizes it over
 //! many requests. On SQLite there is one writer anyway.
 
-use crate::sql::{dynamic, insert_values};
+use crate::sql::Values;
 use crate::{StoreError, Tx};
 use kernel::limits::INSERT_ROWS_MAX;
 use kernel::{NewEvent, Timestamp};
 use serde::Serialize;
-use sqlx::{AnyPool, FromRow, Row};
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
 use std::collections::HashMap;
 
 /// An event as stored and as served by the event feed.
@@ -30,19 +31,27 @@ pub struct StoredEvent {
     pub aggregate: String,
     pub aggregate_seq: i64,
     pub at: String,
+    /// Version of the payload's schema (`GET /v1/event-types`).
+    pub version: i64,
     #[schema(value_type = Object)]
     pub data: serde_json::Value,
 }
 
-#[derive(FromRow)]
-struct EventRow {
-    seq: i64,
-    id: String,
-    event_type: String,
-    aggregate: String,
-    aggregate_seq: i64,
-    at: String,
-    data: String,
+/// Decodes a row of `SELECT seq, id, event_type, aggregate, aggregate_seq, at, version, data`.
+/// A row that does not decode is an error, never skipped.
+pub fn decode_row(row: &AnyRow) -> Result<StoredEvent, StoreError> {
+    let seq: i64 = row.try_get(0)?;
+    let data: String = row.try_get(7)?;
+    Ok(StoredEvent {
+        seq,
+        id: row.try_get(1)?,
+        event_type: row.try_get(2)?,
+        aggregate: row.try_get(3)?,
+        aggregate_seq: row.try_get(4)?,
+        at: row.try_get(5)?,
+        version: row.try_get(6)?,
+        data: serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(format!("event {seq}: data: {e}")))?,
+    })
 }
 
 /// Takes the sequence lock (see the module docs) and reserves `count` global sequence numbers;
@@ -76,16 +85,15 @@ pub async fn append(tx: &mut Tx, events: &[NewEvent], at: Timestamp) -> Result<(
     }
     let mut next_aggregate_seq: HashMap<String, i64> = HashMap::with_capacity(per_aggregate.len());
     for chunk in per_aggregate.chunks(INSERT_ROWS_MAX) {
-        let sql = format!(
-            "INSERT INTO aggregate_heads (aggregate, last_seq) VALUES {} \
+        let mut values = Values::new(tx, 2);
+        for (aggregate, count) in chunk {
+            values.row().text(*aggregate).int(*count);
+        }
+        let query = values.query(
+            "INSERT INTO aggregate_heads (aggregate, last_seq) VALUES {values} \
              ON CONFLICT (aggregate) DO UPDATE SET last_seq = aggregate_heads.last_seq + excluded.last_seq \
              RETURNING aggregate, last_seq",
-            insert_values(tx, chunk.len(), 2)
         );
-        let mut query = dynamic(sql);
-        for (aggregate, count) in chunk {
-            query = query.bind(aggregate.to_string()).bind(*count);
-        }
         for row in query.fetch_all(&mut **tx).await? {
             let aggregate: String = row.try_get(0)?;
             let last: i64 = row.try_get(1)?;
@@ -99,52 +107,43 @@ pub async fn append(tx: &mut Tx, events: &[NewEvent], at: Timestamp) -> Result<(
 
     let at = at.to_rfc3339();
     for (chunk_no, chunk) in events.chunks(INSERT_ROWS_MAX).enumerate() {
-        let sql = format!(
-            "INSERT INTO events (seq, id, event_type, aggregate, aggregate_seq, at, data) VALUES {}",
-            insert_values(tx, chunk.len(), 7)
-        );
-        let mut query = dynamic(sql);
+        let mut values = Values::new(tx, 8);
         for (i, event) in chunk.iter().enumerate() {
             let seq = first_seq + (chunk_no * INSERT_ROWS_MAX + i) as i64;
             let aggregate_seq = next_aggregate_seq
                 .get_mut(&event.aggregate)
                 .ok_or_else(|| StoreError::Corrupt("aggregate head missing".into()))?;
-            query = query
-                .bind(seq)
-                .bind(format!("evt_{}", uuid::Uuid::now_v7().simple()))
-                .bind(event.event_type)
-                .bind(event.aggregate.clone())
-                .bind(*aggregate_seq)
-                .bind(at.clone())
-                .bind(event.data.to_string());
+            values
+                .row()
+                .int(seq)
+                .text(format!("evt_{}", uuid::Uuid::now_v7().simple()))
+                .text(event.event_type)
+                .text(event.aggregate.as_str())
+                .int(*aggregate_seq)
+                .text(at.as_str())
+                .int(i64::from(event.version))
+                .text(event.data.to_string());
             *aggregate_seq += 1;
         }
-        query.execute(&mut **tx).await?;
+        values
+            .query(
+                "INSERT INTO events (seq, id, event_type, aggregate, aggregate_seq, at, version, data) VALUES {values}",
+            )
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
 }
 
 /// Events with `seq > after`, oldest first.
 pub async fn events_after(pool: &AnyPool, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
-    let rows: Vec<EventRow> = sqlx::query_as(
-        "SELECT seq, id, event_type, aggregate, aggregate_seq, at, data FROM events \
+    let rows = sqlx::query(
+        "SELECT seq, id, event_type, aggregate, aggregate_seq, at, version, data FROM events \
          WHERE seq > $1 ORDER BY seq LIMIT $2",
     )
     .bind(after)
     .bind(i64::from(limit))
     .fetch_all(pool)
     .await?;
-    rows.into_iter()
-        .map(|r| {
-            Ok(StoredEvent {
-                seq: r.seq,
-                id: r.id,
-                event_type: r.event_type,
-                aggregate: r.aggregate,
-                aggregate_seq: r.aggregate_seq,
-                at: r.at,
-                data: serde_json::from_str(&r.data).map_err(|e| StoreError::Corrupt(format!("event data: {e}")))?,
-            })
-        })
-        .collect()
+    rows.iter().map(decode_row).collect()
 }

@@ -1,10 +1,183 @@
-//! Helpers for SQL text that is built at run time from static fragments.
+//! One way to speak two dialects: SQL text built at run time from static fragments.
+//!
+//! - [`Values`]: a multi-row `VALUES` list that owns its binds, for multi-row `INSERT`s and
+//!   `UPDATE ... FROM (VALUES ...)`.
+//! - [`Lock`]: row locking (`FOR UPDATE`, `FOR UPDATE SKIP LOCKED` on PostgreSQL; nothing on
+//!   SQLite, whose `BEGIN IMMEDIATE` transactions hold the one write lock already).
 //!
 //! Values are always bound as parameters; only placeholder lists are generated here.
 
+use crate::Backend;
 use sqlx::AssertSqlSafe;
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
+use sqlx::query::QueryAs;
+
+/// Row locking of a `SELECT`, spelled per backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    /// Lock the rows read until commit, waiting for other holders.
+    ForUpdate,
+    /// Lock the rows read until commit, skipping rows another transaction holds, so replicas
+    /// share a queue of work.
+    ForUpdateSkipLocked,
+}
+
+impl Lock {
+    /// The clause to append to a `SELECT` on `backend` (with a leading space), or nothing.
+    pub fn clause(self, backend: Backend) -> &'static str {
+        match (backend, self) {
+            (Backend::Sqlite, _) => "",
+            (Backend::Postgres, Lock::ForUpdate) => " FOR UPDATE",
+            (Backend::Postgres, Lock::ForUpdateSkipLocked) => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
+    /// `select` with this lock on the backend of `conn`, as a query to bind and run.
+    pub fn select(self, conn: &sqlx::AnyConnection, select: &str) -> Query<'static, sqlx::Any, AnyArguments> {
+        dynamic(format!("{select}{}", self.clause(crate::db::backend_of(conn))))
+    }
+}
+
+/// A value bound by [`Values`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Int(Option<i64>),
+    Text(Option<String>),
+    Real(Option<f64>),
+}
+
+/// The `VALUES` rows of one statement, with their binds: the statement's only parameters, so
+/// the placeholders cannot be numbered against other binds by mistake.
+///
+/// On SQLite the placeholders are anonymous `?`: SQLite looks a named parameter up by a
+/// linear scan, and sqlx looks up every parameter of a statement, so thousands of `$N` cost
+/// quadratic time (it was 70% of a bulk import's CPU). PostgreSQL needs `$N`.
+#[derive(Debug)]
+pub struct Values {
+    backend: Backend,
+    columns: usize,
+    binds: Vec<SqlValue>,
+}
+
+/// One row being written into [`Values`].
+#[derive(Debug)]
+pub struct ValuesRow<'a> {
+    values: &'a mut Values,
+}
+
+impl ValuesRow<'_> {
+    fn push(self, value: SqlValue) -> Self {
+        self.values.binds.push(value);
+        self
+    }
+    pub fn int(self, value: i64) -> Self {
+        self.push(SqlValue::Int(Some(value)))
+    }
+    pub fn opt_int(self, value: Option<i64>) -> Self {
+        self.push(SqlValue::Int(value))
+    }
+    /// A flag, stored as 0/1 on both backends (see docs/architecture.md).
+    pub fn flag(self, value: bool) -> Self {
+        self.push(SqlValue::Int(Some(i64::from(value))))
+    }
+    pub fn text(self, value: impl Into<String>) -> Self {
+        self.push(SqlValue::Text(Some(value.into())))
+    }
+    pub fn opt_text(self, value: Option<impl Into<String>>) -> Self {
+        self.push(SqlValue::Text(value.map(Into::into)))
+    }
+    pub fn real(self, value: f64) -> Self {
+        self.push(SqlValue::Real(Some(value)))
+    }
+    pub fn opt_real(self, value: Option<f64>) -> Self {
+        self.push(SqlValue::Real(value))
+    }
+}
+
+impl Values {
+    /// Rows of `columns` values for a statement on the backend of `conn`.
+    pub fn new(conn: &sqlx::AnyConnection, columns: usize) -> Self {
+        Self::for_backend(crate::db::backend_of(conn), columns)
+    }
+
+    pub fn for_backend(backend: Backend, columns: usize) -> Self {
+        Self { backend, columns, binds: Vec::new() }
+    }
+
+    /// Starts a row; give it exactly `columns` values.
+    pub fn row(&mut self) -> ValuesRow<'_> {
+        ValuesRow { values: self }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.binds.len() / self.columns.max(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.binds.is_empty()
+    }
+
+    /// The placeholder list for the rows given so far.
+    fn placeholders(&self) -> String {
+        let rows = self.rows();
+        match self.backend {
+            Backend::Postgres => values_placeholders(rows, self.columns, 1),
+            Backend::Sqlite => {
+                let row = format!("({})", vec!["?"; self.columns].join(", "));
+                vec![row; rows].join(", ")
+            }
+        }
+    }
+
+    /// `template` with `{values}` replaced by the rows, every value bound. The template must
+    /// have no parameters of its own.
+    ///
+    /// # Panics
+    /// When a row was given the wrong number of values, or the template has a parameter or
+    /// no `{values}`: mistakes in the calling code, not in data.
+    pub fn query(self, template: &str) -> Query<'static, sqlx::Any, AnyArguments> {
+        let (sql, binds) = self.finish(template);
+        let mut query = dynamic(sql);
+        for value in binds {
+            query = match value {
+                SqlValue::Int(v) => query.bind(v),
+                SqlValue::Text(v) => query.bind(v),
+                SqlValue::Real(v) => query.bind(v),
+            };
+        }
+        query
+    }
+
+    /// [`query`](Self::query) decoding rows as `O`.
+    pub fn query_as<O>(self, template: &str) -> QueryAs<'static, sqlx::Any, O, AnyArguments>
+    where
+        O: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>,
+    {
+        let (sql, binds) = self.finish(template);
+        let mut query = sqlx::query_as::<_, O>(AssertSqlSafe(sql));
+        for value in binds {
+            query = match value {
+                SqlValue::Int(v) => query.bind(v),
+                SqlValue::Text(v) => query.bind(v),
+                SqlValue::Real(v) => query.bind(v),
+            };
+        }
+        query
+    }
+
+    fn finish(self, template: &str) -> (String, Vec<SqlValue>) {
+        assert!(
+            self.columns > 0 && self.binds.len().is_multiple_of(self.columns) && !self.binds.is_empty(),
+            "Values: {} binds for rows of {} columns",
+            self.binds.len(),
+            self.columns
+        );
+        assert!(template.contains("{values}"), "Values: the template has no {{values}}");
+        assert!(!template.contains('$') && !template.contains('?'), "Values: the template binds parameters of its own");
+        (template.replace("{values}", &self.placeholders()), self.binds)
+    }
+}
 
 /// `($1, $2, $3), ($4, $5, $6)` for `rows` rows of `columns` columns, starting at `$first`.
 pub fn values_placeholders(rows: usize, columns: usize, first: usize) -> String {
@@ -28,21 +201,6 @@ pub fn values_placeholders(rows: usize, columns: usize, first: usize) -> String 
     out
 }
 
-/// The `VALUES` lists of a multi-row `INSERT` whose only parameters are these values.
-///
-/// On SQLite they are anonymous `?`: SQLite looks a named parameter up by a linear scan, and
-/// sqlx looks up every parameter of a statement, so thousands of `$N` cost quadratic time (it
-/// was 70% of a bulk import's CPU). PostgreSQL needs `$N`.
-pub fn insert_values(conn: &sqlx::AnyConnection, rows: usize, columns: usize) -> String {
-    match crate::db::backend_of(conn) {
-        crate::Backend::Postgres => values_placeholders(rows, columns, 1),
-        crate::Backend::Sqlite => {
-            let row = format!("({})", vec!["?"; columns].join(", "));
-            vec![row; rows].join(", ")
-        }
-    }
-}
-
 /// `$first, $first+1, ...` for an `IN (...)` list of `count` values.
 pub fn list_placeholders(count: usize, first: usize) -> String {
     (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
@@ -56,6 +214,32 @@ pub fn dynamic(sql: String) -> Query<'static, sqlx::Any, AnyArguments> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_number_their_own_placeholders_per_backend() {
+        let mut values = Values::for_backend(Backend::Postgres, 2);
+        values.row().int(1).text("a");
+        values.row().int(2).opt_text(None::<String>);
+        assert_eq!(values.placeholders(), "($1, $2), ($3, $4)");
+        let mut values = Values::for_backend(Backend::Sqlite, 2);
+        values.row().int(1).flag(true);
+        assert_eq!(values.placeholders(), "(?, ?)");
+    }
+
+    #[test]
+    #[should_panic(expected = "binds parameters of its own")]
+    fn a_template_with_its_own_parameter_is_refused() {
+        let mut values = Values::for_backend(Backend::Postgres, 1);
+        values.row().int(1);
+        let _ = values.query("INSERT INTO t (a) VALUES {values} RETURNING $1");
+    }
+
+    #[test]
+    fn locks_are_spelled_per_backend() {
+        assert_eq!(Lock::ForUpdate.clause(Backend::Postgres), " FOR UPDATE");
+        assert_eq!(Lock::ForUpdateSkipLocked.clause(Backend::Postgres), " FOR UPDATE SKIP LOCKED");
+        assert_eq!(Lock::ForUpdate.clause(Backend::Sqlite), "");
+    }
 
     #[test]
     fn placeholders_number_across_rows() {

@@ -10,6 +10,7 @@
 //! not open yet, resolves what is open and no longer holds, and emits `alert.*` events through
 //! the outbox.
 
+use crate::events;
 use crate::ledger::Journal;
 use crate::{Result, WarehouseError};
 use kernel::{NewEvent, SkuCode, Timestamp, WarehouseCode};
@@ -17,6 +18,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::{AnyPool, FromRow};
 use std::collections::{HashMap, HashSet};
+use store::outbox::StoredEvent;
+use store::subscriber::Subscriber;
 use store::{Db, Tx};
 
 /// Most expiring lots and capacities one periodic run looks at.
@@ -117,11 +120,7 @@ pub async fn rule_put(
     .execute(&mut **tx)
     .await?;
     let mut journal = Journal::new();
-    journal.event(NewEvent {
-        event_type: "alert_rule.updated",
-        aggregate: format!("alert_rule:{}", rule.scope),
-        data: json!(rule),
-    });
+    journal.event(NewEvent::of(format!("alert_rule:{}", rule.scope), &crate::events::AlertRuleUpdated::from(&rule)));
     journal.flush(tx, now).await?;
     Ok(rule)
 }
@@ -247,14 +246,14 @@ pub async fn alert_acknowledge(tx: &mut Tx, id: &str, now: Timestamp) -> Result<
     }
     if updated == 1 {
         let mut journal = Journal::new();
-        journal.event(alert_event("alert.acknowledged", &alert));
+        journal.event(alert_event(&alert, events::AlertAcknowledged));
         journal.flush(tx, now).await?;
     }
     Ok(alert)
 }
 
-fn alert_event(event_type: &'static str, alert: &Alert) -> NewEvent {
-    NewEvent { event_type, aggregate: format!("alert:{}", alert.id), data: json!(alert) }
+fn alert_event<E: kernel::Event>(alert: &Alert, wrap: impl FnOnce(events::AlertState) -> E) -> NewEvent {
+    NewEvent::of(format!("alert:{}", alert.id), &wrap(alert.into()))
 }
 
 /// A condition that holds now and should have an open alert.
@@ -299,7 +298,7 @@ async fn settle(
         let mut alert = Alert::from(alert);
         alert.status = "resolved".into();
         alert.resolved_at = Some(now.to_rfc3339());
-        journal.event(alert_event("alert.resolved", &alert));
+        journal.event(alert_event(&alert, events::AlertResolved));
         resolved += 1;
     }
     let mut raised = 0;
@@ -333,7 +332,7 @@ async fn settle(
         .bind(now.millis())
         .execute(&mut **tx)
         .await?;
-        journal.event(alert_event("alert.raised", &alert));
+        journal.event(alert_event(&alert, events::AlertRaised));
         raised += 1;
     }
     Ok((raised, resolved))
@@ -377,66 +376,65 @@ fn stock_conditions(rule: &AlertRule, warehouse: &str, sku: &str, on_hand: i64, 
     out
 }
 
-/// One run of the event-driven check: reads up to `batch_max` events after the stored
-/// offset, re-evaluates the stock levels they touched, and moves the offset; returns how
-/// many events it read.
-pub async fn check_stock_changes(db: &Db, now: Timestamp, batch_max: i64) -> Result<usize> {
-    let mut tx = db.begin().await?;
-    // One replica at a time reads a given range: the offset row is locked until commit.
-    sqlx::query("INSERT INTO worker_offsets (worker, last_seq) VALUES ('alerts', 0) ON CONFLICT (worker) DO NOTHING")
-        .execute(&mut *tx)
-        .await?;
-    let lock = match db.backend() {
-        store::Backend::Postgres => "SELECT last_seq FROM worker_offsets WHERE worker = 'alerts' FOR UPDATE",
-        store::Backend::Sqlite => "SELECT last_seq FROM worker_offsets WHERE worker = 'alerts'",
-    };
-    let offset: i64 = sqlx::query_scalar(lock).fetch_one(&mut *tx).await?;
-    let events: Vec<(i64, String, String)> =
-        sqlx::query_as("SELECT seq, event_type, data FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
-            .bind(offset)
-            .bind(batch_max)
-            .fetch_all(&mut *tx)
-            .await?;
-    let Some(last) = events.last().map(|e| e.0) else {
-        tx.commit().await?;
-        return Ok(0);
-    };
+/// The alerts' subscriber (`store::subscriber`): re-evaluates the stock levels that
+/// `stock.changed` events touched, in the transaction that moves its offset.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StockAlerts;
+
+impl Subscriber for StockAlerts {
+    type Error = WarehouseError;
+
+    fn name(&self) -> &'static str {
+        "alerts"
+    }
+
+    fn event_types(&self) -> &'static [&'static str] {
+        &[<events::StockChanged as kernel::Event>::TYPE]
+    }
+
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        events: &'a [StoredEvent],
+        now: Timestamp,
+    ) -> impl std::future::Future<Output = Result<()>> + Send + 'a {
+        settle_stock_changes(tx, events, now)
+    }
+}
+
+/// The (warehouse, SKU) a `stock.changed` event is about. A payload without them is corrupt:
+/// an error, never skipped.
+fn touched_level(event: &StoredEvent) -> Result<(String, String)> {
+    match (event.data["warehouse"].as_str(), event.data["sku"].as_str()) {
+        (Some(w), Some(s)) => Ok((w.to_owned(), s.to_owned())),
+        _ => Err(WarehouseError::Store(store::StoreError::Corrupt(format!(
+            "event {} ({}) has no warehouse and sku",
+            event.seq, event.event_type
+        )))),
+    }
+}
+
+async fn settle_stock_changes(tx: &mut Tx, events: &[StoredEvent], now: Timestamp) -> Result<()> {
     let mut touched: HashSet<(String, String)> = HashSet::new();
-    for (_, event_type, data) in &events {
-        if event_type == "stock.changed"
-            && let Ok(data) = serde_json::from_str::<Value>(data)
-            && let (Some(w), Some(s)) = (data["warehouse"].as_str(), data["sku"].as_str())
-        {
-            touched.insert((w.to_owned(), s.to_owned()));
+    for event in events {
+        touched.insert(touched_level(event)?);
+    }
+    let rules = rules_by_scope(tx).await?;
+    let mut levels = HashMap::new();
+    for (warehouse, sku) in &touched {
+        let level: Option<(i64, i64)> =
+            sqlx::query_as("SELECT on_hand, reserved FROM stock_levels WHERE warehouse = $1 AND sku = $2")
+                .bind(warehouse.clone())
+                .bind(sku.clone())
+                .fetch_optional(&mut **tx)
+                .await?;
+        if let Some(level) = level {
+            levels.insert((warehouse.clone(), sku.clone()), level);
         }
     }
     let mut journal = Journal::new();
-    if !touched.is_empty() {
-        let rules = rules_by_scope(&mut tx).await?;
-        let mut levels = HashMap::new();
-        for (warehouse, sku) in &touched {
-            let level: Option<(i64, i64)> =
-                sqlx::query_as("SELECT on_hand, reserved FROM stock_levels WHERE warehouse = $1 AND sku = $2")
-                    .bind(warehouse.clone())
-                    .bind(sku.clone())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if let Some(level) = level {
-                levels.insert((warehouse.clone(), sku.clone()), level);
-            }
-        }
-        settle_levels(&mut tx, &mut journal, &rules, &touched, &levels, now).await?;
-    }
-    sqlx::query(
-        "INSERT INTO worker_offsets (worker, last_seq) VALUES ('alerts', $1) \
-         ON CONFLICT (worker) DO UPDATE SET last_seq = excluded.last_seq",
-    )
-    .bind(last)
-    .execute(&mut *tx)
-    .await?;
-    journal.flush(&mut tx, now).await?;
-    tx.commit().await?;
-    Ok(events.len())
+    settle_levels(tx, &mut journal, &rules, &touched, &levels, now).await?;
+    journal.flush(tx, now).await
 }
 
 /// Re-evaluates the stock alerts of the `touched` levels under the current rules: raises what

@@ -1,10 +1,11 @@
 //! The warehouse context's one error type. The API maps it to problem documents in one place.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use store::StoreError;
+use store::batch::ExecutorError;
 
 /// A line that could not be held or moved: what was asked and what was there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ShortLine {
     pub sku: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -48,8 +49,39 @@ pub enum WarehouseError {
     /// An idempotency key was used before with a different request; nothing was changed.
     #[error("the idempotency key was used before with a different request")]
     IdempotencyKeyReused,
+    /// A refusal given before under the same idempotency key, answered again.
+    #[error("{0:?}")]
+    Refused(Refusal),
+    /// Applying the batch this request was in panicked; nothing was changed.
+    #[error("the request failed unexpectedly; nothing was changed")]
+    Panicked,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A lasting refusal (one a retry would get again) in the form stored with an idempotency
+/// key and replayed. The API renders a fresh refusal and its replay through this one type,
+/// so both answer alike.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "refusal", rename_all = "snake_case")]
+pub enum Refusal {
+    NotFound { what: String, key: String },
+    Invalid { field: String, message: String },
+    Conflict { detail: String },
+    InsufficientStock { lines: Vec<ShortLine> },
+    InvalidState { from: String, action: String },
+    CapacityExceeded { detail: String },
+}
+
+impl From<ExecutorError> for WarehouseError {
+    fn from(error: ExecutorError) -> Self {
+        match error {
+            ExecutorError::Overloaded => WarehouseError::Overloaded,
+            ExecutorError::ShuttingDown => WarehouseError::ShuttingDown,
+            ExecutorError::Panicked => WarehouseError::Panicked,
+            ExecutorError::KeyReused => WarehouseError::IdempotencyKeyReused,
+        }
+    }
 }
 
 impl From<sqlx::Error> for WarehouseError {
@@ -59,6 +91,29 @@ impl From<sqlx::Error> for WarehouseError {
 }
 
 impl WarehouseError {
+    /// The lasting form of this error, if it is a refusal a retry would get again.
+    pub fn refusal(&self) -> Option<Refusal> {
+        Some(match self {
+            WarehouseError::NotFound { what, key } => Refusal::NotFound { what: (*what).to_owned(), key: key.clone() },
+            WarehouseError::Invalid { field, message } => {
+                Refusal::Invalid { field: field.clone(), message: message.clone() }
+            }
+            WarehouseError::Conflict(detail) => Refusal::Conflict { detail: detail.clone() },
+            WarehouseError::InsufficientStock { lines } => Refusal::InsufficientStock { lines: lines.clone() },
+            WarehouseError::InvalidState { from, action } => {
+                Refusal::InvalidState { from: from.clone(), action: (*action).to_owned() }
+            }
+            WarehouseError::CapacityExceeded(detail) => Refusal::CapacityExceeded { detail: detail.clone() },
+            WarehouseError::Refused(refusal) => refusal.clone(),
+            WarehouseError::Contention(_)
+            | WarehouseError::Overloaded
+            | WarehouseError::ShuttingDown
+            | WarehouseError::IdempotencyKeyReused
+            | WarehouseError::Panicked
+            | WarehouseError::Store(_) => return None,
+        })
+    }
+
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         WarehouseError::Invalid { field: field.into(), message: message.into() }
     }

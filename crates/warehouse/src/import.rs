@@ -12,10 +12,9 @@ use crate::receipt::{Receipt, ReceiptLine};
 use crate::{Result, WarehouseError};
 use kernel::limits::INSERT_ROWS_MAX;
 use kernel::{NewEvent, SkuCode, Timestamp, WarehouseCode};
-use serde_json::json;
 use std::collections::{BTreeMap, HashSet};
 use store::Tx;
-use store::sql::{dynamic, insert_values, list_placeholders};
+use store::sql::{Values, list_placeholders};
 
 /// A parsed row with its position in the file and its key.
 #[derive(Debug, Clone)]
@@ -76,15 +75,12 @@ async fn unapplied<T>(tx: &mut Tx, kind: &str, rows: Vec<Row<T>>) -> Result<(Vec
 
 async fn keys_record(tx: &mut Tx, kind: &str, keys: &[&str], now: Timestamp) -> Result<()> {
     for chunk in keys.chunks(INSERT_ROWS_MAX) {
-        let sql = format!(
-            "INSERT INTO import_keys (kind, row_key, imported_at) VALUES {}",
-            insert_values(tx, chunk.len(), 3)
-        );
-        let mut query = dynamic(sql);
+        let at = now.to_rfc3339();
+        let mut values = Values::new(tx, 3);
         for key in chunk {
-            query = query.bind(kind.to_owned()).bind(key.to_string()).bind(now.to_rfc3339());
+            values.row().text(kind).text(*key).text(at.as_str());
         }
-        query.execute(&mut **tx).await?;
+        values.query("INSERT INTO import_keys (kind, row_key, imported_at) VALUES {values}").execute(&mut **tx).await?;
     }
     Ok(())
 }
@@ -98,22 +94,27 @@ pub async fn import_items(
     let (rows, skipped) = unapplied(tx, "items", rows).await?;
     let at = now.to_rfc3339();
     for chunk in rows.chunks(INSERT_ROWS_MAX) {
-        let sql = format!(
-            "INSERT INTO items (sku, name, weight_grams, track_lots, created_at) VALUES {} \
-             ON CONFLICT (sku) DO NOTHING RETURNING sku",
-            insert_values(tx, chunk.len(), 5)
-        );
-        let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+        let mut values = Values::new(tx, 5);
         for row in chunk {
             let item = &row.value;
-            query = query
-                .bind(item.sku.as_str().to_owned())
-                .bind(item.name.clone())
-                .bind(item.weight_grams)
-                .bind(i64::from(item.track_lots))
-                .bind(at.clone());
+            values
+                .row()
+                .text(item.sku.as_str())
+                .text(item.name.as_str())
+                .opt_int(item.weight_grams)
+                .flag(item.track_lots)
+                .text(at.as_str());
         }
-        let inserted: HashSet<String> = query.fetch_all(&mut **tx).await?.into_iter().collect();
+        let inserted: HashSet<String> = values
+            .query_as::<(String,)>(
+                "INSERT INTO items (sku, name, weight_grams, track_lots, created_at) VALUES {values} \
+                 ON CONFLICT (sku) DO NOTHING RETURNING sku",
+            )
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .map(|(sku,)| sku)
+            .collect();
         if let Some(row) = chunk.iter().find(|r| !inserted.contains(r.value.sku.as_str())) {
             return Err(BatchRefusal {
                 row: row.number,
@@ -123,11 +124,17 @@ pub async fn import_items(
     }
     let events: Vec<NewEvent> = rows
         .iter()
-        .map(|r| NewEvent {
-            event_type: "item.created",
-            aggregate: format!("item:{}", r.value.sku),
-            data: json!({"sku": r.value.sku.as_str(), "name": r.value.name, "weight_grams": r.value.weight_grams,
-                         "track_lots": r.value.track_lots, "created_at": at}),
+        .map(|r| {
+            NewEvent::of(
+                format!("item:{}", r.value.sku),
+                &crate::events::ItemCreated {
+                    sku: r.value.sku.as_str().to_owned(),
+                    name: r.value.name.clone(),
+                    weight_grams: r.value.weight_grams,
+                    track_lots: r.value.track_lots,
+                    created_at: at.clone(),
+                },
+            )
         })
         .collect();
     let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
@@ -207,16 +214,15 @@ pub async fn import_receipts(
     }
     let mut journal = Journal::new();
     for chunk in levels.chunks(INSERT_ROWS_MAX) {
-        let sql = format!(
-            "INSERT INTO stock_levels (sku, warehouse, on_hand, reserved) VALUES {} \
+        let mut values = Values::new(tx, 4);
+        for ((sku, warehouse), (units, _)) in chunk {
+            values.row().text(sku.as_str()).text(warehouse.as_str()).int(*units).int(0);
+        }
+        let query = values.query_as::<(String, String, i64, i64)>(
+            "INSERT INTO stock_levels (sku, warehouse, on_hand, reserved) VALUES {values} \
              ON CONFLICT (sku, warehouse) DO UPDATE SET on_hand = stock_levels.on_hand + excluded.on_hand \
              RETURNING sku, warehouse, on_hand, reserved",
-            insert_values(tx, chunk.len(), 4)
         );
-        let mut query = sqlx::query_as::<_, (String, String, i64, i64)>(sqlx::AssertSqlSafe(sql));
-        for ((sku, warehouse), (units, _)) in chunk {
-            query = query.bind(sku.as_str().to_owned()).bind(warehouse.as_str().to_owned()).bind(*units).bind(0_i64);
-        }
         let after: std::collections::HashMap<(String, String), (i64, i64)> =
             query.fetch_all(&mut **tx).await?.into_iter().map(|(s, w, o, r)| ((s, w), (o, r))).collect();
         for ((sku, warehouse), (_, level_rows)) in chunk {

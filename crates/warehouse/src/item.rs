@@ -3,7 +3,6 @@
 use crate::{Result, WarehouseError};
 use kernel::{NewEvent, SkuCode, Timestamp};
 use serde::Serialize;
-use serde_json::json;
 use sqlx::{AnyPool, FromRow};
 use store::Tx;
 
@@ -70,7 +69,7 @@ pub async fn item_create(tx: &mut Tx, new: NewItem, now: Timestamp) -> Result<It
     }
     store::outbox::append(
         tx,
-        &[NewEvent { event_type: "item.created", aggregate: format!("item:{}", item.sku), data: json!(item) }],
+        &[NewEvent::of(format!("item:{}", item.sku), &crate::events::ItemCreated::from(&item))],
         now,
     )
     .await?;

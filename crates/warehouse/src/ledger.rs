@@ -6,10 +6,9 @@ use crate::Result;
 use kernel::limits::INSERT_ROWS_MAX;
 use kernel::{NewEvent, Page, PageRequest, SkuCode, Timestamp, WarehouseCode};
 use serde::Serialize;
-use serde_json::json;
 use sqlx::{AnyPool, FromRow};
 use store::Tx;
-use store::sql::{dynamic, insert_values};
+use store::sql::Values;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -84,21 +83,10 @@ impl Journal {
 
     /// Records a movement and its `stock.changed` event.
     pub fn stock_changed(&mut self, movement: NewMovement) {
-        self.events.push(NewEvent {
-            event_type: "stock.changed",
-            aggregate: format!("stock:{}:{}", movement.warehouse, movement.sku),
-            data: json!({
-                "warehouse": movement.warehouse.as_str(),
-                "sku": movement.sku.as_str(),
-                "kind": movement.kind.as_str(),
-                "on_hand_delta": movement.on_hand_delta,
-                "reserved_delta": movement.reserved_delta,
-                "on_hand": movement.on_hand_after,
-                "reserved": movement.reserved_after,
-                "available": movement.on_hand_after - movement.reserved_after,
-                "reference": movement.reference,
-            }),
-        });
+        self.events.push(NewEvent::of(
+            format!("stock:{}:{}", movement.warehouse, movement.sku),
+            &crate::events::StockChanged::from(&movement),
+        ));
         self.movements.push(movement);
     }
 
@@ -119,27 +107,29 @@ impl Journal {
         }
         let at = now.to_rfc3339();
         for chunk in self.movements.chunks(INSERT_ROWS_MAX) {
-            let sql = format!(
-                "INSERT INTO movements (id, warehouse, sku, kind, on_hand_delta, reserved_delta, \
-                 on_hand_after, reserved_after, reference, reason, at) VALUES {}",
-                insert_values(tx, chunk.len(), 11)
-            );
-            let mut query = dynamic(sql);
+            let mut values = Values::new(tx, 11);
             for m in chunk {
-                query = query
-                    .bind(format!("mov_{}", uuid::Uuid::now_v7().simple()))
-                    .bind(m.warehouse.as_str().to_owned())
-                    .bind(m.sku.as_str().to_owned())
-                    .bind(m.kind.as_str())
-                    .bind(m.on_hand_delta)
-                    .bind(m.reserved_delta)
-                    .bind(m.on_hand_after)
-                    .bind(m.reserved_after)
-                    .bind(m.reference.clone())
-                    .bind(m.reason.clone())
-                    .bind(at.clone());
+                values
+                    .row()
+                    .text(format!("mov_{}", uuid::Uuid::now_v7().simple()))
+                    .text(m.warehouse.as_str())
+                    .text(m.sku.as_str())
+                    .text(m.kind.as_str())
+                    .int(m.on_hand_delta)
+                    .int(m.reserved_delta)
+                    .int(m.on_hand_after)
+                    .int(m.reserved_after)
+                    .opt_text(m.reference.clone())
+                    .opt_text(m.reason.clone())
+                    .text(at.as_str());
             }
-            query.execute(&mut **tx).await?;
+            values
+                .query(
+                    "INSERT INTO movements (id, warehouse, sku, kind, on_hand_delta, reserved_delta, \
+                     on_hand_after, reserved_after, reference, reason, at) VALUES {values}",
+                )
+                .execute(&mut **tx)
+                .await?;
         }
         Ok(())
     }

@@ -11,7 +11,6 @@ use crate::ledger::{Journal, MovementKind, NewMovement};
 use crate::{Result, ShortLine, WarehouseError};
 use kernel::{NewEvent, SkuCode, Timestamp, WarehouseCode};
 use serde::Serialize;
-use serde_json::json;
 use sqlx::FromRow;
 use store::sql::list_placeholders;
 use store::{Backend, Db, Tx};
@@ -320,10 +319,10 @@ pub async fn lot_quarantine(
     .ok_or_else(|| WarehouseError::NotFound { what: "lot", key: format!("{lot} of {sku} in {warehouse}") })?;
     if changed == 1 {
         let level = crate::stock::stock_level_in_tx(tx, sku, warehouse).await?;
-        let (kind, event_type, verb) = if quarantined {
-            (MovementKind::LotQuarantined, "lot.quarantined", "quarantined")
+        let (kind, into_quarantine, verb) = if quarantined {
+            (MovementKind::LotQuarantined, true, "quarantined")
         } else {
-            (MovementKind::LotReleased, "lot.released", "released from quarantine")
+            (MovementKind::LotReleased, false, "released from quarantine")
         };
         let free = row.on_hand - row.reserved;
         let mut journal = Journal::new();
@@ -341,11 +340,19 @@ pub async fn lot_quarantine(
                 None => format!("lot {lot} {verb} ({free} free units)"),
             }),
         });
-        journal.event(NewEvent {
-            event_type,
-            aggregate: format!("lot:{warehouse}:{sku}:{lot}"),
-            data: json!({"warehouse": warehouse.as_str(), "sku": sku.as_str(), "lot": lot, "on_hand": row.on_hand,
-                         "reserved": row.reserved, "reason": reason}),
+        let state = crate::events::LotState {
+            warehouse: warehouse.as_str().to_owned(),
+            sku: sku.as_str().to_owned(),
+            lot: lot.to_owned(),
+            on_hand: row.on_hand,
+            reserved: row.reserved,
+            reason,
+        };
+        let aggregate = format!("lot:{warehouse}:{sku}:{lot}");
+        journal.event(if into_quarantine {
+            NewEvent::of(aggregate, &crate::events::LotQuarantined(state))
+        } else {
+            NewEvent::of(aggregate, &crate::events::LotReleased(state))
         });
         journal.flush(tx, now).await?;
     }
@@ -405,12 +412,17 @@ pub async fn record_lot_expiries(db: &Db, now: Timestamp, batch_max: i64) -> Res
                 lot.on_hand - lot.reserved
             )),
         });
-        journal.event(NewEvent {
-            event_type: "lot.expired",
-            aggregate: format!("lot:{}:{}:{}", lot.warehouse, lot.sku, lot.lot),
-            data: json!({"warehouse": lot.warehouse, "sku": lot.sku, "lot": lot.lot, "expires_on": lot.expires_on,
-                         "on_hand": lot.on_hand, "reserved": lot.reserved}),
-        });
+        journal.event(NewEvent::of(
+            format!("lot:{}:{}:{}", lot.warehouse, lot.sku, lot.lot),
+            &crate::events::LotExpired {
+                warehouse: lot.warehouse.clone(),
+                sku: lot.sku.clone(),
+                lot: lot.lot.clone(),
+                expires_on: lot.expires_on.clone(),
+                on_hand: lot.on_hand,
+                reserved: lot.reserved,
+            },
+        ));
     }
     journal.flush(&mut tx, now).await?;
     tx.commit().await?;

@@ -1,9 +1,9 @@
 //! Warehouses (sites): where stock is kept, and in which order they are preferred.
 
+use crate::events::{WarehouseCreated, WarehouseUpdated};
 use crate::{Result, WarehouseError};
 use kernel::{NewEvent, Timestamp, WarehouseCode};
 use serde::Serialize;
-use serde_json::json;
 use sqlx::{AnyPool, FromRow};
 use store::Tx;
 
@@ -123,7 +123,7 @@ pub async fn warehouse_create(tx: &mut Tx, new: NewWarehouse, now: Timestamp) ->
     if inserted == 0 {
         return Err(WarehouseError::Conflict(format!("a warehouse with code {} exists already", warehouse.code)));
     }
-    append_event(tx, "warehouse.created", &warehouse, now).await?;
+    append_event(tx, &warehouse, WarehouseCreated((&warehouse).into()), now).await?;
     Ok(warehouse)
 }
 
@@ -160,17 +160,12 @@ pub async fn warehouse_update(
     .bind(updated.capacity_units)
     .execute(&mut **tx)
     .await?;
-    append_event(tx, "warehouse.updated", &updated, now).await?;
+    append_event(tx, &updated, WarehouseUpdated((&updated).into()), now).await?;
     Ok(updated)
 }
 
-async fn append_event(tx: &mut Tx, event_type: &'static str, w: &Warehouse, now: Timestamp) -> Result<()> {
-    store::outbox::append(
-        tx,
-        &[NewEvent { event_type, aggregate: format!("warehouse:{}", w.code), data: json!(w) }],
-        now,
-    )
-    .await?;
+async fn append_event<E: kernel::Event>(tx: &mut Tx, w: &Warehouse, event: E, now: Timestamp) -> Result<()> {
+    store::outbox::append(tx, &[NewEvent::of(format!("warehouse:{}", w.code), &event)], now).await?;
     Ok(())
 }
 

@@ -235,7 +235,8 @@ async fn a_full_reservation_queue_refuses_at_once_and_loses_nothing() {
         receive_a(&db, 10).await;
 
         let config = GroupCommitConfig { batch_max: 1, window: std::time::Duration::ZERO, queue_max: 1, workers: 1 };
-        let (group, _workers) = GroupCommit::start(db.clone(), Arc::new(kernel::SystemClock), config);
+        let (group, _workers) =
+            GroupCommit::start(db.clone(), Arc::new(kernel::SystemClock), config, store::workers::Workers::new());
         let writer_held = stall_writes_of_a(&db).await;
         // The worker takes the first hold and waits for the writer; the second fills the queue.
         let first = tokio::spawn({
@@ -340,13 +341,11 @@ async fn receipts_and_bin_moves_racing_into_one_bin_never_overfill_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idempotent_holds_in_one_batch_hold_once_per_key_and_replay_their_first_answer() {
     use futures::future::{BoxFuture, FutureExt, join_all};
-    use warehouse::reservation::group_commit::{GroupCommit, GroupCommitConfig, Idempotency};
-    let idem = |key: &str, body: &str| Idempotency {
-        scope: "test".into(),
-        key: key.into(),
-        fingerprint: body.into(),
-        render_refusal: Arc::new(|refusal| (409, format!("refused: {refusal}"))),
-    };
+    use store::batch::IdempotencyKey;
+    use warehouse::reservation::Reservation;
+    use warehouse::reservation::group_commit::{GroupCommit, GroupCommitConfig};
+    let idem =
+        |key: &str, body: &str| IdempotencyKey { scope: "test".into(), key: key.into(), fingerprint: body.into() };
     for backend in testkit::backends() {
         let database = testkit::TestDatabase::create(backend).await;
         let db = database.connect().await;
@@ -354,7 +353,8 @@ async fn idempotent_holds_in_one_batch_hold_once_per_key_and_replay_their_first_
         receive_a(&db, 10).await;
 
         let config = GroupCommitConfig { batch_max: 64, window: std::time::Duration::ZERO, queue_max: 64, workers: 1 };
-        let (group, _workers) = GroupCommit::start(db.clone(), Arc::new(kernel::SystemClock), config);
+        let (group, _workers) =
+            GroupCommit::start(db.clone(), Arc::new(kernel::SystemClock), config, store::workers::Workers::new());
         // Stall the worker on a first hold, so that the next requests queue up and form one
         // batch, in this order.
         let writer_held = stall_writes_of_a(&db).await;
@@ -363,16 +363,14 @@ async fn idempotent_holds_in_one_batch_hold_once_per_key_and_replay_their_first_
             async move { group.hold(hold("A", 1)).await }
         });
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        let once = |key: &'static str,
-                    body: &'static str,
-                    units: i64|
-         -> BoxFuture<'static, warehouse::Result<(u16, String)>> {
-            let group = group.clone();
-            async move { group.hold_once(hold("A", units), idem(key, body)).await }.boxed()
-        };
+        let once =
+            |key: &'static str, body: &'static str, units: i64| -> BoxFuture<'static, warehouse::Result<Reservation>> {
+                let group = group.clone();
+                async move { group.hold_once(hold("A", units), idem(key, body)).await }.boxed()
+            };
         let plain = {
             let group = group.clone();
-            async move { group.hold(hold("A", 1)).await.map(|r| (201, r.id)) }.boxed()
+            async move { group.hold(hold("A", 1)).await }.boxed()
         };
         // join_all polls in order, and a request is queued when first polled.
         let batch = tokio::spawn(join_all(vec![
@@ -386,25 +384,26 @@ async fn idempotent_holds_in_one_batch_hold_once_per_key_and_replay_their_first_
         drop(writer_held);
         assert!(plug.await.unwrap().is_ok());
         let answers = batch.await.unwrap();
-        let (status, first_body) = answers[0].as_ref().unwrap().clone();
-        assert_eq!(status, 201, "[{backend:?}] {answers:?}");
-        assert_eq!(
-            answers[1].as_ref().unwrap(),
-            &(201, first_body.clone()),
-            "[{backend:?}] the repeat gets the same answer"
-        );
+        let first = answers[0].as_ref().unwrap().clone();
+        assert_eq!(answers[1].as_ref().unwrap(), &first, "[{backend:?}] the repeat gets the same answer");
         assert!(
             matches!(answers[2], Err(warehouse::WarehouseError::IdempotencyKeyReused)),
             "[{backend:?}] another body with the same key is refused: {:?}",
             answers[2]
         );
-        let refused = answers[3].as_ref().unwrap().clone();
-        assert_eq!(refused.0, 409, "[{backend:?}] {refused:?}");
-        assert_eq!(answers[4].as_ref().unwrap().0, 201);
+        let refused = answers[3].as_ref().unwrap_err().refusal();
+        assert!(
+            matches!(refused, Some(warehouse::Refusal::InsufficientStock { .. })),
+            "[{backend:?}] {:?}",
+            answers[3]
+        );
+        assert!(answers[4].is_ok(), "[{backend:?}] {:?}", answers[4]);
 
-        // Later repeats replay the stored answers, success and refusal alike.
-        assert_eq!(group.hold_once(hold("A", 2), idem("k1", "two")).await.unwrap(), (201, first_body));
-        assert_eq!(group.hold_once(hold("A", 100), idem("k2", "too-many")).await.unwrap(), refused);
+        // Later repeats replay the stored outcomes, success and refusal alike.
+        assert_eq!(group.hold_once(hold("A", 2), idem("k1", "two")).await.unwrap(), first);
+        let replayed = group.hold_once(hold("A", 100), idem("k2", "too-many")).await.unwrap_err();
+        assert!(matches!(replayed, warehouse::WarehouseError::Refused(_)), "{replayed:?}");
+        assert_eq!(replayed.refusal(), refused, "[{backend:?}] the refusal is replayed as it was");
         let stock = warehouse::stock::stock_view(db.reader(), &SkuCode::parse("A").unwrap(), Timestamp::from_millis(0))
             .await
             .unwrap();

@@ -18,6 +18,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/movements", get(movements))
         .route("/events", get(events))
+        .route("/event-types", get(event_types))
         .route("/reconciliation", get(reconciliation))
 }
 
@@ -71,6 +72,48 @@ pub async fn events(State(state): State<AppState>, query: QueryMap) -> Result<Js
     let items = store::outbox::events_after(state.db.reader(), after, limit).await?;
     let next = if items.len() as u32 >= limit { items.last().map(|e| e.seq.to_string()) } else { None };
     Ok(Json(EventPage { items, next }))
+}
+
+/// A registered event type: its name, the version of its payload and the payload's JSON
+/// Schema (draft 2020-12).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventTypeView {
+    #[serde(rename = "type")]
+    #[schema(example = "stock.changed")]
+    pub event_type: &'static str,
+    #[schema(example = 1)]
+    pub version: u32,
+    pub description: &'static str,
+    #[schema(value_type = Object)]
+    pub schema: serde_json::Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventTypePage {
+    pub items: Vec<EventTypeView>,
+    /// Always `null`: every type fits one page.
+    pub next: Option<String>,
+}
+
+/// Every event type the feed can carry, with its version and JSON Schema.
+#[utoipa::path(get, path = "/v1/event-types", tag = "ledger",
+    responses((status = 200, body = EventTypePage), (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
+pub async fn event_types(State(state): State<AppState>, query: QueryMap) -> Result<Json<EventTypePage>, ApiError> {
+    if let Some(unknown) = query.0.keys().min() {
+        return Err(ApiError::validation(unknown.clone(), "is not a parameter of this route"));
+    }
+    let items = state
+        .event_types
+        .types()
+        .iter()
+        .map(|t| EventTypeView {
+            event_type: t.name,
+            version: t.version,
+            description: t.description,
+            schema: t.schema(),
+        })
+        .collect();
+    Ok(Json(EventTypePage { items, next: None }))
 }
 
 /// Every stock level against the sum of its movements and reserved against the reservations.

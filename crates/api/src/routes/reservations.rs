@@ -4,7 +4,7 @@ use crate::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, FieldError};
 use crate::extract::{ApiJson, check_text};
-use crate::idempotency::{Answer, idempotency_key, idempotency_scope, respond, run_write};
+use crate::idempotency::{Answer, idempotency_key, idempotency_scope, run_write};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -13,9 +13,8 @@ use axum::{Extension, Json, Router};
 use kernel::limits::{LINES_PER_REQUEST_MAX, RESERVATION_TTL_SECONDS_DEFAULT, RESERVATION_TTL_SECONDS_MAX};
 use kernel::{Quantity, ReservationId, SkuCode, WarehouseCode};
 use serde::Deserialize;
-use std::sync::Arc;
+use store::batch::IdempotencyKey;
 use utoipa::ToSchema;
-use warehouse::reservation::group_commit::Idempotency;
 use warehouse::reservation::{HoldCommand, HoldLine, Reservation};
 
 pub fn routes() -> Router<AppState> {
@@ -101,19 +100,15 @@ pub async fn reservation_create(
         let reservation = state.reservations.hold(command).await?;
         return Ok((StatusCode::CREATED, Json(reservation)).into_response());
     };
-    // With a key the hold goes through group commit too: the key is claimed and the first
-    // answer stored in the batch's transaction (see `group_commit::hold_run`).
-    let idempotency = Idempotency {
+    // With a key the hold goes through the batch executor too: the key is claimed and the
+    // typed outcome stored in the batch's transaction; a replay is rendered like a fresh one.
+    let key = IdempotencyKey {
         scope: idempotency_scope("POST /v1/reservations", &principal),
         key,
         fingerprint: store::idempotency::fingerprint(&body.raw),
-        render_refusal: Arc::new(|refusal| {
-            let error = ApiError::from(refusal);
-            (error.status.as_u16(), error.body())
-        }),
     };
-    let (status, body) = state.reservations.hold_once(command, idempotency).await?;
-    Ok(respond(StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body))
+    let reservation = state.reservations.hold_once(command, key).await?;
+    Ok((StatusCode::CREATED, Json(reservation)).into_response())
 }
 
 fn path_id(raw: &str) -> Result<ReservationId, ApiError> {

@@ -101,8 +101,12 @@ pub struct InProcess {
 
 impl InProcess {
     pub fn start(db: Db, overrides: GroupCommitOverrides) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
-        let (group, workers) =
-            GroupCommit::start(db.clone(), Arc::new(SystemClock), group_commit_config(db.backend(), overrides));
+        let (group, workers) = GroupCommit::start(
+            db.clone(),
+            Arc::new(SystemClock),
+            group_commit_config(db.backend(), overrides),
+            store::workers::Workers::new(),
+        );
         (Self { group, db }, workers)
     }
 

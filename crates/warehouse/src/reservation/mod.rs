@@ -13,6 +13,7 @@ pub mod group_commit;
 pub mod rules;
 mod store;
 
+use crate::events;
 use crate::ledger::{Journal, MovementKind, NewMovement};
 use crate::stock::{stock_level_ship, stock_level_unhold};
 use crate::{Result, WarehouseError};
@@ -20,11 +21,10 @@ use ::store::{Db, Tx};
 use kernel::limits::INLINE_RECLAIM_MAX;
 use kernel::{NewEvent, Quantity, ReservationId, SkuCode, Timestamp, WarehouseCode};
 use rules::{merge_lines, plan_hold};
-use serde::Serialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Active,
@@ -61,7 +61,7 @@ impl Status {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ReservationLine {
     pub sku: String,
     pub warehouse: String,
@@ -71,13 +71,13 @@ pub struct ReservationLine {
     pub lots: Vec<LotTake>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct LotTake {
     pub lot: String,
     pub quantity: i64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Reservation {
     pub id: String,
     pub status: Status,
@@ -281,7 +281,7 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
                 reason: None,
             });
         }
-        journal.event(reservation_event("reservation.created", &reservation));
+        journal.event(reservation_event(&reservation, events::ReservationCreated));
         outcomes.push(Ok(reservation.clone()));
         created.push((reservation, expires_at));
     }
@@ -323,8 +323,11 @@ fn free_lot_units(
     (row.on_hand - row.reserved).min(in_lots)
 }
 
-fn reservation_event(event_type: &'static str, reservation: &Reservation) -> NewEvent {
-    NewEvent { event_type, aggregate: format!("reservation:{}", reservation.id), data: json!(reservation) }
+fn reservation_event<E: kernel::Event>(
+    reservation: &Reservation,
+    wrap: impl FnOnce(events::ReservationState) -> E,
+) -> NewEvent {
+    NewEvent::of(format!("reservation:{}", reservation.id), &wrap(reservation.into()))
 }
 
 /// Expires those of `ids` that are still active and due, giving back their stock with
@@ -344,11 +347,10 @@ async fn expire_reservations(tx: &mut Tx, journal: &mut Journal, ids: &[String],
     }
     unhold_many(tx, journal, &plain, MovementKind::Expire).await?;
     for id in &expired {
-        journal.event(NewEvent {
-            event_type: "reservation.expired",
-            aggregate: format!("reservation:{id}"),
-            data: json!({ "id": id, "status": "expired" }),
-        });
+        journal.event(NewEvent::of(
+            format!("reservation:{id}"),
+            &events::ReservationExpired { id: id.clone(), status: Status::Expired },
+        ));
     }
     metrics::counter!("stockroom_reservations_expired_total").increment(expired.len() as u64);
     Ok(expired.len())
@@ -459,7 +461,7 @@ pub async fn confirm(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<
     if store::reservation_transition(tx, id, &[Status::Active], Status::Confirmed, Some(now), now).await? {
         let reservation = find_in_tx(tx, id, now).await?;
         let mut journal = Journal::new();
-        journal.event(reservation_event("reservation.confirmed", &reservation));
+        journal.event(reservation_event(&reservation, events::ReservationConfirmed));
         journal.flush(tx, now).await?;
         return Ok(reservation);
     }
@@ -482,7 +484,7 @@ pub async fn release(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<
             give_back(tx, &mut journal, id.as_str(), &line, MovementKind::Release).await?;
         }
         let reservation = find_in_tx(tx, id, now).await?;
-        journal.event(reservation_event("reservation.released", &reservation));
+        journal.event(reservation_event(&reservation, events::ReservationReleased));
         journal.flush(tx, now).await?;
         return Ok(reservation);
     }
@@ -504,7 +506,7 @@ pub async fn fulfill(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<
             give_back(tx, &mut journal, id.as_str(), line, MovementKind::Fulfill).await?;
         }
         let reservation = find_in_tx(tx, id, now).await?;
-        journal.event(reservation_event("reservation.fulfilled", &reservation));
+        journal.event(reservation_event(&reservation, events::ReservationFulfilled));
         journal.flush(tx, now).await?;
         return Ok(reservation);
     }

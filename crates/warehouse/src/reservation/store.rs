@@ -6,7 +6,7 @@ use kernel::limits::INSERT_ROWS_MAX;
 use kernel::{ReservationId, SkuCode, Timestamp, WarehouseCode};
 use sqlx::FromRow;
 use std::collections::HashMap;
-use store::sql::{dynamic, insert_values, list_placeholders};
+use store::sql::{Values, dynamic, list_placeholders};
 use store::{Backend, Tx};
 
 /// A stock row a batch of holds works on, as locked at the start of the batch.
@@ -76,17 +76,18 @@ pub(crate) async fn stock_rows_unhold(
     let mut after = HashMap::with_capacity(deltas.len());
     for chunk in deltas.chunks(INSERT_ROWS_MAX) {
         // `VALUES` columns are column1.. on both databases.
-        let sql = format!(
-            "UPDATE stock_levels SET reserved = stock_levels.reserved - v.column3 FROM (VALUES {}) AS v \
-             WHERE stock_levels.sku = v.column1 AND stock_levels.warehouse = v.column2 \
-             RETURNING stock_levels.sku, stock_levels.warehouse, stock_levels.on_hand, stock_levels.reserved",
-            insert_values(tx, chunk.len(), 3)
-        );
-        let mut query = sqlx::query_as::<_, (String, String, i64, i64)>(sqlx::AssertSqlSafe(sql));
+        let mut values = Values::new(tx, 3);
         for (sku, warehouse, units) in chunk {
-            query = query.bind(sku.to_string()).bind(warehouse.to_string()).bind(*units);
+            values.row().text(*sku).text(*warehouse).int(*units);
         }
-        let rows = query.fetch_all(&mut **tx).await?;
+        let rows = values
+            .query_as::<(String, String, i64, i64)>(
+                "UPDATE stock_levels SET reserved = stock_levels.reserved - v.column3 FROM (VALUES {values}) AS v \
+                 WHERE stock_levels.sku = v.column1 AND stock_levels.warehouse = v.column2 \
+                 RETURNING stock_levels.sku, stock_levels.warehouse, stock_levels.on_hand, stock_levels.reserved",
+            )
+            .fetch_all(&mut **tx)
+            .await?;
         if rows.len() != chunk.len() {
             return Err(crate::WarehouseError::Store(::store::StoreError::Corrupt(
                 "a reservation line names a stock row that does not exist".into(),
@@ -100,41 +101,43 @@ pub(crate) async fn stock_rows_unhold(
 /// Inserts reservations with their lines: multi-row statements, whatever the batch size.
 pub(crate) async fn reservations_insert(tx: &mut Tx, reservations: &[(Reservation, Timestamp)]) -> Result<()> {
     for chunk in reservations.chunks(INSERT_ROWS_MAX) {
-        let sql = format!(
-            "INSERT INTO reservations (id, reference, status, expires_at_ms, created_at, updated_at) VALUES {}",
-            insert_values(tx, chunk.len(), 6)
-        );
-        let mut query = dynamic(sql);
+        let mut values = Values::new(tx, 6);
         for (r, expires_at) in chunk {
-            query = query
-                .bind(r.id.clone())
-                .bind(r.reference.clone())
-                .bind(r.status.as_str())
-                .bind(expires_at.millis())
-                .bind(r.created_at.clone())
-                .bind(r.created_at.clone());
+            values
+                .row()
+                .text(r.id.as_str())
+                .text(r.reference.as_str())
+                .text(r.status.as_str())
+                .int(expires_at.millis())
+                .text(r.created_at.as_str())
+                .text(r.created_at.as_str());
         }
-        query.execute(&mut **tx).await?;
+        values
+            .query(
+                "INSERT INTO reservations (id, reference, status, expires_at_ms, created_at, updated_at) VALUES {values}",
+            )
+            .execute(&mut **tx)
+            .await?;
     }
     let lines: Vec<(&str, usize, &ReservationLine)> = reservations
         .iter()
         .flat_map(|(r, _)| r.lines.iter().enumerate().map(move |(i, l)| (r.id.as_str(), i, l)))
         .collect();
     for chunk in lines.chunks(INSERT_ROWS_MAX) {
-        let sql = format!(
-            "INSERT INTO reservation_lines (reservation_id, line_no, sku, warehouse, quantity) VALUES {}",
-            insert_values(tx, chunk.len(), 5)
-        );
-        let mut query = dynamic(sql);
+        let mut values = Values::new(tx, 5);
         for (id, line_no, line) in chunk {
-            query = query
-                .bind(id.to_string())
-                .bind(*line_no as i64)
-                .bind(line.sku.clone())
-                .bind(line.warehouse.clone())
-                .bind(line.quantity);
+            values
+                .row()
+                .text(*id)
+                .int(*line_no as i64)
+                .text(line.sku.as_str())
+                .text(line.warehouse.as_str())
+                .int(line.quantity);
         }
-        query.execute(&mut **tx).await?;
+        values
+            .query("INSERT INTO reservation_lines (reservation_id, line_no, sku, warehouse, quantity) VALUES {values}")
+            .execute(&mut **tx)
+            .await?;
     }
     let lots: Vec<(&str, usize, usize, &super::LotTake)> = reservations
         .iter()
@@ -146,20 +149,20 @@ pub(crate) async fn reservations_insert(tx: &mut Tx, reservations: &[(Reservatio
         })
         .collect();
     for chunk in lots.chunks(INSERT_ROWS_MAX) {
-        let sql = format!(
-            "INSERT INTO reservation_lots (reservation_id, line_no, lot, position, quantity) VALUES {}",
-            insert_values(tx, chunk.len(), 5)
-        );
-        let mut query = dynamic(sql);
+        let mut values = Values::new(tx, 5);
         for (id, line_no, position, taken) in chunk {
-            query = query
-                .bind(id.to_string())
-                .bind(*line_no as i64)
-                .bind(taken.lot.clone())
-                .bind(*position as i64)
-                .bind(taken.quantity);
+            values
+                .row()
+                .text(*id)
+                .int(*line_no as i64)
+                .text(taken.lot.as_str())
+                .int(*position as i64)
+                .int(taken.quantity);
         }
-        query.execute(&mut **tx).await?;
+        values
+            .query("INSERT INTO reservation_lots (reservation_id, line_no, lot, position, quantity) VALUES {values}")
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
 }

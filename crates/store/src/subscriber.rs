@@ -1,0 +1,220 @@
+//! Subscribers: the one way a context consumes the outbox.
+//!
+//! A subscriber has a name, a persisted offset (`worker_offsets`), and a handler that gets a
+//! bounded batch of events per run, in `seq` order (so each aggregate's events in
+//! `aggregate_seq` order), inside the transaction that moves its offset. Its database effects
+//! and its offset therefore commit together; anything it does outside the database is
+//! at-least-once (a run that fails after the effect is run again from the same offset).
+//!
+//! One holder at a time, on any replica: a run locks the subscriber's offset row
+//! (`FOR UPDATE` on PostgreSQL; SQLite has one writer), so two replicas never hand the same
+//! range to the handler at once. Runs are driven by the binary's supervisor, which restarts a
+//! failed run with backoff and counts it. `stockroom_subscriber_lag{subscriber}` is how many
+//! events are committed past its offset after each run.
+
+use crate::outbox::StoredEvent;
+use crate::sql::{Lock, dynamic, list_placeholders};
+use crate::workers::{Progress, Worker};
+use crate::{Db, StoreError, Tx};
+use kernel::{Clock, Timestamp};
+use sqlx::Row;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A consumer of the outbox.
+pub trait Subscriber: Send + Sync + 'static {
+    type Error: std::error::Error + From<StoreError> + Send + Sync + 'static;
+
+    /// Names the offset, the metrics and the worker.
+    fn name(&self) -> &'static str;
+
+    /// The event types it handles; the others still move its offset. Each must be a
+    /// registered event type (see `kernel::event`), or start-up fails.
+    fn event_types(&self) -> &'static [&'static str];
+
+    /// Handles `events` (never empty, `seq` ascending) inside `tx`, which then moves the
+    /// offset past them and commits.
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        events: &'a [StoredEvent],
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'a;
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunReport {
+    /// Events handed to the handler.
+    pub handled: usize,
+    /// The offset after the run.
+    pub offset: i64,
+    /// Committed events past the offset after the run.
+    pub lag: i64,
+}
+
+impl RunReport {
+    /// A full batch was handled: run again at once.
+    pub fn more(&self, batch_max: i64) -> bool {
+        self.handled as i64 >= batch_max || self.lag > 0
+    }
+}
+
+/// A subscriber as the binary composes it: its worker, and what start-up checks.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub name: &'static str,
+    pub event_types: &'static [&'static str],
+    pub worker: Worker,
+}
+
+/// `subscriber` as a subscription: a worker for the binary to supervise, each run handing up
+/// to `batch_max` events to it and asking for the next run at once while it lags.
+pub fn subscription<S: Subscriber>(
+    db: Db,
+    clock: Arc<dyn Clock>,
+    subscriber: S,
+    interval: Duration,
+    batch_max: i64,
+) -> Subscription {
+    let (name, event_types) = (subscriber.name(), subscriber.event_types());
+    let subscriber = Arc::new(subscriber);
+    let worker = Worker::new(name, interval, move || {
+        let (db, clock, subscriber) = (db.clone(), clock.clone(), subscriber.clone());
+        async move {
+            let report = run_once(&db, subscriber.as_ref(), batch_max, clock.now()).await?;
+            Ok::<_, S::Error>(Progress { done: report.handled, more: report.more(batch_max) })
+        }
+    });
+    Subscription { name, event_types, worker }
+}
+
+/// Checks, before the server starts, that every subscription can run: names are unique,
+/// every event type it wants is registered, and its offset row exists (created at 0, the
+/// start of the feed). A subscriber that cannot start fails start-up instead of being skipped.
+pub async fn prepare(
+    db: &Db,
+    subscriptions: &[Subscription],
+    registered: &[&str],
+    now: Timestamp,
+) -> Result<(), String> {
+    for (i, s) in subscriptions.iter().enumerate() {
+        if subscriptions[..i].iter().any(|earlier| earlier.name == s.name) {
+            return Err(format!("two subscribers are named {}", s.name));
+        }
+        let unknown: Vec<&str> = s.event_types.iter().copied().filter(|t| !registered.contains(t)).collect();
+        if !unknown.is_empty() {
+            return Err(format!(
+                "subscriber {} wants event types that no context registers: {}",
+                s.name,
+                unknown.join(", ")
+            ));
+        }
+        let created = async {
+            let mut tx = db.begin().await?;
+            ensure_offset(&mut tx, s.name, now).await?;
+            tx.commit().await.map_err(StoreError::from)
+        };
+        created.await.map_err(|e: StoreError| format!("subscriber {}: {e}", s.name))?;
+    }
+    Ok(())
+}
+
+async fn ensure_offset(tx: &mut Tx, name: &str, now: Timestamp) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO worker_offsets (worker, last_seq, updated_at_ms) VALUES ($1, 0, $2) \
+         ON CONFLICT (worker) DO NOTHING",
+    )
+    .bind(name.to_owned())
+    .bind(now.millis())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// One run: hands up to `batch_max` events after the offset to the handler and moves the
+/// offset past every event it scanned, in one transaction.
+pub async fn run_once<S: Subscriber>(
+    db: &Db,
+    subscriber: &S,
+    batch_max: i64,
+    now: Timestamp,
+) -> Result<RunReport, S::Error> {
+    let name = subscriber.name();
+    let mut tx = db.begin().await?;
+    ensure_offset(&mut tx, name, now).await?;
+    let offset: i64 = Lock::ForUpdate
+        .select(&tx, "SELECT last_seq FROM worker_offsets WHERE worker = $1")
+        .bind(name.to_owned())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::from)?
+        .try_get(0)
+        .map_err(StoreError::from)?;
+    // Every seq up to the committed head is committed (see `outbox`), so events up to it can
+    // be scanned without a gap, and the offset may move to it when nothing wanted is there.
+    let head = committed_head(&mut tx).await?;
+    let types = subscriber.event_types();
+    let sql = format!(
+        "SELECT seq, id, event_type, aggregate, aggregate_seq, at, version, data FROM events \
+         WHERE seq > $1 AND seq <= $2{} ORDER BY seq LIMIT $3",
+        if types.is_empty() {
+            String::new()
+        } else {
+            format!(" AND event_type IN ({})", list_placeholders(types.len(), 4))
+        }
+    );
+    let mut query = dynamic(sql).bind(offset).bind(head).bind(batch_max);
+    for event_type in types {
+        query = query.bind(event_type.to_string());
+    }
+    let rows = query.fetch_all(&mut *tx).await.map_err(StoreError::from)?;
+    let events = rows.iter().map(crate::outbox::decode_row).collect::<Result<Vec<_>, _>>()?;
+    let full = events.len() as i64 >= batch_max;
+    let new_offset = match events.last() {
+        Some(last) if full => last.seq,
+        _ => head.max(offset),
+    };
+    if !events.is_empty() {
+        subscriber.handle(&mut tx, &events, now).await?;
+    }
+    if new_offset != offset {
+        sqlx::query("UPDATE worker_offsets SET last_seq = $1, updated_at_ms = $2 WHERE worker = $3")
+            .bind(new_offset)
+            .bind(now.millis())
+            .bind(name.to_owned())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+    }
+    tx.commit().await.map_err(StoreError::from)?;
+    let lag = (head - new_offset).max(0);
+    metrics::gauge!("stockroom_subscriber_lag", "subscriber" => name).set(lag as f64);
+    metrics::counter!("stockroom_subscriber_events_total", "subscriber" => name).increment(events.len() as u64);
+    Ok(RunReport { handled: events.len(), offset: new_offset, lag })
+}
+
+async fn committed_head(tx: &mut Tx) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar("SELECT last_seq FROM event_sequence WHERE id = 1").fetch_one(&mut **tx).await?)
+}
+
+/// A subscriber's offset and lag, for operators.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct OffsetReport {
+    pub subscriber: String,
+    pub offset: i64,
+    pub lag: i64,
+}
+
+/// Every subscriber's offset and how far the committed feed is past it.
+pub async fn offsets(db: &Db) -> Result<Vec<OffsetReport>, StoreError> {
+    let head: i64 =
+        sqlx::query_scalar("SELECT last_seq FROM event_sequence WHERE id = 1").fetch_one(db.reader()).await?;
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT worker, last_seq FROM worker_offsets ORDER BY worker").fetch_all(db.reader()).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(subscriber, offset)| OffsetReport { subscriber, offset, lag: (head - offset).max(0) })
+        .collect())
+}
