@@ -1,12 +1,16 @@
-//! Bad input, on every endpoint of API.md: each bad request is refused with a 4xx RFC 9457
+//! Bad input, on every endpoint: each bad request is refused with a 4xx RFC 9457
 //! problem document (`application/problem+json` with `type`, `title`, `status`, `code` and
 //! `detail`) carrying the right status and `code`, naming the offending field when it is a 422
 //! `validation_failed`, and it changes nothing: stock, items, warehouses and reservations read
 //! the same afterwards and the event feed has not grown.
 //!
-//! Each test collects every wrong answer before failing, so one run lists them all.
+//! The sweeps over all endpoints take them from the OpenAPI document the app serves, so a
+//! documented route cannot be left out. Each test collects every wrong answer before failing,
+//! so one run lists them all.
 
 use api::auth::Scope;
+use api::routes::inventory::BULK_BODY_BYTES_MAX;
+use kernel::limits::REQUEST_BODY_BYTES_MAX;
 use kernel::{Clock, SystemClock};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -18,6 +22,11 @@ const MUC: &str = "MUC-1";
 const SHIRT: &str = "SHIRT-RED-M";
 const MUG: &str = "MUG-BLUE";
 const MIB: usize = 1024 * 1024;
+/// Lot-tracked, with a lot in a bin: what the lot and bin paths name.
+const MILK: &str = "MILK";
+const LOT: &str = "L-1";
+const BIN: &str = "A-01";
+const EMPTY_BIN: &str = "B-01";
 
 // ------------------------------------------------------------------------------ fixtures
 
@@ -58,41 +67,253 @@ fn with(mut body: Value, member: &str, value: Value) -> Value {
     body
 }
 
-/// A valid request for every endpoint that takes a JSON body.
-fn writes() -> Vec<(Method, String, Value)> {
+// ------------------------------------------------------------------------------ the OpenAPI document
+
+/// The ids of what [`seed_every_resource`] creates, for the paths that name them.
+struct Seeded {
+    reservation: String,
+    count: String,
+    alert: String,
+}
+
+/// [`seed`], plus one of everything a path of the API can name: a reservation of 1 SHIRT in
+/// BER-1, the lot-tracked MILK with 4 units of lot L-1 in bin A-01 of BER-1 (bin B-01 is empty),
+/// an open count of MUG in BER-1 and a raised low-stock alert on MILK. Returns once the alert is
+/// raised, so that no background work changes anything afterwards.
+async fn seed_every_resource(app: &TestApp) -> Seeded {
+    seed(app).await;
+    app.post("/v1/items", json!({"sku": MILK, "name": "Milk", "track_lots": true})).await.expect(201);
+    for bin in [BIN, EMPTY_BIN] {
+        app.post(&format!("/v1/warehouses/{BER}/bins"), json!({"code": bin, "capacity_units": 100})).await.expect(201);
+    }
+    let milk = json!({"sku": MILK, "quantity": 4, "lot": LOT, "expires_on": "2099-01-01", "bin": BIN});
+    app.post("/v1/receipts", json!({"warehouse": BER, "lines": [milk]})).await.expect(201);
+    let reservation = reserve(app, 1, BER, 600).await;
+    let count = app.post("/v1/counts", json!({"warehouse": BER, "skus": [MUG]})).await.expect(201);
+    let rule = format!("/v1/alert-rules/items/{MILK}/warehouses/{BER}");
+    app.put_json(&rule, json!({"low_stock_units": 10})).await.expect(200);
+    let alert = raised_alert(app, MILK).await;
+    Seeded { reservation, count: count["id"].as_str().expect("a count id").to_owned(), alert }
+}
+
+/// Waits for the alerts worker (it runs every second) to raise an alert on `sku`.
+async fn raised_alert(app: &TestApp, sku: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let page = app.get("/v1/alerts?status=open").await.expect(200);
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        if let Some(id) = items.iter().find(|a| a["sku"] == sku).and_then(|a| a["id"].as_str()) {
+            return id.to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "[{}] no alert on {sku} was raised", app.label());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// One operation of the OpenAPI document.
+#[derive(Debug, Clone)]
+struct Operation {
+    method: Method,
+    /// The path as documented, e.g. `/v1/stock/{sku}/lots/{lot}/quarantine`.
+    template: String,
+    /// The template filled with seeded values, with its required query parameters.
+    path: String,
+    /// The document asks for a key.
+    secured: bool,
+    /// The document gives it a JSON request body.
+    takes_json: bool,
+    /// The lowest 2xx status the document lists.
+    success: Option<u16>,
+}
+
+const HTTP_METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+
+/// Fewest secured operations the document may list: the 38 routes under `/v1` it had when the
+/// sweeps were made to read it, so that losing routes from the document (and so from the sweeps)
+/// does not go unnoticed.
+const SECURED_OPERATIONS_MIN: usize = 38;
+
+/// Every operation of the document the app serves at `/openapi.json`, paths filled from
+/// `seeded`: the sweeps cover a route as soon as it is documented.
+async fn documented_operations(app: &TestApp, seeded: &Seeded) -> Vec<Operation> {
+    let doc = app.request(Method::GET, "/openapi.json", None, None, &[]).await.expect(200);
+    let paths = doc["paths"].as_object().expect("the document has paths");
+    let mut operations = Vec::new();
+    for (template, item) in paths {
+        for (name, operation) in item.as_object().expect("a path item is an object") {
+            // A path item also holds `parameters`, `summary` and the like.
+            if !HTTP_METHODS.contains(&name.as_str()) {
+                continue;
+            }
+            let method = Method::from_bytes(name.to_ascii_uppercase().as_bytes()).expect("an HTTP method");
+            let parameters = [&item["parameters"], &operation["parameters"]];
+            let required_query: Vec<&str> = parameters
+                .iter()
+                .filter_map(|p| p.as_array())
+                .flatten()
+                .filter(|p| p["in"] == "query" && p["required"] == true)
+                .filter_map(|p| p["name"].as_str())
+                .collect();
+            // An operation without `security` falls back to the document's; an empty
+            // requirement among the alternatives means no key is needed.
+            let security = operation.get("security").unwrap_or(&doc["security"]);
+            let secured = security
+                .as_array()
+                .is_some_and(|alternatives| !alternatives.is_empty() && alternatives.iter().all(|a| a != &json!({})));
+            let takes_json = operation["requestBody"]["content"]
+                .as_object()
+                .is_some_and(|content| content.keys().any(|t| t == JSON || t.ends_with("+json")));
+            let success = operation["responses"]
+                .as_object()
+                .into_iter()
+                .flat_map(|responses| responses.keys())
+                .filter_map(|status| status.parse::<u16>().ok())
+                .filter(|status| (200..300).contains(status))
+                .min();
+            let path = fill(template, &required_query, seeded);
+            operations.push(Operation { method, template: template.clone(), path, secured, takes_json, success });
+        }
+    }
+    let secured = operations.iter().filter(|o| o.secured).count();
+    assert!(
+        secured >= SECURED_OPERATIONS_MIN,
+        "the document lists {secured} secured operations, fewer than {SECURED_OPERATIONS_MIN}"
+    );
+    operations
+}
+
+/// `template` with each `{parameter}` replaced by its seeded value, and `required_query`
+/// appended.
+fn fill(template: &str, required_query: &[&str], seeded: &Seeded) -> String {
+    let mut segments = Vec::new();
+    let mut collection = "";
+    for segment in template.split('/') {
+        match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            Some(name) => segments.push(path_value(template, collection, name, seeded)),
+            None => {
+                segments.push(segment.to_owned());
+                collection = segment;
+            }
+        }
+    }
+    let path = segments.join("/");
+    assert!(!path.contains(['{', '}']), "{template}: a parameter shares a segment with text; fill() cannot place it");
+    if required_query.is_empty() {
+        return path;
+    }
+    let query: Vec<String> =
+        required_query.iter().map(|name| format!("{name}={}", query_value(template, name))).collect();
+    format!("{path}?{}", query.join("&"))
+}
+
+/// The seeded value of the path parameter `name` that follows `/{collection}/` in `template`.
+/// Fails for any other, so that a route with a new kind of parameter gets a value here instead
+/// of escaping the sweeps.
+fn path_value(template: &str, collection: &str, name: &str, seeded: &Seeded) -> String {
+    match (collection, name) {
+        ("items" | "stock", "sku") => MILK.to_owned(),
+        ("warehouses", "code") => BER.to_owned(),
+        ("lots", "lot") => LOT.to_owned(),
+        ("reservations", "id") => seeded.reservation.clone(),
+        ("counts", "id") => seeded.count.clone(),
+        ("alerts", "id") => seeded.alert.clone(),
+        _ => panic!(
+            "{template}: no seeded value for the path parameter {{{name}}} after /{collection}/; \
+             seed one in seed_every_resource and map it in path_value"
+        ),
+    }
+}
+
+/// The seeded value of the required query parameter `name` of `template`; fails for unknown
+/// ones, like [`path_value`].
+fn query_value(template: &str, name: &str) -> String {
+    match name {
+        "skus" => format!("{SHIRT},{MUG},{MILK}"),
+        "warehouse" => BER.to_owned(),
+        _ => panic!("{template}: no seeded value for the required query parameter {name}; map one in query_value"),
+    }
+}
+
+/// Bodies the seeded app accepts, keyed by method and template, for every documented operation
+/// that takes JSON. Adjustments have two, one per form. Each is accepted whichever of the
+/// others were sent before it.
+fn valid_bodies() -> Vec<(Method, &'static str, Value)> {
+    let rule = json!({"low_stock_units": 1});
     vec![
-        (Method::POST, "/v1/items".into(), json!({"sku": "NEW-ITEM", "name": "New item"})),
-        (Method::POST, "/v1/warehouses".into(), json!({"code": "NEW-1", "name": "New warehouse"})),
-        (Method::PATCH, format!("/v1/warehouses/{BER}"), json!({"priority": 1})),
-        (Method::POST, "/v1/receipts".into(), json!({"warehouse": BER, "lines": [line(SHIRT, 1)]})),
-        (Method::POST, "/v1/adjustments".into(), json!({"warehouse": BER, "sku": SHIRT, "delta": 1})),
-        (Method::POST, "/v1/adjustments".into(), json!({"warehouse": BER, "sku": SHIRT, "counted": 42})),
-        (Method::POST, "/v1/transfers".into(), json!({"from": BER, "to": MUC, "lines": [line(SHIRT, 1)]})),
-        (Method::POST, "/v1/reservations".into(), json!({"ttl_seconds": 60, "lines": [line(SHIRT, 1)]})),
+        (Method::POST, "/v1/items", json!({"sku": "NEW-ITEM", "name": "New item"})),
+        (Method::POST, "/v1/warehouses", json!({"code": "NEW-1", "name": "New warehouse"})),
+        (Method::PATCH, "/v1/warehouses/{code}", json!({"priority": 1})),
+        (Method::POST, "/v1/warehouses/{code}/bins", json!({"code": "NEW-BIN"})),
+        (
+            Method::POST,
+            "/v1/warehouses/{code}/bin-moves",
+            json!({"sku": MILK, "from_bin": BIN, "to_bin": EMPTY_BIN, "quantity": 1}),
+        ),
+        (Method::POST, "/v1/receipts", json!({"warehouse": BER, "lines": [line(SHIRT, 1)]})),
+        (Method::POST, "/v1/adjustments", json!({"warehouse": BER, "sku": SHIRT, "delta": 1})),
+        (Method::POST, "/v1/adjustments", json!({"warehouse": BER, "sku": SHIRT, "counted": 42})),
+        (Method::POST, "/v1/bulk/adjustments", json!({"lines": [{"warehouse": BER, "sku": MUG, "delta": 1}]})),
+        (Method::POST, "/v1/transfers", json!({"from": BER, "to": MUC, "lines": [line(SHIRT, 1)]})),
+        (Method::POST, "/v1/reservations", json!({"ttl_seconds": 60, "lines": [line(SHIRT, 1)]})),
+        (Method::POST, "/v1/stock/{sku}/lots/{lot}/quarantine", json!({"warehouse": BER, "reason": "recall"})),
+        (Method::POST, "/v1/stock/{sku}/lots/{lot}/release", json!({"warehouse": BER})),
+        (Method::PUT, "/v1/alert-rules/default", json!({"out_of_stock": true})),
+        (Method::PUT, "/v1/alert-rules/items/{sku}", rule.clone()),
+        (Method::PUT, "/v1/alert-rules/items/{sku}/warehouses/{code}", rule),
+        (Method::POST, "/v1/counts", json!({"warehouse": MUC})),
+        (Method::POST, "/v1/counts/{id}/lines", json!({"lines": [{"sku": MUG, "counted": 3}]})),
     ]
 }
 
-/// Every endpoint of API.md under `/v1`, with a valid body where it takes one.
-fn every_endpoint(reservation: &str) -> Vec<(Method, String, Option<Value>)> {
-    let mut endpoints: Vec<(Method, String, Option<Value>)> =
-        writes().into_iter().map(|(method, path, body)| (method, path, Some(body))).collect();
-    for path in [
-        format!("/v1/items/{SHIRT}"),
-        "/v1/warehouses".to_owned(),
-        format!("/v1/warehouses/{BER}"),
-        format!("/v1/stock/{SHIRT}"),
-        format!("/v1/stock?skus={SHIRT},{MUG}"),
-        format!("/v1/reservations/{reservation}"),
-        "/v1/movements".to_owned(),
-        "/v1/events".to_owned(),
-        "/v1/reconciliation".to_owned(),
-    ] {
-        endpoints.push((Method::GET, path, None));
+/// Each documented operation that takes JSON, with each of its valid bodies. Fails if one has
+/// none in [`valid_bodies`], or if the table names an operation the document does not.
+fn writes(operations: &[Operation]) -> Vec<(Operation, Value)> {
+    let table = valid_bodies();
+    for (method, template, _) in &table {
+        assert!(
+            operations.iter().any(|o| o.takes_json && o.method == method && o.template == *template),
+            "valid_bodies has {method} {template}, which the document lists as no operation taking JSON"
+        );
     }
-    for act in ["confirm", "release", "fulfill"] {
-        endpoints.push((Method::POST, format!("/v1/reservations/{reservation}/{act}"), None));
+    let mut writes = Vec::new();
+    for operation in operations.iter().filter(|o| o.takes_json) {
+        let bodies: Vec<&Value> = table
+            .iter()
+            .filter(|(method, template, _)| *method == operation.method && *template == operation.template)
+            .map(|(_, _, body)| body)
+            .collect();
+        assert!(
+            !bodies.is_empty(),
+            "{} {}: the document gives it a JSON body, valid_bodies has none; add one",
+            operation.method,
+            operation.template
+        );
+        writes.extend(bodies.into_iter().map(|body| (operation.clone(), body.clone())));
     }
-    endpoints
+    writes
+}
+
+/// Every secured operation, with a valid body where it takes one.
+fn secured_requests(operations: &[Operation]) -> Vec<(Operation, Option<Value>)> {
+    let writes = writes(operations);
+    operations
+        .iter()
+        .filter(|o| o.secured)
+        .map(|o| {
+            let body = writes.iter().find(|(w, _)| w.method == o.method && w.template == o.template);
+            (o.clone(), body.map(|(_, body)| body.clone()))
+        })
+        .collect()
+}
+
+/// The paths of every secured read, to watch for changes.
+fn reads(operations: &[Operation]) -> Vec<String> {
+    operations.iter().filter(|o| o.secured && o.method == Method::GET).map(|o| o.path.clone()).collect()
+}
+
+/// The most bytes a body may have on `template`: bulk adjustments take a large stock take.
+fn body_limit(template: &str) -> usize {
+    if template == "/v1/bulk/adjustments" { BULK_BODY_BYTES_MAX } else { REQUEST_BODY_BYTES_MAX }
 }
 
 // ------------------------------------------------------------------------------ requests
@@ -272,11 +493,14 @@ impl Verdicts {
 #[tokio::test]
 async fn bodies_that_are_not_json_objects_are_refused_on_every_write_endpoint() {
     each_backend(|app| async move {
-        seed(&app).await;
-        let before = snapshot(&app, &[]).await;
+        let seeded = seed_every_resource(&app).await;
+        let operations = documented_operations(&app, &seeded).await;
+        let writes = writes(&operations);
+        let before = snapshot(&app, &reads(&operations)).await;
         let mut v = Verdicts::new(&app);
-        for (method, path, valid) in writes() {
-            let valid = serde_json::to_vec(&valid).expect("serialize");
+        for (operation, valid) in &writes {
+            let (method, path) = (&operation.method, &operation.path);
+            let valid = serde_json::to_vec(valid).expect("serialize");
             let truncated = valid[..valid.len() - 1].to_vec();
             let two_documents = [valid.as_slice(), b" {}"].concat();
             let not_json: [(&str, &[u8]); 9] = [
@@ -291,7 +515,7 @@ async fn bodies_that_are_not_json_objects_are_refused_on_every_write_endpoint() 
                 ("invalid UTF-8", b"{\"\xff\xfe\": 1}"),
             ];
             for (what, bytes) in not_json {
-                let reply = send_bytes(&app, method.clone(), &path, JSON, bytes).await;
+                let reply = send_bytes(&app, method.clone(), path, JSON, bytes).await;
                 v.refused(&format!("{method} {path} with {what}"), reply, 400, "malformed_request", &[]);
             }
             for content_type in [
@@ -301,7 +525,7 @@ async fn bodies_that_are_not_json_objects_are_refused_on_every_write_endpoint() 
                 "multipart/form-data; boundary=x",
                 "application/octet-stream",
             ] {
-                let reply = send_bytes(&app, method.clone(), &path, content_type, &valid).await;
+                let reply = send_bytes(&app, method.clone(), path, content_type, &valid).await;
                 v.refused(
                     &format!("{method} {path} with valid JSON as {content_type}"),
                     reply,
@@ -310,7 +534,7 @@ async fn bodies_that_are_not_json_objects_are_refused_on_every_write_endpoint() 
                     &[],
                 );
             }
-            let reply = send_undeclared(&app, method.clone(), &path, &valid).await;
+            let reply = send_undeclared(&app, method.clone(), path, &valid).await;
             v.refused(
                 &format!("{method} {path} with valid JSON and no content type"),
                 reply,
@@ -321,7 +545,7 @@ async fn bodies_that_are_not_json_objects_are_refused_on_every_write_endpoint() 
             for (what, text) in
                 [("an array", "[]"), ("a number", "42"), ("a string", "\"x\""), ("null", "null"), ("true", "true")]
             {
-                let reply = send_text(&app, method.clone(), &path, text).await;
+                let reply = send_text(&app, method.clone(), path, text).await;
                 v.refused(&format!("{method} {path} with {what} for a body"), reply, 422, "validation_failed", &[]);
             }
         }
@@ -342,6 +566,16 @@ async fn bodies_that_are_not_json_objects_are_refused_on_every_write_endpoint() 
             v.client_error(&format!("POST {path} with {body}"), reply);
         }
         v.unchanged(&app, &before).await;
+        // The valid bodies are accepted, so the refusals above were about the form alone.
+        for (operation, valid) in &writes {
+            let (method, path) = (&operation.method, &operation.path);
+            let Some(success) = operation.success else {
+                v.fail(format!("{method} {}: the document lists no 2xx answer", operation.template));
+                continue;
+            };
+            let reply = send(&app, method.clone(), path, valid).await;
+            v.accepted(&format!("{method} {path} with {valid}"), reply, success);
+        }
         v.finish();
     })
     .await;
@@ -1044,21 +1278,18 @@ async fn bad_query_parameters_are_refused_naming_the_parameter() {
 }
 
 #[tokio::test]
-async fn bodies_over_one_mebibyte_are_refused_as_payload_too_large() {
+async fn bodies_over_the_size_limit_are_refused_as_payload_too_large() {
     each_backend(|app| async move {
-        seed(&app).await;
-        let before = snapshot(&app, &[]).await;
+        let seeded = seed_every_resource(&app).await;
+        let operations = documented_operations(&app, &seeded).await;
+        let before = snapshot(&app, &reads(&operations)).await;
         let mut v = Verdicts::new(&app);
-        for (method, path, valid) in writes() {
-            let body = with(valid, "padding", json!("x".repeat(MIB + 1024)));
-            let reply = send(&app, method.clone(), &path, &body).await;
-            v.refused(
-                &format!("{method} {path} with a body of {} bytes", MIB + 1024),
-                reply,
-                413,
-                "payload_too_large",
-                &[],
-            );
+        for (operation, valid) in writes(&operations) {
+            let (method, path) = (&operation.method, &operation.path);
+            let size = body_limit(&operation.template) + 1024;
+            let body = with(valid, "padding", json!("x".repeat(size)));
+            let reply = send(&app, method.clone(), path, &body).await;
+            v.refused(&format!("{method} {path} with a body of {size} bytes"), reply, 413, "payload_too_large", &[]);
         }
         let huge_lines = json!({"warehouse": BER, "reference": "r".repeat(2 * MIB), "lines": [line(SHIRT, 1)]});
         let reply = app.post("/v1/receipts", huge_lines).await;
@@ -1074,9 +1305,9 @@ async fn bodies_over_one_mebibyte_are_refused_as_payload_too_large() {
 #[tokio::test]
 async fn requests_without_a_valid_key_are_unauthorized_on_every_endpoint() {
     each_backend(|app| async move {
-        seed(&app).await;
-        let id = reserve(&app, 1, BER, 600).await;
-        let before = snapshot(&app, &[format!("/v1/reservations/{id}")]).await;
+        let seeded = seed_every_resource(&app).await;
+        let operations = documented_operations(&app, &seeded).await;
+        let before = snapshot(&app, &reads(&operations)).await;
         let mut v = Verdicts::new(&app);
         let long_key = "k".repeat(10_000);
         let wrong: [(&str, Option<&str>, Option<&str>); 7] = [
@@ -1088,23 +1319,41 @@ async fn requests_without_a_valid_key_are_unauthorized_on_every_endpoint() {
             ("the key without a scheme", None, Some(ADMIN_KEY)),
             ("a 10000-character key", Some(long_key.as_str()), None),
         ];
-        for (method, path, body) in every_endpoint(&id) {
+        let requests = secured_requests(&operations);
+        let mut swept = std::collections::BTreeSet::new();
+        for (operation, body) in &requests {
+            let (method, path) = (&operation.method, &operation.path);
             for (what, key, header) in &wrong {
                 let headers: Vec<(&str, &str)> = header.iter().map(|h| ("authorization", *h)).collect();
                 let body = body.as_ref().map(|b| (JSON, serde_json::to_vec(b).expect("serialize")));
-                let reply = app.request(method.clone(), &path, body, *key, &headers).await;
+                let reply = app.request(method.clone(), path, body, *key, &headers).await;
                 v.refused(&format!("{method} {path} with {what}"), reply, 401, "unauthorized", &[]);
             }
+            swept.insert((method.to_string(), operation.template.clone()));
         }
+        let secured = operations.iter().filter(|o| o.secured).count();
+        assert!(
+            swept.len() >= secured,
+            "[{}] the sweep covered {} of the {secured} secured operations",
+            app.label(),
+            swept.len()
+        );
         v.unchanged(&app, &before).await;
-        // The operational endpoints need no key.
-        for path in ["/health", "/ready", "/openapi.json"] {
-            v.accepted(
-                &format!("GET {path} without a key"),
-                app.request(Method::GET, path, None, None, &[]).await,
-                200,
-            );
+        // What the document leaves unsecured needs no key; so does the document itself.
+        for operation in operations.iter().filter(|o| !o.secured) {
+            let (method, path) = (&operation.method, &operation.path);
+            if *method == Method::GET {
+                v.accepted(
+                    &format!("GET {path} without a key"),
+                    app.request(Method::GET, path, None, None, &[]).await,
+                    200,
+                );
+            } else {
+                v.fail(format!("{method} {path} is documented without security; this test checks only such reads"));
+            }
         }
+        let reply = app.request(Method::GET, "/openapi.json", None, None, &[]).await;
+        v.accepted("GET /openapi.json without a key", reply, 200);
         v.finish();
     })
     .await;
@@ -1113,19 +1362,20 @@ async fn requests_without_a_valid_key_are_unauthorized_on_every_endpoint() {
 #[tokio::test]
 async fn a_key_without_the_scope_is_forbidden_on_every_endpoint() {
     each_backend(|app| async move {
-        seed(&app).await;
-        let id = reserve(&app, 1, BER, 600).await;
+        let seeded = seed_every_resource(&app).await;
+        let operations = documented_operations(&app, &seeded).await;
         let now = SystemClock.now();
         let read = api::auth::key_create(&app.db, &[Scope::InventoryRead], "test", now).await.expect("create a key");
         let write = api::auth::key_create(&app.db, &[Scope::InventoryWrite], "test", now).await.expect("create a key");
-        let before = snapshot(&app, &[format!("/v1/reservations/{id}")]).await;
+        let before = snapshot(&app, &reads(&operations)).await;
         let mut v = Verdicts::new(&app);
-        for (method, path, body) in every_endpoint(&id) {
+        for (operation, body) in secured_requests(&operations) {
+            let (method, path) = (&operation.method, &operation.path);
             let bytes = body.as_ref().map(|b| (JSON, serde_json::to_vec(b).expect("serialize")));
-            let reply = app.request(method.clone(), &path, bytes.clone(), Some(&read.secret), &[]).await;
-            if method == Method::GET {
+            let reply = app.request(method.clone(), path, bytes.clone(), Some(&read.secret), &[]).await;
+            if *method == Method::GET {
                 v.accepted(&format!("{method} {path} with an inventory:read key"), reply, 200);
-                let reply = app.request(method.clone(), &path, None, Some(&write.secret), &[]).await;
+                let reply = app.request(method.clone(), path, None, Some(&write.secret), &[]).await;
                 v.refused(&format!("{method} {path} with an inventory:write key"), reply, 403, "forbidden", &[]);
             } else {
                 v.refused(&format!("{method} {path} with an inventory:read key"), reply, 403, "forbidden", &[]);
