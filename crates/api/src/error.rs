@@ -193,10 +193,10 @@ impl From<Refusal> for ApiError {
                     .join("; ");
                 ApiError { lines: Some(lines), ..ApiError::new(StatusCode::CONFLICT, "insufficient_stock", detail) }
             }
-            Refusal::InvalidState { from, action } => ApiError::new(
+            Refusal::InvalidState { what, from, action } => ApiError::new(
                 StatusCode::CONFLICT,
                 "invalid_state",
-                format!("the reservation is {from} and cannot {action}"),
+                format!("the {what} is {from} and cannot {action}"),
             ),
             Refusal::CapacityExceeded { detail } => ApiError::new(StatusCode::CONFLICT, "capacity_exceeded", detail),
         }
@@ -214,6 +214,11 @@ impl From<store::StoreError> for ApiError {
         {
             tracing::error!(error = %error, "database unavailable");
             return ApiError::unavailable("the database is unavailable; retry");
+        }
+        if let store::StoreError::Corrupt(what) = &error {
+            metrics::counter!("stockroom_corrupt_data_total").increment(1);
+            tracing::error!(corrupt = %what, "stored data does not parse");
+            return ApiError::internal();
         }
         tracing::error!(error = ?error, "database error");
         ApiError::internal()

@@ -21,21 +21,49 @@ pub enum Lock {
     /// Lock the rows read until commit, skipping rows another transaction holds, so replicas
     /// share a queue of work.
     ForUpdateSkipLocked,
+    /// Lock only the rows of this table alias of a join.
+    ForUpdateOf(&'static str),
 }
 
 impl Lock {
     /// The clause to append to a `SELECT` on `backend` (with a leading space), or nothing.
-    pub fn clause(self, backend: Backend) -> &'static str {
+    pub fn clause(self, backend: Backend) -> String {
         match (backend, self) {
-            (Backend::Sqlite, _) => "",
-            (Backend::Postgres, Lock::ForUpdate) => " FOR UPDATE",
-            (Backend::Postgres, Lock::ForUpdateSkipLocked) => " FOR UPDATE SKIP LOCKED",
+            (Backend::Sqlite, _) => String::new(),
+            (Backend::Postgres, Lock::ForUpdate) => " FOR UPDATE".into(),
+            (Backend::Postgres, Lock::ForUpdateSkipLocked) => " FOR UPDATE SKIP LOCKED".into(),
+            (Backend::Postgres, Lock::ForUpdateOf(alias)) => format!(" FOR UPDATE OF {alias}"),
         }
     }
 
     /// `select` with this lock on the backend of `conn`, as a query to bind and run.
     pub fn select(self, conn: &sqlx::AnyConnection, select: &str) -> Query<'static, sqlx::Any, AnyArguments> {
         dynamic(format!("{select}{}", self.clause(crate::db::backend_of(conn))))
+    }
+}
+
+/// A flag as stored: 0 or 1 on both backends (sqlx's `Any` cannot decode SQLite booleans).
+/// Rows decode it into a `bool` at the store boundary with
+/// `#[sqlx(try_from = "store::sql::IntFlag")]`; any other value is a decode error, never a
+/// guess.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(transparent)]
+pub struct IntFlag(pub i64);
+
+/// A stored flag that is neither 0 nor 1.
+#[derive(Debug, thiserror::Error)]
+#[error("a stored flag is {0}, not 0 or 1")]
+pub struct NotAFlag(i64);
+
+impl TryFrom<IntFlag> for bool {
+    type Error = NotAFlag;
+
+    fn try_from(flag: IntFlag) -> Result<Self, NotAFlag> {
+        match flag.0 {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(NotAFlag(other)),
+        }
     }
 }
 
@@ -238,6 +266,7 @@ mod tests {
     fn locks_are_spelled_per_backend() {
         assert_eq!(Lock::ForUpdate.clause(Backend::Postgres), " FOR UPDATE");
         assert_eq!(Lock::ForUpdateSkipLocked.clause(Backend::Postgres), " FOR UPDATE SKIP LOCKED");
+        assert_eq!(Lock::ForUpdateOf("s").clause(Backend::Postgres), " FOR UPDATE OF s");
         assert_eq!(Lock::ForUpdate.clause(Backend::Sqlite), "");
     }
 

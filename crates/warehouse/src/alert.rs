@@ -45,17 +45,12 @@ pub struct AlertRule {
     pub sku: Option<String>,
     pub warehouse: Option<String>,
     pub low_stock_units: Option<i64>,
-    #[serde(serialize_with = "as_bool")]
-    #[schema(value_type = bool)]
-    pub out_of_stock: i64,
+    #[sqlx(try_from = "store::sql::IntFlag")]
+    pub out_of_stock: bool,
     pub overstock_units: Option<i64>,
     pub expiring_within_days: Option<i64>,
     pub capacity_share_percent: Option<i64>,
     pub updated_at: String,
-}
-
-fn as_bool<S: serde::Serializer>(v: &i64, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_bool(*v != 0)
 }
 
 /// Sets the rule of a scope: the default (no SKU), an item, or an item in a warehouse.
@@ -84,7 +79,7 @@ pub async fn rule_put(
         sku: sku.map(|s| s.to_string()),
         warehouse: warehouse.map(|w| w.to_string()),
         low_stock_units: spec.low_stock_units,
-        out_of_stock: i64::from(spec.out_of_stock),
+        out_of_stock: spec.out_of_stock,
         overstock_units: spec.overstock_units,
         expiring_within_days: spec.expiring_within_days,
         capacity_share_percent: spec.capacity_share_percent,
@@ -101,7 +96,7 @@ pub async fn rule_put(
     .bind(rule.sku.clone())
     .bind(rule.warehouse.clone())
     .bind(rule.low_stock_units)
-    .bind(rule.out_of_stock)
+    .bind(i64::from(rule.out_of_stock))
     .bind(rule.overstock_units)
     .bind(rule.expiring_within_days)
     .bind(rule.capacity_share_percent)
@@ -242,7 +237,7 @@ pub async fn alert_acknowledge(tx: &mut Tx, id: &str, now: Timestamp) -> Result<
             .map(Alert::from)
             .ok_or_else(|| WarehouseError::NotFound { what: "alert", key: id.to_owned() })?;
     if alert.status == "resolved" {
-        return Err(WarehouseError::InvalidState { from: "resolved".into(), action: "acknowledge" });
+        return Err(WarehouseError::InvalidState { what: "alert", from: "resolved".into(), action: "acknowledge" });
     }
     if updated == 1 {
         let mut journal = Journal::new();
@@ -361,7 +356,7 @@ fn stock_conditions(rule: &AlertRule, warehouse: &str, sku: &str, on_hand: i64, 
         bin: None,
         detail,
     };
-    if rule.out_of_stock == 1 && available <= 0 {
+    if rule.out_of_stock && available <= 0 {
         out.push(condition("out_of_stock", json!({"available": available})));
     } else if let Some(low) = rule.low_stock_units
         && available <= low

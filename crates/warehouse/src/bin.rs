@@ -133,15 +133,14 @@ pub async fn bin_put(
     units: i64,
     field: &str,
 ) -> Result<()> {
-    if store::db::backend_of(tx) == store::Backend::Postgres {
-        // Concurrent puts into one bin (receipts, transfers, bin moves) check its room one at
-        // a time; SQLite has a single writer already.
-        sqlx::query("SELECT code FROM bins WHERE warehouse = $1 AND code = $2 FOR UPDATE")
-            .bind(warehouse.as_str().to_owned())
-            .bind(bin.to_owned())
-            .fetch_optional(&mut **tx)
-            .await?;
-    }
+    // Concurrent puts into one bin (receipts, transfers, bin moves) check its room one at a
+    // time; SQLite has a single writer already.
+    store::sql::Lock::ForUpdate
+        .select(tx, "SELECT code FROM bins WHERE warehouse = $1 AND code = $2")
+        .bind(warehouse.as_str().to_owned())
+        .bind(bin.to_owned())
+        .fetch_optional(&mut **tx)
+        .await?;
     let Some(found) = bin_in_tx(tx, warehouse, bin).await? else {
         return Err(WarehouseError::invalid(field, format!("unknown bin {bin} in {warehouse}")));
     };

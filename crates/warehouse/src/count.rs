@@ -222,7 +222,7 @@ async fn held_in_place(tx: &mut Tx, warehouse: &str, bin: &str, sku: &str) -> Re
 pub async fn count_submit(tx: &mut Tx, id: &str, lines: Vec<CountedLine>, now: Timestamp) -> Result<CountView> {
     let count = count_row(tx, id).await?;
     if count.status != "open" {
-        return Err(WarehouseError::InvalidState { from: count.status, action: "take counts" });
+        return Err(WarehouseError::InvalidState { what: "count", from: count.status, action: "take counts" });
     }
     let warehouse = WarehouseCode::parse(count.warehouse.clone())
         .map_err(|e| WarehouseError::invalid("warehouse", e.to_string()))?;
@@ -287,7 +287,7 @@ pub async fn count_submit(tx: &mut Tx, id: &str, lines: Vec<CountedLine>, now: T
 pub async fn count_approve(tx: &mut Tx, id: &str, now: Timestamp) -> Result<CountView> {
     let count = count_row(tx, id).await?;
     if count.status != "open" {
-        return Err(WarehouseError::InvalidState { from: count.status, action: "approve" });
+        return Err(WarehouseError::InvalidState { what: "count", from: count.status, action: "approve" });
     }
     let warehouse = WarehouseCode::parse(count.warehouse.clone())
         .map_err(|e| WarehouseError::invalid("warehouse", e.to_string()))?;
@@ -298,10 +298,18 @@ pub async fn count_approve(tx: &mut Tx, id: &str, now: Timestamp) -> Result<Coun
     .fetch_all(&mut **tx)
     .await?;
     if lines.iter().any(|l| l.counted.is_none()) {
-        return Err(WarehouseError::InvalidState { from: "open with uncounted lines".into(), action: "approve" });
+        return Err(WarehouseError::InvalidState {
+            what: "count",
+            from: "open with uncounted lines".into(),
+            action: "approve",
+        });
     }
     if lines.iter().any(|l| l.needs_recount == 1) {
-        return Err(WarehouseError::InvalidState { from: "open with lines to recount".into(), action: "approve" });
+        return Err(WarehouseError::InvalidState {
+            what: "count",
+            from: "open with lines to recount".into(),
+            action: "approve",
+        });
     }
     let mut per_sku: BTreeMap<String, i64> = BTreeMap::new();
     for line in &lines {
@@ -383,7 +391,7 @@ pub async fn count_cancel(tx: &mut Tx, id: &str) -> Result<CountView> {
                 .await?;
         }
         "cancelled" => {}
-        other => return Err(WarehouseError::InvalidState { from: other.to_owned(), action: "cancel" }),
+        other => return Err(WarehouseError::InvalidState { what: "count", from: other.to_owned(), action: "cancel" }),
     }
     count_in_tx(tx, id).await
 }

@@ -29,9 +29,10 @@ pub enum WarehouseError {
     /// Not enough available stock; nothing was changed.
     #[error("insufficient stock")]
     InsufficientStock { lines: Vec<ShortLine> },
-    /// The reservation's state does not allow the action.
-    #[error("reservation is {from}, cannot {action}")]
-    InvalidState { from: String, action: &'static str },
+    /// The state of the resource (`what`: a reservation, a count, an alert) does not allow
+    /// the action.
+    #[error("{what} is {from}, cannot {action}")]
+    InvalidState { what: &'static str, from: String, action: &'static str },
     /// A receipt or transfer would take a warehouse or bin above its capacity; nothing was
     /// changed.
     #[error("{0}")]
@@ -69,7 +70,7 @@ pub enum Refusal {
     Invalid { field: String, message: String },
     Conflict { detail: String },
     InsufficientStock { lines: Vec<ShortLine> },
-    InvalidState { from: String, action: String },
+    InvalidState { what: String, from: String, action: String },
     CapacityExceeded { detail: String },
 }
 
@@ -100,8 +101,8 @@ impl WarehouseError {
             }
             WarehouseError::Conflict(detail) => Refusal::Conflict { detail: detail.clone() },
             WarehouseError::InsufficientStock { lines } => Refusal::InsufficientStock { lines: lines.clone() },
-            WarehouseError::InvalidState { from, action } => {
-                Refusal::InvalidState { from: from.clone(), action: (*action).to_owned() }
+            WarehouseError::InvalidState { what, from, action } => {
+                Refusal::InvalidState { what: (*what).to_owned(), from: from.clone(), action: (*action).to_owned() }
             }
             WarehouseError::CapacityExceeded(detail) => Refusal::CapacityExceeded { detail: detail.clone() },
             WarehouseError::Refused(refusal) => refusal.clone(),

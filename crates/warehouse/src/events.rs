@@ -285,7 +285,7 @@ impl From<&AlertRule> for AlertRuleUpdated {
             sku: r.sku.clone(),
             warehouse: r.warehouse.clone(),
             low_stock_units: r.low_stock_units,
-            out_of_stock: r.out_of_stock == 1,
+            out_of_stock: r.out_of_stock,
             overstock_units: r.overstock_units,
             expiring_within_days: r.expiring_within_days,
             capacity_share_percent: r.capacity_share_percent,

@@ -12,8 +12,9 @@ use crate::{Result, ShortLine, WarehouseError};
 use kernel::{NewEvent, SkuCode, Timestamp, WarehouseCode};
 use serde::Serialize;
 use sqlx::FromRow;
+use store::sql::Lock;
 use store::sql::list_placeholders;
-use store::{Backend, Db, Tx};
+use store::{Db, Tx};
 
 /// The instant a lot expires: the start of `expires_on` (`YYYY-MM-DD`) in UTC.
 pub fn expiry_instant(expires_on: &str) -> Option<Timestamp> {
@@ -34,17 +35,18 @@ pub struct LotRow {
     pub received_at_ms: i64,
     pub on_hand: i64,
     pub reserved: i64,
-    pub quarantined: i64,
+    #[sqlx(try_from = "store::sql::IntFlag")]
+    pub quarantined: bool,
 }
 
 impl LotRow {
     /// Units that may be held or shipped at `now`.
     pub fn available_at(&self, now: Timestamp) -> i64 {
-        if self.quarantined == 1 || self.expires_at_ms <= now.millis() { 0 } else { self.on_hand - self.reserved }
+        if self.quarantined || self.expires_at_ms <= now.millis() { 0 } else { self.on_hand - self.reserved }
     }
 
     pub fn status_at(&self, now: Timestamp) -> &'static str {
-        if self.quarantined == 1 {
+        if self.quarantined {
             "quarantined"
         } else if self.expires_at_ms <= now.millis() {
             "expired"
@@ -90,13 +92,10 @@ pub(crate) async fn lots_lock(tx: &mut Tx, skus: &[&SkuCode]) -> Result<Vec<LotR
     if skus.is_empty() {
         return Ok(Vec::new());
     }
-    let lock = match store::db::backend_of(tx) {
-        Backend::Postgres => "FOR UPDATE",
-        Backend::Sqlite => "",
-    };
+    let lock = Lock::ForUpdate.clause(store::db::backend_of(tx));
     let sql = format!(
         "SELECT sku, warehouse, lot, expires_on, expires_at_ms, received_at_ms, on_hand, reserved, quarantined \
-         FROM stock_lots WHERE sku IN ({}) ORDER BY sku, warehouse, expires_at_ms, received_at_ms, lot {lock}",
+         FROM stock_lots WHERE sku IN ({}) ORDER BY sku, warehouse, expires_at_ms, received_at_ms, lot{lock}",
         list_placeholders(skus.len(), 1)
     );
     let mut query = sqlx::query_as::<_, LotRow>(sqlx::AssertSqlSafe(sql));
@@ -371,13 +370,10 @@ pub async fn lot_quarantine(
 /// expiry with a `lot_expired` movement and a `lot.expired` event; returns how many.
 pub async fn record_lot_expiries(db: &Db, now: Timestamp, batch_max: i64) -> Result<usize> {
     let mut tx = db.begin().await?;
-    let lock = match db.backend() {
-        Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-        Backend::Sqlite => "",
-    };
+    let lock = Lock::ForUpdateSkipLocked.clause(db.backend());
     let due: Vec<LotRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT sku, warehouse, lot, expires_on, expires_at_ms, received_at_ms, on_hand, reserved, quarantined \
-         FROM stock_lots WHERE expiry_recorded = 0 AND expires_at_ms <= $1 ORDER BY expires_at_ms LIMIT $2 {lock}"
+         FROM stock_lots WHERE expiry_recorded = 0 AND expires_at_ms <= $1 ORDER BY expires_at_ms LIMIT $2{lock}"
     )))
     .bind(now.millis())
     .bind(batch_max)
@@ -385,16 +381,19 @@ pub async fn record_lot_expiries(db: &Db, now: Timestamp, batch_max: i64) -> Res
     .await?;
     let mut journal = Journal::new();
     for lot in &due {
+        // A row that does not parse is corrupt: the run fails (and is counted) before the
+        // lot is marked, so its movement and event are not lost.
+        let corrupt = |e: kernel::CodeError| {
+            WarehouseError::Store(store::StoreError::Corrupt(format!("lot {} of {}: {e}", lot.lot, lot.sku)))
+        };
+        let sku = SkuCode::parse(lot.sku.clone()).map_err(corrupt)?;
+        let warehouse = WarehouseCode::parse(lot.warehouse.clone()).map_err(corrupt)?;
         sqlx::query("UPDATE stock_lots SET expiry_recorded = 1 WHERE sku = $1 AND warehouse = $2 AND lot = $3")
             .bind(lot.sku.clone())
             .bind(lot.warehouse.clone())
             .bind(lot.lot.clone())
             .execute(&mut *tx)
             .await?;
-        let (Ok(sku), Ok(warehouse)) = (SkuCode::parse(lot.sku.clone()), WarehouseCode::parse(lot.warehouse.clone()))
-        else {
-            continue;
-        };
         let level = crate::stock::stock_level_in_tx(&mut tx, &sku, &warehouse).await?;
         journal.stock_changed(NewMovement {
             warehouse,
@@ -443,7 +442,7 @@ mod tests {
             received_at_ms,
             on_hand,
             reserved: 0,
-            quarantined: 0,
+            quarantined: false,
         }
     }
 

@@ -247,15 +247,15 @@ async fn codes_where(
 /// Locks the warehouse row while a receipt or transfer fills it (PostgreSQL), so two
 /// concurrent fills cannot both pass the capacity check; returns its capacity.
 pub(crate) async fn capacity_lock(tx: &mut Tx, code: &WarehouseCode) -> Result<Option<i64>> {
-    let sql = match store::db::backend_of(tx) {
-        store::Backend::Postgres => "SELECT capacity_units FROM warehouses WHERE code = $1 FOR UPDATE",
-        store::Backend::Sqlite => "SELECT capacity_units FROM warehouses WHERE code = $1",
-    };
-    Ok(sqlx::query_scalar::<_, Option<i64>>(sql)
+    let row = store::sql::Lock::ForUpdate
+        .select(tx, "SELECT capacity_units FROM warehouses WHERE code = $1")
         .bind(code.as_str().to_owned())
         .fetch_optional(&mut **tx)
-        .await?
-        .flatten())
+        .await?;
+    Ok(match row {
+        Some(row) => sqlx::Row::try_get::<Option<i64>, _>(&row, 0)?,
+        None => None,
+    })
 }
 
 /// Refuses with `CapacityExceeded` if the warehouse now holds more than `capacity`.

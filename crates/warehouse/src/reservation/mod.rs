@@ -152,7 +152,7 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
         .copied()
         .filter(|sku| {
             let available: i64 =
-                rows.iter().filter(|r| r.sku == sku.as_str() && r.active == 1).map(|r| r.on_hand - r.reserved).sum();
+                rows.iter().filter(|r| r.sku == sku.as_str() && r.active).map(|r| r.on_hand - r.reserved).sum();
             demand.get(sku).copied().unwrap_or(0) > available
         })
         .collect();
@@ -167,11 +167,13 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
     let mut state: HashMap<(SkuCode, WarehouseCode), store::StockRow> = HashMap::with_capacity(rows.len());
     let mut warehouses_of: HashMap<SkuCode, Vec<WarehouseCode>> = HashMap::new();
     for row in rows {
-        if let (Ok(sku), Ok(warehouse)) = (SkuCode::parse(row.sku.clone()), WarehouseCode::parse(row.warehouse.clone()))
-        {
-            warehouses_of.entry(sku.clone()).or_default().push(warehouse.clone());
-            state.insert((sku, warehouse), row);
-        }
+        // A stock row that does not parse is corrupt: an error, never a row silently left out
+        // of the plan.
+        let sku = SkuCode::parse(row.sku.clone()).map_err(|e| corrupt(format!("stock row SKU {:?}: {e}", row.sku)))?;
+        let warehouse = WarehouseCode::parse(row.warehouse.clone())
+            .map_err(|e| corrupt(format!("stock row warehouse {:?}: {e}", row.warehouse)))?;
+        warehouses_of.entry(sku.clone()).or_default().push(warehouse.clone());
+        state.insert((sku, warehouse), row);
     }
     let mut net: BTreeMap<(SkuCode, WarehouseCode), i64> = BTreeMap::new();
     let mut lot_net: BTreeMap<(String, String, String), i64> = BTreeMap::new();
@@ -210,7 +212,7 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
                 .flatten()
                 .filter_map(|warehouse| {
                     let row = &state[&(sku.clone(), warehouse.clone())];
-                    (row.active == 1).then(|| rules::Candidate {
+                    row.active.then(|| rules::Candidate {
                         warehouse: warehouse.clone(),
                         priority: row.priority,
                         available: if lot_tracked.contains(&row.sku) {
@@ -468,7 +470,11 @@ pub async fn confirm(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<
     let current = find_in_tx(tx, id, now).await?;
     match current.status {
         Status::Confirmed => Ok(current),
-        other => Err(WarehouseError::InvalidState { from: other.as_str().to_owned(), action: "confirm" }),
+        other => Err(WarehouseError::InvalidState {
+            what: "reservation",
+            from: other.as_str().to_owned(),
+            action: "confirm",
+        }),
     }
 }
 
@@ -492,7 +498,11 @@ pub async fn release(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<
     let current = find_in_tx(tx, id, now).await?;
     match current.status {
         Status::Released | Status::Expired => Ok(current),
-        other => Err(WarehouseError::InvalidState { from: other.as_str().to_owned(), action: "release" }),
+        other => Err(WarehouseError::InvalidState {
+            what: "reservation",
+            from: other.as_str().to_owned(),
+            action: "release",
+        }),
     }
 }
 
@@ -511,7 +521,11 @@ pub async fn fulfill(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<
         return Ok(reservation);
     }
     let current = find_in_tx(tx, id, now).await?;
-    Err(WarehouseError::InvalidState { from: current.status.as_str().to_owned(), action: "fulfill" })
+    Err(WarehouseError::InvalidState {
+        what: "reservation",
+        from: current.status.as_str().to_owned(),
+        action: "fulfill",
+    })
 }
 
 /// One sweeper run: expires up to `batch_max` due reservations in one transaction; returns

@@ -6,7 +6,7 @@ use kernel::limits::INSERT_ROWS_MAX;
 use kernel::{ReservationId, SkuCode, Timestamp, WarehouseCode};
 use sqlx::FromRow;
 use std::collections::HashMap;
-use store::sql::{Values, dynamic, list_placeholders};
+use store::sql::{Lock, Values, dynamic, list_placeholders};
 use store::{Backend, Tx};
 
 /// A stock row a batch of holds works on, as locked at the start of the batch.
@@ -17,7 +17,8 @@ pub(crate) struct StockRow {
     pub on_hand: i64,
     pub reserved: i64,
     pub priority: i64,
-    pub active: i64,
+    #[sqlx(try_from = "store::sql::IntFlag")]
+    pub active: bool,
 }
 
 /// Loads the stock rows of `skus`, locking them (PostgreSQL) in (SKU, warehouse) order so
@@ -27,14 +28,11 @@ pub(crate) async fn stock_rows_lock(tx: &mut Tx, skus: &[&SkuCode]) -> Result<Ve
     if skus.is_empty() {
         return Ok(Vec::new());
     }
-    let lock = match ::store::db::backend_of(tx) {
-        Backend::Postgres => "FOR UPDATE OF s",
-        Backend::Sqlite => "",
-    };
+    let lock = Lock::ForUpdateOf("s").clause(::store::db::backend_of(tx));
     let sql = format!(
         "SELECT s.sku, s.warehouse, s.on_hand, s.reserved, w.priority, w.active \
          FROM stock_levels s JOIN warehouses w ON w.code = s.warehouse \
-         WHERE s.sku IN ({}) ORDER BY s.sku, s.warehouse {lock}",
+         WHERE s.sku IN ({}) ORDER BY s.sku, s.warehouse{lock}",
         list_placeholders(skus.len(), 1)
     );
     let mut query = sqlx::query_as::<_, StockRow>(sqlx::AssertSqlSafe(sql));
@@ -335,17 +333,12 @@ pub(crate) async fn lines_of(tx: &mut Tx, ids: &[String]) -> Result<Vec<(String,
 /// Up to `limit` active reservations due at `now`, oldest expiry first. On PostgreSQL, rows
 /// another sweeper has locked are skipped, so replicas share the work.
 pub(crate) async fn reservations_due(tx: &mut Tx, backend: Backend, now: Timestamp, limit: i64) -> Result<Vec<String>> {
-    let sql = match backend {
-        Backend::Postgres => {
-            "SELECT id FROM reservations WHERE status = 'active' AND expires_at_ms <= $1 \
-             ORDER BY expires_at_ms LIMIT $2 FOR UPDATE SKIP LOCKED"
-        }
-        Backend::Sqlite => {
-            "SELECT id FROM reservations WHERE status = 'active' AND expires_at_ms <= $1 \
-             ORDER BY expires_at_ms LIMIT $2"
-        }
-    };
-    Ok(sqlx::query_scalar(sql).bind(now.millis()).bind(limit).fetch_all(&mut **tx).await?)
+    let sql = format!(
+        "SELECT id FROM reservations WHERE status = 'active' AND expires_at_ms <= $1 \
+         ORDER BY expires_at_ms LIMIT $2{}",
+        Lock::ForUpdateSkipLocked.clause(backend)
+    );
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(now.millis()).bind(limit).fetch_all(&mut **tx).await?)
 }
 
 /// Up to `limit` active reservations due at `now` that hold any of `skus`.
