@@ -99,6 +99,7 @@ pub async fn prepare(
     registered: &[&str],
     now: Timestamp,
 ) -> Result<(), String> {
+    // Every check before any write, so a refused composition leaves nothing behind.
     for (i, s) in subscriptions.iter().enumerate() {
         if subscriptions[..i].iter().any(|earlier| earlier.name == s.name) {
             return Err(format!("two subscribers are named {}", s.name));
@@ -111,6 +112,8 @@ pub async fn prepare(
                 unknown.join(", ")
             ));
         }
+    }
+    for s in subscriptions {
         let created = async {
             let mut tx = db.begin().await?;
             ensure_offset(&mut tx, s.name, now).await?;

@@ -1,0 +1,118 @@
+//! Typed events: `GET /v1/event-types` lists every type with its version and JSON Schema, and
+//! every event the feed carries is of a listed type, at its version, and valid against its
+//! schema. On both backends.
+
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::time::Duration;
+use testkit::{TestApp, each_backend};
+
+/// Drives the warehouse through every kind of change that emits an event.
+async fn every_kind_of_change(app: &TestApp) {
+    app.create_item("SHIRT").await;
+    app.post("/v1/items", json!({"sku": "MILK", "name": "Milk", "track_lots": true})).await.expect(201);
+    app.create_warehouse("BER-1", 10).await;
+    app.patch("/v1/warehouses/BER-1", json!({"priority": 5})).await.expect(200);
+    app.receive("BER-1", "SHIRT", 10).await;
+    app.post(
+        "/v1/receipts",
+        json!({"warehouse": "BER-1", "reference": "PO-2",
+               "lines": [{"sku": "MILK", "quantity": 4, "lot": "L1", "expires_on": "2099-01-01"}]}),
+    )
+    .await
+    .expect(201);
+    // A lot received past its date: the lot-expiry worker records its expiry.
+    app.post(
+        "/v1/receipts",
+        json!({"warehouse": "BER-1", "reference": "PO-3",
+               "lines": [{"sku": "MILK", "quantity": 1, "lot": "OLD", "expires_on": "2000-01-01"}]}),
+    )
+    .await
+    .expect(201);
+    app.post("/v1/stock/MILK/lots/L1/quarantine", json!({"warehouse": "BER-1", "reason": "smell"})).await.expect(200);
+    app.post("/v1/stock/MILK/lots/L1/release", json!({"warehouse": "BER-1", "reason": "fine"})).await.expect(200);
+    app.put_json("/v1/alert-rules/default", json!({"low_stock_units": 9, "out_of_stock": true})).await.expect(200);
+
+    let hold = |quantity: i64, ttl: i64| json!({"ttl_seconds": ttl, "lines": [{"sku": "SHIRT", "quantity": quantity}]});
+    let id = |r: Value| r["id"].as_str().unwrap().to_owned();
+    let shipped = id(app.post("/v1/reservations", hold(2, 900)).await.expect(201));
+    app.post(&format!("/v1/reservations/{shipped}/confirm"), json!({})).await.expect(200);
+    app.post(&format!("/v1/reservations/{shipped}/fulfill"), json!({})).await.expect(200);
+    let released = id(app.post("/v1/reservations", hold(1, 900)).await.expect(201));
+    app.post(&format!("/v1/reservations/{released}/release"), json!({})).await.expect(200);
+    let expiring = id(app.post("/v1/reservations", hold(1, 1)).await.expect(201));
+
+    // The sweeper expires the short hold and the alerts subscriber raises low stock (8 < 9).
+    for _ in 0..100 {
+        let events = app.all_events().await;
+        let has = |t: &str| events.iter().any(|e| e["type"] == t);
+        if has("reservation.expired") && has("alert.raised") && has("lot.expired") {
+            let alert = events.iter().find(|e| e["type"] == "alert.raised" && e["data"]["sku"] == "SHIRT").unwrap();
+            let alert_id = alert["data"]["id"].as_str().unwrap();
+            app.post(&format!("/v1/alerts/{alert_id}/acknowledge"), json!({})).await.expect(200);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Restocking resolves the low-stock alert.
+    app.receive("BER-1", "SHIRT", 20).await;
+    for _ in 0..100 {
+        if app.all_events().await.iter().any(|e| e["type"] == "alert.resolved") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "[{}] {expiring} never expired, an alert was not raised or not resolved, or a lot did not expire",
+        app.label()
+    );
+}
+
+#[tokio::test]
+async fn every_event_in_the_feed_is_of_a_listed_type_at_its_version_and_matches_its_schema() {
+    each_backend(|app| async move {
+        let listed = app.get("/v1/event-types").await.expect(200);
+        let types: HashMap<String, &Value> =
+            listed["items"].as_array().unwrap().iter().map(|t| (t["type"].as_str().unwrap().to_owned(), t)).collect();
+        assert!(types.len() >= 16, "[{}] {listed}", app.label());
+        assert_eq!(listed["next"], Value::Null);
+        let stock_changed = types["stock.changed"];
+        assert_eq!(stock_changed["version"], 1);
+        for field in ["warehouse", "sku", "kind", "on_hand", "reserved", "available", "on_hand_delta"] {
+            assert!(stock_changed["schema"]["properties"].get(field).is_some(), "stock.changed lacks {field}");
+        }
+
+        every_kind_of_change(&app).await;
+        let events = app.all_events().await;
+        let mut seen: Vec<&str> = Vec::new();
+        for event in &events {
+            let name = event["type"].as_str().unwrap();
+            let listed = types.get(name).unwrap_or_else(|| panic!("[{}] {name} is not listed", app.label()));
+            assert_eq!(event["version"], listed["version"], "[{}] {event}", app.label());
+            let validator = jsonschema::validator_for(&listed["schema"]).expect("a valid JSON Schema");
+            let errors: Vec<String> = validator.iter_errors(&event["data"]).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "[{}] {name} does not match its schema: {errors:?}\n{event}", app.label());
+            if !seen.contains(&name) {
+                seen.push(name);
+            }
+        }
+        seen.sort_unstable();
+        let mut every: Vec<&str> = types.keys().map(String::as_str).collect();
+        every.sort_unstable();
+        assert_eq!(seen, every, "[{}] the scenario emits every listed type", app.label());
+
+        // The schema check is not vacuous: a payload missing a field is refused.
+        let validator = jsonschema::validator_for(&stock_changed["schema"]).unwrap();
+        assert!(!validator.is_valid(&json!({"warehouse": "BER-1"})));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_event_type_list_refuses_unknown_parameters_naming_them() {
+    each_backend(|app| async move {
+        let problem = app.get("/v1/event-types?limit=5").await.expect_problem(422, "validation_failed");
+        assert_eq!(problem["errors"][0]["field"], "limit", "[{}] {problem}", app.label());
+    })
+    .await;
+}
