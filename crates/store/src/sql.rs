@@ -67,6 +67,21 @@ impl TryFrom<IntFlag> for bool {
     }
 }
 
+/// Binds every value onto a `Query` or a `QueryAs` (they share `bind` but no trait).
+macro_rules! bind_all {
+    ($query:expr, $binds:expr) => {{
+        let mut query = $query;
+        for value in $binds {
+            query = match value {
+                SqlValue::Int(v) => query.bind(v),
+                SqlValue::Text(v) => query.bind(v),
+                SqlValue::Real(v) => query.bind(v),
+            };
+        }
+        query
+    }};
+}
+
 /// A value bound by [`Values`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum SqlValue {
@@ -166,15 +181,7 @@ impl Values {
     /// no `{values}`: mistakes in the calling code, not in data.
     pub fn query(self, template: &str) -> Query<'static, sqlx::Any, AnyArguments> {
         let (sql, binds) = self.finish(template);
-        let mut query = dynamic(sql);
-        for value in binds {
-            query = match value {
-                SqlValue::Int(v) => query.bind(v),
-                SqlValue::Text(v) => query.bind(v),
-                SqlValue::Real(v) => query.bind(v),
-            };
-        }
-        query
+        bind_all!(dynamic(sql), binds)
     }
 
     /// [`query`](Self::query) decoding rows as `O`.
@@ -183,15 +190,7 @@ impl Values {
         O: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>,
     {
         let (sql, binds) = self.finish(template);
-        let mut query = sqlx::query_as::<_, O>(AssertSqlSafe(sql));
-        for value in binds {
-            query = match value {
-                SqlValue::Int(v) => query.bind(v),
-                SqlValue::Text(v) => query.bind(v),
-                SqlValue::Real(v) => query.bind(v),
-            };
-        }
-        query
+        bind_all!(sqlx::query_as::<_, O>(AssertSqlSafe(sql)), binds)
     }
 
     fn finish(self, template: &str) -> (String, Vec<SqlValue>) {
