@@ -203,7 +203,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .flat_map(|s| s.split(','))
                 .map(|s| api::auth::Scope::parse(s.trim()).with_context(|| format!("unknown scope {s:?}")))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let db = Db::connect_and_migrate(&database.database_url, &database.options()).await?;
+            let db = Db::connect_existing(&database.database_url, &database.options()).await?;
             let key = api::auth::key_create(&db, &scopes, &label, kernel::Clock::now(&SystemClock)).await?;
             println!("{}", key.secret);
             eprintln!("created key {} (shown once)", key.id);
@@ -217,7 +217,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 sqlite_wal_autocheckpoint_pages: IMPORT_SQLITE_AUTOCHECKPOINT_PAGES,
                 ..database.options()
             };
-            let db = Db::connect_and_migrate(&database.database_url, &options).await?;
+            let db = Db::connect_existing(&database.database_url, &options).await?;
             let format = format.unwrap_or_else(|| stockroom::import::format_of(&file));
             let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let report = stockroom::import::import(&db, kind, &file, format, batch_size, progress).await?;
@@ -239,7 +239,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Export { what, format, output, database } => {
-            let db = Db::connect_and_migrate(&database.database_url, &database.options()).await?;
+            let db = Db::connect_existing(&database.database_url, &database.options()).await?;
             let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let written = match output {
                 Some(path) => {
@@ -252,7 +252,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Reconcile { database } => {
-            let db = Db::connect_and_migrate(&database.database_url, &database.options()).await?;
+            let db = Db::connect_existing(&database.database_url, &database.options()).await?;
             let report = warehouse::reconcile::reconcile(db.reader()).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(if report.mismatches.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })

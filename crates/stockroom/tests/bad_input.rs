@@ -1327,6 +1327,10 @@ async fn requests_without_a_valid_key_are_unauthorized_on_every_endpoint() {
                 let headers: Vec<(&str, &str)> = header.iter().map(|h| ("authorization", *h)).collect();
                 let body = body.as_ref().map(|b| (JSON, serde_json::to_vec(b).expect("serialize")));
                 let reply = app.request(method.clone(), path, body, *key, &headers).await;
+                let challenge = reply.headers.get("www-authenticate").and_then(|h| h.to_str().ok()).map(str::to_owned);
+                if challenge.as_deref() != Some("Bearer") {
+                    v.fail(format!("{method} {path} with {what}: WWW-Authenticate is {challenge:?}, not Bearer"));
+                }
                 v.refused(&format!("{method} {path} with {what}"), reply, 401, "unauthorized", &[]);
             }
             swept.insert((method.to_string(), operation.template.clone()));

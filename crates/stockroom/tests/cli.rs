@@ -146,6 +146,34 @@ async fn reconcile_exits_one_on_a_mismatch() {
 }
 
 #[tokio::test]
+async fn commands_other_than_serve_and_migrate_refuse_a_missing_or_unmigrated_database() {
+    // A mistyped SQLite path: refused, and no empty database is left behind.
+    let typo = std::env::temp_dir().join(format!("stockroom_typo_{}.db", uuid::Uuid::new_v4().simple()));
+    let url = format!("sqlite://{}", typo.display());
+    for args in [&["reconcile"][..], &["export", "stock"][..], &["keys", "create", "--scope", "inventory:read"][..]] {
+        let out = stockroom(args, &url).await;
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no SQLite database"), "{args:?}: {out:?}");
+        assert!(!typo.exists(), "{args:?} created {}", typo.display());
+    }
+    for backend in backends() {
+        // A database that exists but was never migrated: refused with what to do.
+        let database = TestDatabase::create(backend).await;
+        if backend == store::Backend::Sqlite {
+            std::fs::write(database.url.trim_start_matches("sqlite://"), b"").unwrap();
+        }
+        let out = stockroom(&["reconcile"], &database.url).await;
+        assert_eq!(out.status.code(), Some(1), "[{backend:?}] {out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("stockroom migrate"), "[{backend:?}] {out:?}");
+        // After `migrate` the same command runs.
+        assert!(stockroom(&["migrate"], &database.url).await.status.success());
+        let out = stockroom(&["reconcile"], &database.url).await;
+        assert!(out.status.success(), "[{backend:?}] {out:?}");
+        database.drop_database().await;
+    }
+}
+
+#[tokio::test]
 async fn export_writes_stock_as_csv_and_movements_as_json_lines() {
     for backend in backends() {
         let app = testkit::spawn_app(backend).await;

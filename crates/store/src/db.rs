@@ -94,6 +94,25 @@ impl Db {
         }
     }
 
+    /// Connects to a database that must exist already with every migration applied: for the
+    /// commands that read or change data (`reconcile`, `import`, `export`, `keys`), which must
+    /// not create an empty database at a mistyped path and report on it.
+    pub async fn connect_existing(url: &str, options: &DbOptions) -> Result<Self, StoreError> {
+        if let Some(path) = sqlite_path(url)
+            && !std::path::Path::new(path).exists()
+        {
+            return Err(StoreError::Missing(format!("no SQLite database at {path}")));
+        }
+        let db = Self::connect(url, options).await?;
+        if !db.is_ready().await {
+            db.close().await;
+            return Err(StoreError::Missing(
+                "the database is not migrated to this version: run `stockroom migrate` first".into(),
+            ));
+        }
+        Ok(db)
+    }
+
     /// Connects and applies pending migrations.
     pub async fn connect_and_migrate(url: &str, options: &DbOptions) -> Result<Self, StoreError> {
         let db = Self::connect(url, options).await?;
@@ -151,6 +170,13 @@ impl Db {
 /// The backend a connection (or transaction) talks to.
 pub fn backend_of(conn: &sqlx::AnyConnection) -> Backend {
     if conn.backend_name() == "PostgreSQL" { Backend::Postgres } else { Backend::Sqlite }
+}
+
+/// The file of a `sqlite:` URL, without its query string; `None` for in-memory or other URLs.
+fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && !path.starts_with(":memory:")).then_some(path)
 }
 
 fn sqlite_url_with_create(url: &str) -> String {

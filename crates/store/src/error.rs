@@ -12,6 +12,9 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The database to work on is not there, or not migrated.
+    #[error("{0}")]
+    Missing(String),
 }
 
 impl StoreError {

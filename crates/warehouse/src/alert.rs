@@ -285,11 +285,19 @@ async fn settle(
     let open_subjects: HashSet<String> = open.iter().map(|a| a.subject.clone()).collect();
     let mut resolved = 0;
     for alert in open.into_iter().filter(|a| !wanted.contains(&a.subject)) {
-        sqlx::query("UPDATE alerts SET status = 'resolved', resolved_at = $1 WHERE id = $2 AND status <> 'resolved'")
-            .bind(now.to_rfc3339())
-            .bind(alert.id.clone())
-            .execute(&mut **tx)
-            .await?;
+        // The event-driven check and the rescan may settle one subject at once (and replicas
+        // too): whoever changes the row emits the event; the other changes nothing.
+        let changed = sqlx::query(
+            "UPDATE alerts SET status = 'resolved', resolved_at = $1 WHERE id = $2 AND status <> 'resolved'",
+        )
+        .bind(now.to_rfc3339())
+        .bind(alert.id.clone())
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            continue;
+        }
         let mut alert = Alert::from(alert);
         alert.status = "resolved".into();
         alert.resolved_at = Some(now.to_rfc3339());
@@ -311,9 +319,10 @@ async fn settle(
             acknowledged_at: None,
             resolved_at: None,
         };
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO alerts (id, subject, kind, warehouse, sku, lot, bin, status, detail, raised_at, seq) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'raised', $8, $9, $10)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'raised', $8, $9, $10) \
+             ON CONFLICT (subject) WHERE status <> 'resolved' DO NOTHING",
         )
         .bind(alert.id.clone())
         .bind(c.subject())
@@ -326,7 +335,11 @@ async fn settle(
         .bind(alert.raised_at.clone())
         .bind(now.millis())
         .execute(&mut **tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            continue;
+        }
         journal.event(alert_event(&alert, events::AlertRaised));
         raised += 1;
     }
