@@ -51,6 +51,11 @@ pub fn respond(status: StatusCode, body: String) -> Response {
     response
 }
 
+/// Marks a response as the stored answer of an earlier request under its key.
+pub fn mark_replayed(response: &mut Response) {
+    response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+}
+
 /// What an idempotency key is unique within: the route and the caller's key.
 pub fn idempotency_scope(route: &str, principal: &Principal) -> String {
     format!("{route} {}", principal.key_id)
@@ -84,7 +89,9 @@ where
                 Ok(Claim::Replay { status, body }) => {
                     tx.rollback().await?;
                     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-                    return Ok(respond(status, body));
+                    let mut response = respond(status, body);
+                    mark_replayed(&mut response);
+                    return Ok(response);
                 }
                 Ok(Claim::Mismatch) => {
                     tx.rollback().await?;

@@ -138,6 +138,18 @@ enum StoredOutcome<O, R> {
 
 type Answer<B> = Result<<B as Batch>::Outcome, <B as Batch>::Error>;
 
+/// An answer and whether it was replayed from an earlier request under its key.
+type Replied<B> = (Answer<B>, bool);
+
+/// What a request under an idempotency key got.
+#[derive(Debug)]
+pub struct Once<O, E> {
+    pub answer: Result<O, E>,
+    /// The answer is the stored one of an earlier request under the key (the API says so with
+    /// `Idempotent-Replayed: true`).
+    pub replayed: bool,
+}
+
 struct Request<B: Batch> {
     op: B::Op,
     key: Option<IdempotencyKey>,
@@ -151,7 +163,7 @@ impl<B: Batch> Clone for Request<B> {
 
 struct Job<B: Batch> {
     request: Request<B>,
-    reply: oneshot::Sender<Answer<B>>,
+    reply: oneshot::Sender<Replied<B>>,
 }
 
 /// The handle requests go through; cheap to clone.
@@ -196,26 +208,30 @@ impl<B: Batch> Executor<B> {
 
     /// Queues `op` and answers its outcome once its batch has committed.
     pub async fn submit(&self, op: B::Op) -> Answer<B> {
-        self.enqueue(Request { op, key: None }).await
+        self.enqueue(Request { op, key: None }).await.0
     }
 
     /// Like [`submit`](Self::submit), once per key: a key used before answers its stored
     /// outcome; under another request it is refused with [`ExecutorError::KeyReused`].
-    pub async fn submit_once(&self, op: B::Op, key: IdempotencyKey) -> Answer<B> {
-        self.enqueue(Request { op, key: Some(key) }).await
+    pub async fn submit_once(&self, op: B::Op, key: IdempotencyKey) -> Once<B::Outcome, B::Error> {
+        let (answer, replayed) = self.enqueue(Request { op, key: Some(key) }).await;
+        Once { answer, replayed }
     }
 
-    async fn enqueue(&self, request: Request<B>) -> Answer<B> {
+    async fn enqueue(&self, request: Request<B>) -> Replied<B> {
         let (reply, answer) = oneshot::channel();
-        self.queue.try_send(Job { request, reply }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                metrics::counter!("stockroom_group_commit_rejected_total", "executor" => self.name).increment(1);
-                B::Error::from(ExecutorError::Overloaded)
-            }
-            mpsc::error::TrySendError::Closed(_) => B::Error::from(ExecutorError::ShuttingDown),
-        })?;
+        if let Err(e) = self.queue.try_send(Job { request, reply }) {
+            let error = match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    metrics::counter!("stockroom_group_commit_rejected_total", "executor" => self.name).increment(1);
+                    ExecutorError::Overloaded
+                }
+                mpsc::error::TrySendError::Closed(_) => ExecutorError::ShuttingDown,
+            };
+            return (Err(error.into()), false);
+        }
         // A reply dropped unanswered means the worker died holding the request.
-        answer.await.map_err(|_| B::Error::from(ExecutorError::Panicked))?
+        answer.await.unwrap_or_else(|_| (Err(ExecutorError::Panicked.into()), false))
     }
 }
 
@@ -264,7 +280,7 @@ async fn worker_loop<B: Batch>(shared: &Shared<B>, workers: &Workers, worker: &s
                 tracing::error!(executor = name, batch = jobs.len(), error = message, "applying a batch panicked");
                 workers.failed_but_up(worker, format!("a batch panicked: {message}"));
                 for job in jobs {
-                    let _ = job.reply.send(Err(ExecutorError::Panicked.into()));
+                    let _ = job.reply.send((Err(ExecutorError::Panicked.into()), false));
                 }
             }
         }
@@ -306,14 +322,14 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 
 /// Applies `requests` in one transaction; on a lock conflict retries, on another database
 /// error applies each request in its own transaction.
-async fn apply_with_fallback<B: Batch>(shared: &Shared<B>, requests: &[Request<B>]) -> Vec<Answer<B>> {
+async fn apply_with_fallback<B: Batch>(shared: &Shared<B>, requests: &[Request<B>]) -> Vec<Replied<B>> {
     let mut attempt = 0;
     loop {
         attempt += 1;
         match apply_batch(shared, requests).await {
             Ok(answers) => return answers,
             Err(e) if B::is_retryable(&e) && attempt < BATCH_ATTEMPTS_MAX => continue,
-            Err(e) if requests.len() == 1 => return vec![Err(e)],
+            Err(e) if requests.len() == 1 => return vec![(Err(e), false)],
             Err(e) => {
                 let name = shared.batch.name();
                 metrics::counter!("stockroom_group_commit_fallbacks_total", "executor" => name).increment(1);
@@ -321,7 +337,7 @@ async fn apply_with_fallback<B: Batch>(shared: &Shared<B>, requests: &[Request<B
                 let mut answers = Vec::with_capacity(requests.len());
                 for request in requests {
                     let mut one = Box::pin(apply_with_fallback(shared, std::slice::from_ref(request))).await;
-                    answers.push(one.pop().unwrap_or_else(|| Err(ExecutorError::Panicked.into())));
+                    answers.push(one.pop().unwrap_or_else(|| (Err(ExecutorError::Panicked.into()), false)));
                 }
                 return answers;
             }
@@ -345,7 +361,7 @@ enum Slot {
 
 /// One transaction: claims the batch's idempotency keys, applies the fresh ops, stores the
 /// outcomes of the fresh keys, commits.
-async fn apply_batch<B: Batch>(shared: &Shared<B>, requests: &[Request<B>]) -> Result<Vec<Answer<B>>, B::Error> {
+async fn apply_batch<B: Batch>(shared: &Shared<B>, requests: &[Request<B>]) -> Result<Vec<Replied<B>>, B::Error> {
     let now = shared.clock.now();
     let mut tx = shared.db.begin().await?;
 
@@ -413,12 +429,13 @@ async fn apply_batch<B: Batch>(shared: &Shared<B>, requests: &[Request<B>]) -> R
     }
     let mut take = |n: usize| applied[n].take().ok_or_else(|| StoreError::Corrupt("an op answered twice".into()));
 
-    let mut answers: Vec<Answer<B>> = Vec::with_capacity(requests.len());
+    let mut answers: Vec<Replied<B>> = Vec::with_capacity(requests.len());
     // How each key's first request was answered, for repeats in the batch.
     let mut of_first: HashMap<usize, KeyAnswer> = HashMap::new();
     let mut to_save: Vec<(&str, &str, String)> = Vec::new();
     let mut to_release: Vec<(&str, &str)> = Vec::new();
     for (position, slot) in slots.into_iter().enumerate() {
+        let replayed = matches!(slot, Slot::Replay(_) | Slot::SameAs(_));
         let answer = match slot {
             Slot::Applied(n) => take(n)?,
             Slot::AppliedOnce(n) => {
@@ -461,7 +478,7 @@ async fn apply_batch<B: Batch>(shared: &Shared<B>, requests: &[Request<B>]) -> R
                 None => return Err(StoreError::Corrupt("a repeated key without a first answer".into()).into()),
             },
         };
-        answers.push(answer);
+        answers.push((answer, replayed));
     }
     idempotency::save_outcomes(&mut tx, &to_save).await?;
     idempotency::release_many(&mut tx, &to_release).await?;

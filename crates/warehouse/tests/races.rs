@@ -366,7 +366,7 @@ async fn idempotent_holds_in_one_batch_hold_once_per_key_and_replay_their_first_
         let once =
             |key: &'static str, body: &'static str, units: i64| -> BoxFuture<'static, warehouse::Result<Reservation>> {
                 let group = group.clone();
-                async move { group.hold_once(hold("A", units), idem(key, body)).await }.boxed()
+                async move { group.hold_once(hold("A", units), idem(key, body)).await.answer }.boxed()
             };
         let plain = {
             let group = group.clone();
@@ -400,8 +400,10 @@ async fn idempotent_holds_in_one_batch_hold_once_per_key_and_replay_their_first_
         assert!(answers[4].is_ok(), "[{backend:?}] {:?}", answers[4]);
 
         // Later repeats replay the stored outcomes, success and refusal alike.
-        assert_eq!(group.hold_once(hold("A", 2), idem("k1", "two")).await.unwrap(), first);
-        let replayed = group.hold_once(hold("A", 100), idem("k2", "too-many")).await.unwrap_err();
+        let again = group.hold_once(hold("A", 2), idem("k1", "two")).await;
+        assert!(again.replayed, "[{backend:?}] a later repeat is marked replayed");
+        assert_eq!(again.answer.unwrap(), first);
+        let replayed = group.hold_once(hold("A", 100), idem("k2", "too-many")).await.answer.unwrap_err();
         assert!(matches!(replayed, warehouse::WarehouseError::Refused(_)), "{replayed:?}");
         assert_eq!(replayed.refusal(), refused, "[{backend:?}] the refusal is replayed as it was");
         let stock = warehouse::stock::stock_view(db.reader(), &SkuCode::parse("A").unwrap(), Timestamp::from_millis(0))

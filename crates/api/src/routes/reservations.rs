@@ -4,7 +4,7 @@ use crate::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, FieldError};
 use crate::extract::{ApiJson, check_text};
-use crate::idempotency::{Answer, idempotency_key, idempotency_scope, run_write};
+use crate::idempotency::{Answer, idempotency_key, idempotency_scope, mark_replayed, run_write};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -107,8 +107,15 @@ pub async fn reservation_create(
         key,
         fingerprint: store::idempotency::fingerprint(&body.raw),
     };
-    let reservation = state.reservations.hold_once(command, key).await?;
-    Ok((StatusCode::CREATED, Json(reservation)).into_response())
+    let once = state.reservations.hold_once(command, key).await;
+    let mut response = match once.answer {
+        Ok(reservation) => (StatusCode::CREATED, Json(reservation)).into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    };
+    if once.replayed {
+        mark_replayed(&mut response);
+    }
+    Ok(response)
 }
 
 fn path_id(raw: &str) -> Result<ReservationId, ApiError> {

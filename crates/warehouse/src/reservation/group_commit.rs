@@ -12,7 +12,7 @@ use super::{HoldCommand, Reservation};
 use crate::{Refusal, Result, WarehouseError};
 use kernel::{Clock, ReservationId, Timestamp};
 use std::sync::Arc;
-use store::batch::{Batch, Executor, IdempotencyKey};
+use store::batch::{Batch, Executor, IdempotencyKey, Once};
 use store::workers::Workers;
 use store::{Db, Tx};
 use tokio::task::JoinHandle;
@@ -122,9 +122,9 @@ impl GroupCommit {
     }
 
     /// Holds once per key: a repeat answers the first outcome (the reservation, or the
-    /// refusal as [`WarehouseError::Refused`]); another request under the key is refused with
-    /// `IdempotencyKeyReused`.
-    pub async fn hold_once(&self, command: HoldCommand, key: IdempotencyKey) -> Result<Reservation> {
+    /// refusal as [`WarehouseError::Refused`]), marked replayed; another request under the key
+    /// is refused with `IdempotencyKeyReused`.
+    pub async fn hold_once(&self, command: HoldCommand, key: IdempotencyKey) -> Once<Reservation, WarehouseError> {
         self.executor.submit_once(ReservationOp::Hold(command), key).await
     }
 
