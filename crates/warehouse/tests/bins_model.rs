@@ -1162,7 +1162,7 @@ async fn run_case(db: &Db, case_no: usize, setup: &Setup, ops: &[Op]) {
 
 #[test]
 fn bins_and_capacities_match_the_model_and_hold_their_invariants() {
-    testkit::property_on_each_backend(
+    testdb::property_on_each_backend(
         (64, 24),
         &[],
         (setup(), prop::collection::vec(op(), 1..30)),
@@ -1185,7 +1185,7 @@ fn count_approval_with_no_net_variance_keeps_binned_within_on_hand() {
         Op::Adjust { wh: 0, sku: 0, delta: -5 },
         Op::CountApprove(0),
     ];
-    testkit::property_on_each_backend((1, 1), &[], Just(()), |runtime, db, n, ()| {
+    testdb::property_on_each_backend((1, 1), &[], Just(()), |runtime, db, n, ()| {
         runtime.block_on(run_case(db, n, &setup, &ops))
     });
 }

@@ -175,7 +175,7 @@ async fn run_case(db: &Db, case_no: usize, ops: &[Op]) {
 
 #[test]
 fn holds_take_unexpired_lots_first_expiry_first_and_lots_sum_to_the_level() {
-    testkit::property_on_each_backend(
+    testdb::property_on_each_backend(
         (96, 32),
         &[("W1", 10)],
         prop::collection::vec(op(), 1..30),

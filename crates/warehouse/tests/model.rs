@@ -381,7 +381,7 @@ async fn compare(db: &Db, case: &Case, model: &mut Model) {
 #[test]
 fn random_operation_sequences_match_the_model_and_reconcile() {
     let warehouses: Vec<(&str, i64)> = WAREHOUSES.iter().enumerate().map(|(i, w)| (*w, 10 * (i as i64 + 1))).collect();
-    testkit::property_on_each_backend(
+    testdb::property_on_each_backend(
         (128, 48),
         &warehouses,
         prop::collection::vec(op(), 1..40),
