@@ -7,6 +7,8 @@
 //! per-test databases, e.g. `postgres://postgres@127.0.0.1:5432/postgres`. Each test gets its
 //! own database (`stockroom_test_<uuid>`), dropped when the test passes.
 
+pub mod model;
+
 use std::path::PathBuf;
 use store::{Backend, Db, DbOptions};
 
