@@ -21,6 +21,7 @@ use kernel::{Quantity, ReservationId, SkuCode, Timestamp, WarehouseCode};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use store::{Db, Tx};
+use testdb::model::{ModelLine, StockModel, StockRefusal};
 use warehouse::WarehouseError;
 use warehouse::adjustment::{Adjustment, Change};
 use warehouse::bin::{BinMove, NewBin};
@@ -220,6 +221,15 @@ enum Refusal {
     State,
 }
 
+impl From<StockRefusal> for Refusal {
+    fn from(refusal: StockRefusal) -> Self {
+        match refusal {
+            StockRefusal::Short => Refusal::Short,
+            StockRefusal::State => Refusal::State,
+        }
+    }
+}
+
 fn refusal_of(e: &WarehouseError) -> Refusal {
     match e {
         WarehouseError::CapacityExceeded(_) => Refusal::Capacity,
@@ -252,14 +262,6 @@ impl ModelBin {
     }
 }
 
-#[derive(Debug, Clone)]
-struct ModelReservation {
-    id: ReservationId,
-    /// (warehouse, SKU, quantity)
-    lines: Vec<(usize, usize, i64)>,
-    holding: bool,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CountStatus {
     Open,
@@ -288,12 +290,12 @@ struct ModelCount {
 
 #[derive(Debug, Clone)]
 struct Model {
-    /// (warehouse, SKU) -> (on hand, reserved)
-    levels: BTreeMap<(usize, usize), (i64, i64)>,
+    /// Levels and reservations (the shared model); bins, capacities and counts are this
+    /// test's own.
+    stock: StockModel,
     /// Per warehouse, in code order.
     bins: [Vec<ModelBin>; WAREHOUSES],
     capacity: [Option<i64>; WAREHOUSES],
-    reservations: Vec<ModelReservation>,
     counts: Vec<ModelCount>,
     /// Movements of the case's warehouses.
     movements: i64,
@@ -317,10 +319,9 @@ impl Model {
                 .collect()
         });
         Model {
-            levels: BTreeMap::new(),
+            stock: StockModel::default(),
             bins,
             capacity: [Some(setup.capacity), None],
-            reservations: Vec::new(),
             counts: Vec::new(),
             movements: 0,
             over_bins: BTreeSet::new(),
@@ -328,20 +329,17 @@ impl Model {
         }
     }
 
-    fn level(&mut self, wh: usize, sku: usize) -> &mut (i64, i64) {
-        self.levels.entry((wh, sku)).or_default()
-    }
-
+    // This test names places (warehouse, SKU) throughout; the shared model takes (SKU, warehouse).
     fn on_hand(&self, wh: usize, sku: usize) -> i64 {
-        self.levels.get(&(wh, sku)).map(|l| l.0).unwrap_or(0)
+        self.stock.on_hand(sku, wh)
     }
 
     fn available(&self, wh: usize, sku: usize) -> i64 {
-        self.levels.get(&(wh, sku)).map(|l| l.0 - l.1).unwrap_or(0)
+        self.stock.available(sku, wh)
     }
 
     fn used(&self, wh: usize) -> i64 {
-        self.levels.iter().filter(|((w, _), _)| *w == wh).map(|(_, l)| l.0).sum()
+        self.stock.levels.iter().filter(|((_, w), _)| *w == wh).map(|(_, l)| l.0).sum()
     }
 
     fn binned(&self, wh: usize, sku: usize) -> i64 {
@@ -421,7 +419,7 @@ impl Model {
         }
         let skus: BTreeSet<usize> = lines.iter().map(|l| l.0).collect();
         for (sku, quantity, _) in lines {
-            self.level(wh, *sku).0 += quantity;
+            self.stock.receive(*sku, wh, *quantity);
         }
         self.movements += skus.len() as i64;
         let mut chosen = Vec::new();
@@ -447,7 +445,7 @@ impl Model {
         }
         for (wh, sku, quantity, bin) in rows {
             if !one_by_one(self, *wh, bin) {
-                self.level(*wh, *sku).0 += quantity;
+                self.stock.receive(*sku, *wh, *quantity);
                 self.movements += 1;
             }
         }
@@ -472,9 +470,8 @@ impl Model {
             return Err(Refusal::Capacity);
         }
         for (sku, quantity) in per_sku {
-            self.level(from, sku).0 -= quantity;
+            self.stock.transfer(sku, from, to, quantity).expect("checked above");
             self.shrink(from, sku);
-            self.level(to, sku).0 += quantity;
             if let Some(code) = self.putaway(to, sku, quantity) {
                 self.bin_put(to, &code, sku, quantity).expect("putaway chose a bin that fits");
             }
@@ -484,10 +481,7 @@ impl Model {
     }
 
     fn adjust(&mut self, wh: usize, sku: usize, delta: i64) -> Result<(), Refusal> {
-        if delta < 0 && self.available(wh, sku) < -delta {
-            return Err(Refusal::Short);
-        }
-        self.level(wh, sku).0 += delta;
+        self.stock.adjust(sku, wh, delta)?;
         if delta < 0 {
             self.shrink(wh, sku);
         }
@@ -496,12 +490,8 @@ impl Model {
     }
 
     fn counted(&mut self, wh: usize, sku: usize, counted: i64) -> Result<(), Refusal> {
-        let level = self.level(wh, sku);
-        if counted < level.1 {
-            return Err(Refusal::Short);
-        }
-        let dropped = counted < level.0;
-        level.0 = counted;
+        let dropped = counted < self.on_hand(wh, sku);
+        self.stock.count(sku, wh, counted)?;
         if dropped {
             self.shrink(wh, sku);
         }
@@ -525,7 +515,8 @@ impl Model {
     }
 
     /// The planned (warehouse, quantity): a named warehouse, or by priority (warehouse 0 first).
-    fn reserve(&mut self, sku: usize, quantity: i64, wh: Option<usize>) -> Result<Vec<(usize, i64)>, Refusal> {
+    /// The caller records the hold ([`Model::hold`]) once the store made it.
+    fn reserve(&self, sku: usize, quantity: i64, wh: Option<usize>) -> Result<Vec<(usize, i64)>, Refusal> {
         let plan = match wh {
             Some(w) if self.available(w, sku) >= quantity => vec![(w, quantity)],
             Some(_) => return Err(Refusal::Short),
@@ -545,25 +536,30 @@ impl Model {
                 plan
             }
         };
-        for (w, q) in &plan {
-            self.level(*w, sku).1 += q;
-        }
-        self.movements += plan.len() as i64;
         Ok(plan)
     }
 
-    fn give_back(&mut self, index: usize, fulfil: bool) {
-        let lines = self.reservations[index].lines.clone();
-        for (wh, sku, q) in lines {
-            let level = self.level(wh, sku);
-            level.1 -= q;
+    fn hold(&mut self, id: ReservationId, sku: usize, plan: &[(usize, i64)], expires_at: Timestamp) {
+        let lines = plan.iter().map(|(wh, quantity)| ModelLine { sku, wh: *wh, quantity: *quantity, lots: Vec::new() });
+        self.stock.hold(id, expires_at, lines.collect());
+        self.movements += plan.len() as i64;
+    }
+
+    /// Fulfils (confirming first) or releases a reservation that holds its units.
+    fn give_back(&mut self, index: usize, fulfil: bool, now: Timestamp) {
+        let lines = self.stock.reservations[index].lines.clone();
+        if fulfil {
+            self.stock.confirm(index, now).expect("the reservation is holding");
+            self.stock.fulfill(index).expect("the reservation is confirmed");
+        } else {
+            self.stock.release(index, now).expect("the reservation is holding");
+        }
+        for line in lines {
             if fulfil {
-                level.0 -= q;
-                self.shrink(wh, sku);
+                self.shrink(line.wh, line.sku);
             }
             self.movements += 1;
         }
-        self.reservations[index].holding = false;
     }
 
     /// The places a whole-warehouse count lists: binned stock, then SKUs with unbinned units.
@@ -627,10 +623,7 @@ impl Model {
                 self.shrink(wh, sku);
                 continue;
             }
-            if delta < 0 && self.available(wh, sku) < -delta {
-                return Err(Refusal::Short);
-            }
-            self.level(wh, sku).0 += delta;
+            self.stock.adjust(sku, wh, delta)?;
             self.shrink(wh, sku);
             self.movements += 1;
         }
@@ -871,19 +864,18 @@ async fn apply(tx: &mut Tx, case: &Case, model: &mut Model, op: &Op, now: Timest
                 let held: Vec<(usize, i64)> =
                     reservation.lines.iter().map(|l| (case.wh_index(&l.warehouse), l.quantity)).collect();
                 assert_eq!(&held, plan, "{what}: (warehouse, units) held (store, model)");
-                let lines = plan.iter().map(|(w, q)| (*w, s, *q)).collect();
-                model.reservations.push(ModelReservation { id: command.id, lines, holding: true });
+                model.hold(command.id, s, plan, now.plus_seconds(command.ttl_seconds));
             }
             agree(&what, &expected, &actual)
         }
         Op::Fulfill(n) | Op::Release(n) => {
             let holding: Vec<usize> =
-                (0..model.reservations.len()).filter(|i| model.reservations[*i].holding).collect();
+                (0..model.stock.reservations.len()).filter(|i| model.stock.reservations[*i].holding()).collect();
             if holding.is_empty() {
                 return None;
             }
             let index = holding[n % holding.len()];
-            let id = model.reservations[index].id.clone();
+            let id = model.stock.reservations[index].id.clone();
             let fulfil = matches!(op, Op::Fulfill(_));
             if fulfil {
                 warehouse::reservation::confirm(tx, &id, now).await.unwrap();
@@ -891,7 +883,7 @@ async fn apply(tx: &mut Tx, case: &Case, model: &mut Model, op: &Op, now: Timest
             } else {
                 warehouse::reservation::release(tx, &id, now).await.unwrap();
             }
-            model.give_back(index, fulfil);
+            model.give_back(index, fulfil, now);
             None
         }
         Op::CountOpen { wh: w } => {
@@ -1096,7 +1088,7 @@ async fn check(db: &Db, case: &Case, model: &Model, seen: &Seen, step: usize, op
     for w in 0..WAREHOUSES {
         for s in 0..SKUS {
             let seen_level = seen.levels.get(&(w, s)).copied().unwrap_or((0, 0));
-            let model_level = model.levels.get(&(w, s)).copied().unwrap_or((0, 0));
+            let model_level = model.stock.level(s, w);
             levels.insert((w, s), (seen_level, model_level));
         }
     }
@@ -1162,7 +1154,7 @@ async fn run_case(db: &Db, case_no: usize, setup: &Setup, ops: &[Op]) {
 
 #[test]
 fn bins_and_capacities_match_the_model_and_hold_their_invariants() {
-    testkit::property_on_each_backend(
+    testdb::property_on_each_backend(
         (64, 24),
         &[],
         (setup(), prop::collection::vec(op(), 1..30)),
@@ -1185,7 +1177,7 @@ fn count_approval_with_no_net_variance_keeps_binned_within_on_hand() {
         Op::Adjust { wh: 0, sku: 0, delta: -5 },
         Op::CountApprove(0),
     ];
-    testkit::property_on_each_backend((1, 1), &[], Just(()), |runtime, db, n, ()| {
+    testdb::property_on_each_backend((1, 1), &[], Just(()), |runtime, db, n, ()| {
         runtime.block_on(run_case(db, n, &setup, &ops))
     });
 }

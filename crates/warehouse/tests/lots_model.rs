@@ -6,6 +6,7 @@
 use kernel::{Quantity, ReservationId, SkuCode, Timestamp, WarehouseCode};
 use proptest::prelude::*;
 use store::Db;
+use testdb::model::{ModelLine, StockModel};
 use warehouse::reservation::{HoldCommand, HoldLine};
 
 const DAY_MS: i64 = 86_400_000;
@@ -30,17 +31,9 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-#[derive(Debug, Clone)]
-struct ModelLot {
-    name: String,
-    expires_at_ms: i64,
-    received_order: usize,
-    on_hand: i64,
-    reserved: i64,
-}
-
-/// A hold as the model knows it: id, lots taken, and `holding`, `released` or `fulfilled`.
-type ModelHold = (ReservationId, Vec<(String, i64)>, &'static str);
+/// The case's one SKU and warehouse, as indices in the model.
+const SKU: usize = 0;
+const WH: usize = 0;
 
 fn date_of(day: i64) -> String {
     Timestamp::from_millis(EPOCH_MS + day * DAY_MS).to_rfc3339()[..10].to_owned()
@@ -54,15 +47,14 @@ async fn run_case(db: &Db, case_no: usize, ops: &[Op]) {
     warehouse::item::item_create(&mut tx, item, Timestamp::from_millis(0)).await.unwrap();
     tx.commit().await.unwrap();
 
-    let mut lots: Vec<ModelLot> = Vec::new();
-    let mut holds: Vec<ModelHold> = Vec::new();
+    let mut model = StockModel::default();
     for (step, op) in ops.iter().enumerate() {
         let mut tx = db.begin().await.unwrap();
         match op {
             Op::Receive { lot, expiry_day, quantity } => {
                 let name = format!("L{lot}");
                 // A lot keeps its first expiry date; receiving it again adds units.
-                let expires_on = match lots.iter().find(|l| l.name == name) {
+                let expires_on = match model.lot(SKU, WH, &name) {
                     Some(l) => Timestamp::from_millis(l.expires_at_ms).to_rfc3339()[..10].to_owned(),
                     None => date_of(*expiry_day),
                 };
@@ -80,16 +72,7 @@ async fn run_case(db: &Db, case_no: usize, ops: &[Op]) {
                 warehouse::receipt::receive(&mut tx, receipt, Timestamp::from_millis(EPOCH_MS + step as i64))
                     .await
                     .unwrap();
-                match lots.iter_mut().find(|l| l.name == name) {
-                    Some(l) => l.on_hand += quantity,
-                    None => lots.push(ModelLot {
-                        name,
-                        expires_at_ms: EPOCH_MS + expiry_day * DAY_MS,
-                        received_order: lots.len(),
-                        on_hand: *quantity,
-                        reserved: 0,
-                    }),
-                }
+                model.receive_lot(SKU, WH, &name, EPOCH_MS + expiry_day * DAY_MS, *quantity);
             }
             Op::Hold { day, quantity } => {
                 let now = Timestamp::from_millis(EPOCH_MS + day * DAY_MS + 1);
@@ -109,59 +92,44 @@ async fn run_case(db: &Db, case_no: usize, ops: &[Op]) {
                     .pop()
                     .unwrap();
                 // Model: unexpired lots, first expiry first, then first received.
-                let mut order: Vec<usize> = (0..lots.len()).filter(|i| lots[*i].expires_at_ms > now.millis()).collect();
-                order.sort_by_key(|i| (lots[*i].expires_at_ms, lots[*i].received_order));
-                let free: i64 = order.iter().map(|i| lots[*i].on_hand - lots[*i].reserved).sum();
-                assert_eq!(outcome.is_ok(), free >= *quantity, "hold {quantity} with {free} free: {outcome:?}");
-                if let Ok(reservation) = outcome {
-                    let mut expected = Vec::new();
-                    let mut need = *quantity;
-                    for i in order {
-                        let take = need.min(lots[i].on_hand - lots[i].reserved);
-                        if take > 0 {
-                            lots[i].reserved += take;
-                            need -= take;
-                            expected.push((lots[i].name.clone(), take));
-                        }
-                    }
+                let expected = model.fefo_take(SKU, WH, *quantity, now);
+                assert_eq!(
+                    outcome.is_ok(),
+                    expected.is_some(),
+                    "hold {quantity} against {:?}: {outcome:?}",
+                    model.lots
+                );
+                if let (Ok(reservation), Some(expected)) = (outcome, expected) {
                     let taken: Vec<(String, i64)> =
                         reservation.lines[0].lots.iter().map(|t| (t.lot.clone(), t.quantity)).collect();
                     assert_eq!(taken, expected, "FEFO");
-                    holds.push((command.id, taken, "holding"));
+                    let line = ModelLine { sku: SKU, wh: WH, quantity: *quantity, lots: taken };
+                    model.hold(command.id, now.plus_seconds(command.ttl_seconds), vec![line]);
                 }
             }
             Op::Release(i) | Op::Fulfill(i) => {
-                let Some((id, taken, state)) = holds.get(*i).cloned() else {
+                let Some(id) = model.reservations.get(*i).map(|r| r.id.clone()) else {
                     tx.rollback().await.unwrap();
                     continue;
                 };
-                let holding = state == "holding";
                 let now = Timestamp::from_millis(EPOCH_MS);
                 if matches!(op, Op::Release(_)) {
                     let released = warehouse::reservation::release(&mut tx, &id, now).await;
-                    assert_eq!(released.is_ok(), state != "fulfilled", "{released:?}");
+                    assert_eq!(released.is_ok(), model.release(*i, now).is_ok(), "{released:?}");
                 } else {
-                    if holding {
+                    if model.reservations[*i].holding() {
                         warehouse::reservation::confirm(&mut tx, &id, now).await.unwrap();
+                        model.confirm(*i, now).unwrap();
                     }
                     let fulfilled = warehouse::reservation::fulfill(&mut tx, &id, now).await;
-                    assert_eq!(fulfilled.is_ok(), holding, "{fulfilled:?}");
-                }
-                if holding {
-                    for (name, q) in &taken {
-                        let lot = lots.iter_mut().find(|l| &l.name == name).unwrap();
-                        lot.reserved -= q;
-                        if matches!(op, Op::Fulfill(_)) {
-                            lot.on_hand -= q;
-                        }
-                    }
-                    holds[*i].2 = if matches!(op, Op::Fulfill(_)) { "fulfilled" } else { "released" };
+                    assert_eq!(fulfilled.is_ok(), model.fulfill(*i).is_ok(), "{fulfilled:?}");
                 }
             }
         }
         tx.commit().await.unwrap();
 
         let real = warehouse::lot::lots_view(db.reader(), &sku, Timestamp::from_millis(EPOCH_MS)).await.unwrap();
+        let lots = model.lots.get(&(SKU, WH)).map(Vec::as_slice).unwrap_or_default();
         for lot in lots.iter().filter(|l| l.on_hand > 0) {
             let found = real.iter().find(|r| r.lot == lot.name).unwrap_or_else(|| panic!("lot {} missing", lot.name));
             assert_eq!((found.on_hand, found.reserved), (lot.on_hand, lot.reserved), "lot {}", lot.name);
@@ -175,7 +143,7 @@ async fn run_case(db: &Db, case_no: usize, ops: &[Op]) {
 
 #[test]
 fn holds_take_unexpired_lots_first_expiry_first_and_lots_sum_to_the_level() {
-    testkit::property_on_each_backend(
+    testdb::property_on_each_backend(
         (96, 32),
         &[("W1", 10)],
         prop::collection::vec(op(), 1..30),

@@ -7,9 +7,10 @@ use kernel::{Quantity, ReservationId, SkuCode, Timestamp, WarehouseCode};
 use proptest::prelude::*;
 use std::collections::HashMap;
 use store::Db;
+use testdb::model::{ModelLine, StockModel};
 use warehouse::adjustment::{Adjustment, Change};
 use warehouse::receipt::{Receipt, ReceiptLine};
-use warehouse::reservation::{HoldCommand, HoldLine, Status};
+use warehouse::reservation::{HoldCommand, HoldLine};
 use warehouse::transfer::{Transfer, TransferLine};
 
 const SKUS: usize = 2;
@@ -74,52 +75,6 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-#[derive(Debug, Clone)]
-struct ModelReservation {
-    id: ReservationId,
-    status: Status,
-    expires_at: Timestamp,
-    lines: Vec<(usize, usize, i64)>,
-}
-
-#[derive(Debug, Default)]
-struct Model {
-    levels: HashMap<(usize, usize), (i64, i64)>,
-    reservations: Vec<ModelReservation>,
-}
-
-impl Model {
-    fn level(&mut self, sku: usize, wh: usize) -> &mut (i64, i64) {
-        self.levels.entry((sku, wh)).or_default()
-    }
-
-    fn available(&self, sku: usize, wh: usize) -> i64 {
-        self.levels.get(&(sku, wh)).map(|(o, r)| o - r).unwrap_or(0)
-    }
-
-    fn give_back(&mut self, index: usize, status: Status) {
-        let lines = self.reservations[index].lines.clone();
-        for (sku, wh, q) in lines {
-            let level = self.level(sku, wh);
-            level.1 -= q;
-            if status == Status::Fulfilled {
-                level.0 -= q;
-            }
-        }
-        self.reservations[index].status = status;
-    }
-
-    fn expire_due(&mut self, now: Timestamp, holding: Option<&[usize]>) {
-        for i in 0..self.reservations.len() {
-            let r = &self.reservations[i];
-            let holds = holding.is_none_or(|skus| r.lines.iter().any(|(s, _, _)| skus.contains(s)));
-            if r.status == Status::Active && r.expires_at <= now && holds {
-                self.give_back(i, Status::Expired);
-            }
-        }
-    }
-}
-
 struct Case {
     skus: Vec<SkuCode>,
     warehouses: Vec<WarehouseCode>,
@@ -139,10 +94,10 @@ async fn run_case(db: &Db, case_no: usize, ops: &[Op]) {
     }
     tx.commit().await.unwrap();
 
-    let mut model = Model::default();
+    let mut model = StockModel::default();
     for op in ops {
         apply(db, &case, &mut model, op, &mut now).await;
-        compare(db, &case, &mut model).await;
+        compare(db, &case, &model).await;
     }
     // Other cases share the database; a failing one must not blame this one while shrinking.
     let report = warehouse::reconcile::reconcile(db.reader()).await.unwrap();
@@ -152,7 +107,7 @@ async fn run_case(db: &Db, case_no: usize, ops: &[Op]) {
 
 /// Applies `op` to both sides. A refused use case may have written part of its work, like
 /// any use case that fails halfway: as the API does, the transaction is then rolled back.
-async fn apply(db: &Db, case: &Case, model: &mut Model, op: &Op, now: &mut Timestamp) {
+async fn apply(db: &Db, case: &Case, model: &mut StockModel, op: &Op, now: &mut Timestamp) {
     let mut tx = db.begin().await.unwrap();
     let mut refused = false;
     let sku = |i: usize| case.skus[i].clone();
@@ -173,7 +128,7 @@ async fn apply(db: &Db, case: &Case, model: &mut Model, op: &Op, now: &mut Times
             )
             .await
             .unwrap();
-            model.level(*s, *w).0 += quantity;
+            model.receive(*s, *w, *quantity);
         }
         Op::Adjust { sku: s, wh: w, delta } => {
             let result = warehouse::adjustment::adjust(
@@ -182,12 +137,9 @@ async fn apply(db: &Db, case: &Case, model: &mut Model, op: &Op, now: &mut Times
                 *now,
             )
             .await;
-            let allowed = *delta > 0 || model.available(*s, *w) >= -delta;
-            assert_eq!(result.is_ok(), allowed, "adjust {delta}: {result:?}");
-            refused = !allowed;
-            if allowed {
-                model.level(*s, *w).0 += delta;
-            }
+            let expected = model.adjust(*s, *w, *delta);
+            assert_eq!(result.is_ok(), expected.is_ok(), "adjust {delta}: {result:?}");
+            refused = expected.is_err();
         }
         Op::Count { sku: s, wh: w, counted } => {
             let result = warehouse::adjustment::adjust(
@@ -202,12 +154,9 @@ async fn apply(db: &Db, case: &Case, model: &mut Model, op: &Op, now: &mut Times
                 *now,
             )
             .await;
-            let allowed = *counted >= model.levels.get(&(*s, *w)).map(|l| l.1).unwrap_or(0);
-            assert_eq!(result.is_ok(), allowed, "count {counted}: {result:?}");
-            refused = !allowed;
-            if allowed {
-                model.level(*s, *w).0 = *counted;
-            }
+            let expected = model.count(*s, *w, *counted);
+            assert_eq!(result.is_ok(), expected.is_ok(), "count {counted}: {result:?}");
+            refused = expected.is_err();
         }
         Op::Transfer { sku: s, from, quantity } => {
             let to = 1 - from;
@@ -218,13 +167,9 @@ async fn apply(db: &Db, case: &Case, model: &mut Model, op: &Op, now: &mut Times
                 lines: vec![TransferLine { sku: sku(*s), quantity: Quantity::new(*quantity).unwrap() }],
             };
             let result = warehouse::transfer::transfer(&mut tx, transfer, *now).await;
-            let allowed = model.available(*s, *from) >= *quantity;
-            assert_eq!(result.is_ok(), allowed, "transfer {quantity}: {result:?}");
-            refused = !allowed;
-            if allowed {
-                model.level(*s, *from).0 -= quantity;
-                model.level(*s, to).0 += quantity;
-            }
+            let expected = model.transfer(*s, *from, to, *quantity);
+            assert_eq!(result.is_ok(), expected.is_ok(), "transfer {quantity}: {result:?}");
+            refused = expected.is_err();
         }
         Op::Reserve { commands } => {
             // Mirror the inline reclaim: SKUs the batch asks for beyond what is available get
@@ -267,31 +212,21 @@ async fn apply(db: &Db, case: &Case, model: &mut Model, op: &Op, now: &mut Times
                 tx.rollback().await.unwrap();
                 return;
             };
-            let due = r.status == Status::Active && r.expires_at <= *now;
             match op {
                 Op::Confirm(_) => {
                     let result = warehouse::reservation::confirm(&mut tx, &r.id, *now).await;
-                    let allowed = matches!(r.status, Status::Confirmed) || (r.status == Status::Active && !due);
-                    assert_eq!(result.is_ok(), allowed, "confirm {r:?}: {result:?}");
-                    if allowed {
-                        model.reservations[*i].status = Status::Confirmed;
-                    }
+                    let expected = model.confirm(*i, *now);
+                    assert_eq!(result.is_ok(), expected.is_ok(), "confirm {r:?}: {result:?}");
                 }
                 Op::Release(_) => {
                     let result = warehouse::reservation::release(&mut tx, &r.id, *now).await;
-                    assert_eq!(result.is_ok(), r.status != Status::Fulfilled, "release {r:?}: {result:?}");
-                    match r.status {
-                        Status::Active if due => model.give_back(*i, Status::Expired),
-                        Status::Active | Status::Confirmed => model.give_back(*i, Status::Released),
-                        _ => {}
-                    }
+                    let expected = model.release(*i, *now);
+                    assert_eq!(result.is_ok(), expected.is_ok(), "release {r:?}: {result:?}");
                 }
                 _ => {
                     let result = warehouse::reservation::fulfill(&mut tx, &r.id, *now).await;
-                    assert_eq!(result.is_ok(), r.status == Status::Confirmed, "fulfill {r:?}: {result:?}");
-                    if r.status == Status::Confirmed {
-                        model.give_back(*i, Status::Fulfilled);
-                    }
+                    let expected = model.fulfill(*i);
+                    assert_eq!(result.is_ok(), expected.is_ok(), "fulfill {r:?}: {result:?}");
                 }
             }
         }
@@ -312,7 +247,7 @@ async fn apply(db: &Db, case: &Case, model: &mut Model, op: &Op, now: &mut Times
 
 /// Checks one hold's outcome against the model, in batch order, and applies it.
 fn model_hold(
-    model: &mut Model,
+    model: &mut StockModel,
     case: &Case,
     id: ReservationId,
     lines: &[GenLine],
@@ -321,47 +256,35 @@ fn model_hold(
     now: Timestamp,
 ) {
     // Feasible iff explicit lines fit their warehouse and free lines fit what is left.
-    let mut explicit: HashMap<(usize, usize), i64> = HashMap::new();
-    let mut free: HashMap<usize, i64> = HashMap::new();
-    let mut demand: HashMap<usize, i64> = HashMap::new();
-    for (s, q, w) in lines {
-        *demand.entry(*s).or_default() += q;
-        match w {
-            Some(w) => *explicit.entry((*s, *w)).or_default() += q,
-            None => *free.entry(*s).or_default() += q,
-        }
-    }
-    let explicit_fits = explicit.iter().all(|((s, w), q)| model.available(*s, *w) >= *q);
-    let free_fits = free.iter().all(|(s, q)| {
-        let left: i64 =
-            (0..WAREHOUSES.len()).map(|w| model.available(*s, w) - explicit.get(&(*s, w)).copied().unwrap_or(0)).sum();
-        left >= *q
-    });
-    assert_eq!(outcome.is_ok(), explicit_fits && free_fits, "reserve {lines:?}: {outcome:?}");
+    let fits = model.hold_fits(lines, WAREHOUSES.len());
+    assert_eq!(outcome.is_ok(), fits, "reserve {lines:?}: {outcome:?}");
     let Ok(reservation) = outcome else { return };
-    let mut held: Vec<(usize, usize, i64)> = Vec::new();
+    let mut held: Vec<ModelLine> = Vec::new();
     for line in &reservation.lines {
         let s = case.skus.iter().position(|k| k.as_str() == line.sku).unwrap();
         let w = case.warehouses.iter().position(|k| k.as_str() == line.warehouse).unwrap();
-        assert!(model.available(s, w) >= line.quantity, "held more than available: {reservation:?}");
-        model.level(s, w).1 += line.quantity;
-        held.push((s, w, line.quantity));
+        let already: i64 = held.iter().filter(|h| h.sku == s && h.wh == w).map(|h| h.quantity).sum();
+        assert!(model.available(s, w) - already >= line.quantity, "held more than available: {reservation:?}");
+        held.push(ModelLine { sku: s, wh: w, quantity: line.quantity, lots: Vec::new() });
+    }
+    let mut demand: HashMap<usize, i64> = HashMap::new();
+    let mut explicit: HashMap<(usize, usize), i64> = HashMap::new();
+    for (s, q, w) in lines {
+        *demand.entry(*s).or_default() += q;
+        if let Some(w) = w {
+            *explicit.entry((*s, *w)).or_default() += q;
+        }
     }
     for (s, d) in demand {
-        assert_eq!(held.iter().filter(|h| h.0 == s).map(|h| h.2).sum::<i64>(), d, "held per SKU");
+        assert_eq!(held.iter().filter(|h| h.sku == s).map(|h| h.quantity).sum::<i64>(), d, "held per SKU");
     }
     for ((s, w), q) in explicit {
-        assert!(held.iter().filter(|h| h.0 == s && h.1 == w).map(|h| h.2).sum::<i64>() >= q);
+        assert!(held.iter().filter(|h| h.sku == s && h.wh == w).map(|h| h.quantity).sum::<i64>() >= q);
     }
-    model.reservations.push(ModelReservation {
-        id,
-        status: Status::Active,
-        expires_at: now.plus_seconds(ttl_seconds),
-        lines: held,
-    });
+    model.hold(id, now.plus_seconds(ttl_seconds), held);
 }
 
-async fn compare(db: &Db, case: &Case, model: &mut Model) {
+async fn compare(db: &Db, case: &Case, model: &StockModel) {
     let views = warehouse::stock::stock_views(db.reader(), &case.skus, None).await.unwrap();
     for (s, view) in views.iter().enumerate() {
         for (w, code) in case.warehouses.iter().enumerate() {
@@ -371,7 +294,7 @@ async fn compare(db: &Db, case: &Case, model: &mut Model) {
                 .find(|row| row.warehouse == code.as_str())
                 .map(|row| (row.on_hand, row.reserved))
                 .unwrap_or((0, 0));
-            let expected = model.levels.get(&(s, w)).copied().unwrap_or((0, 0));
+            let expected = model.level(s, w);
             assert_eq!(real, expected, "stock of {} at {code}", view.sku);
             assert!(0 <= real.1 && real.1 <= real.0, "invariant 0 <= reserved <= on_hand broken: {real:?}");
         }
@@ -381,7 +304,7 @@ async fn compare(db: &Db, case: &Case, model: &mut Model) {
 #[test]
 fn random_operation_sequences_match_the_model_and_reconcile() {
     let warehouses: Vec<(&str, i64)> = WAREHOUSES.iter().enumerate().map(|(i, w)| (*w, 10 * (i as i64 + 1))).collect();
-    testkit::property_on_each_backend(
+    testdb::property_on_each_backend(
         (128, 48),
         &warehouses,
         prop::collection::vec(op(), 1..40),

@@ -22,7 +22,7 @@ async fn setup(db: &Db, skus: &[(&str, bool)]) {
         warehouse::item::item_create(&mut tx, new, now).await.unwrap();
     }
     tx.commit().await.unwrap();
-    testkit::seed_warehouse(db, "W1", 10).await;
+    testdb::seed_warehouse(db, "W1", 10).await;
 }
 
 fn hold(sku: &str, quantity: i64) -> HoldCommand {
@@ -77,8 +77,8 @@ async fn assert_reconciled(db: &Db) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn holds_racing_a_lot_expiry_instant_never_take_the_expired_lot() {
-    for backend in testkit::backends() {
-        let database = testkit::TestDatabase::create(backend).await;
+    for backend in testdb::backends() {
+        let database = testdb::TestDatabase::create(backend).await;
         let db = Arc::new(database.connect().await);
         setup(&db, &[("MILK", true)]).await;
         let expiry = warehouse::lot::expiry_instant("2030-01-02").unwrap();
@@ -147,8 +147,8 @@ async fn holds_racing_a_lot_expiry_instant_never_take_the_expired_lot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn imports_running_while_holds_happen_lose_nothing() {
-    for backend in testkit::backends() {
-        let database = testkit::TestDatabase::create(backend).await;
+    for backend in testdb::backends() {
+        let database = testdb::TestDatabase::create(backend).await;
         let db = Arc::new(database.connect().await);
         setup(&db, &[("A", false), ("B", false)]).await;
 
@@ -228,8 +228,8 @@ async fn imports_running_while_holds_happen_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_reservation_queue_refuses_at_once_and_loses_nothing() {
     use warehouse::reservation::group_commit::{GroupCommit, GroupCommitConfig};
-    for backend in testkit::backends() {
-        let database = testkit::TestDatabase::create(backend).await;
+    for backend in testdb::backends() {
+        let database = testdb::TestDatabase::create(backend).await;
         let db = database.connect().await;
         setup(&db, &[("A", false)]).await;
         receive_a(&db, 10).await;
@@ -267,8 +267,8 @@ async fn a_full_reservation_queue_refuses_at_once_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn receipts_and_bin_moves_racing_into_one_bin_never_overfill_it() {
-    for backend in testkit::backends() {
-        let database = testkit::TestDatabase::create(backend).await;
+    for backend in testdb::backends() {
+        let database = testdb::TestDatabase::create(backend).await;
         let db = Arc::new(database.connect().await);
         setup(&db, &[("A", false), ("B", false)]).await;
         let w1 = WarehouseCode::parse("W1").unwrap();
@@ -346,8 +346,8 @@ async fn idempotent_holds_in_one_batch_hold_once_per_key_and_replay_their_first_
     use warehouse::reservation::group_commit::{GroupCommit, GroupCommitConfig};
     let idem =
         |key: &str, body: &str| IdempotencyKey { scope: "test".into(), key: key.into(), fingerprint: body.into() };
-    for backend in testkit::backends() {
-        let database = testkit::TestDatabase::create(backend).await;
+    for backend in testdb::backends() {
+        let database = testdb::TestDatabase::create(backend).await;
         let db = database.connect().await;
         setup(&db, &[("A", false)]).await;
         receive_a(&db, 10).await;

@@ -20,7 +20,6 @@ use crate::{Result, WarehouseError};
 use ::store::{Db, Tx};
 use kernel::limits::INLINE_RECLAIM_MAX;
 use kernel::{NewEvent, Quantity, ReservationId, SkuCode, Timestamp, WarehouseCode};
-use rules::{merge_lines, plan_hold};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -128,7 +127,7 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
     distinct.dedup();
     let known_items = crate::item::items_known(tx, &distinct).await?;
     let known: HashSet<String> = known_items.iter().map(|(s, _)| s.clone()).collect();
-    let lot_tracked: HashSet<String> = known_items.into_iter().filter(|(_, lots)| *lots).map(|(s, _)| s).collect();
+    let lot_tracked: HashSet<String> = known_items.iter().filter(|(_, lots)| *lots).map(|(s, _)| s.clone()).collect();
     distinct.retain(|s| known.contains(s.as_str()));
     let lot_skus: Vec<&SkuCode> = distinct.iter().copied().filter(|s| lot_tracked.contains(s.as_str())).collect();
     let mut named: Vec<&WarehouseCode> =
@@ -164,121 +163,70 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
         }
     }
 
-    let mut state: HashMap<(SkuCode, WarehouseCode), store::StockRow> = HashMap::with_capacity(rows.len());
-    let mut warehouses_of: HashMap<SkuCode, Vec<WarehouseCode>> = HashMap::new();
+    let mut figures = rules::Figures {
+        items: known_items.into_iter().collect(),
+        warehouses: known_warehouses,
+        levels: HashMap::with_capacity(rows.len()),
+        lots,
+    };
     for row in rows {
         // A stock row that does not parse is corrupt: an error, never a row silently left out
         // of the plan.
         let sku = SkuCode::parse(row.sku.clone()).map_err(|e| corrupt(format!("stock row SKU {:?}: {e}", row.sku)))?;
         let warehouse = WarehouseCode::parse(row.warehouse.clone())
             .map_err(|e| corrupt(format!("stock row warehouse {:?}: {e}", row.warehouse)))?;
-        warehouses_of.entry(sku.clone()).or_default().push(warehouse.clone());
-        state.insert((sku, warehouse), row);
+        let level =
+            rules::Level { on_hand: row.on_hand, reserved: row.reserved, priority: row.priority, active: row.active };
+        figures.levels.insert((sku, warehouse), level);
     }
+    let plans = rules::plan_batch(&mut figures, commands.iter().map(|c| c.lines.as_slice()), now)?;
+
     let mut net: BTreeMap<(SkuCode, WarehouseCode), i64> = BTreeMap::new();
     let mut lot_net: BTreeMap<(String, String, String), i64> = BTreeMap::new();
     let mut created: Vec<(Reservation, Timestamp)> = Vec::new();
     let mut outcomes = Vec::with_capacity(commands.len());
-
-    for command in commands {
-        if let Some(i) = command.lines.iter().position(|l| !known.contains(l.sku.as_str())) {
-            outcomes.push(Err(WarehouseError::invalid(
-                format!("lines[{i}].sku"),
-                format!("unknown SKU {}", command.lines[i].sku),
-            )));
-            continue;
-        }
-        let unknown_warehouse = command
-            .lines
-            .iter()
-            .position(|l| l.warehouse.as_ref().is_some_and(|w| !known_warehouses.contains(w.as_str())));
-        if let Some(i) = unknown_warehouse {
-            let code = command.lines[i].warehouse.as_ref().map(|w| w.to_string()).unwrap_or_default();
-            outcomes.push(Err(WarehouseError::invalid(
-                format!("lines[{i}].warehouse"),
-                format!("unknown warehouse {code}"),
-            )));
-            continue;
-        }
-        let wanted = merge_lines(command.lines.iter().map(|l| (l.sku.clone(), l.quantity.get(), l.warehouse.clone())));
-        let mut candidates: HashMap<SkuCode, Vec<rules::Candidate>> = HashMap::new();
-        for sku in wanted.iter().map(|w| &w.sku) {
-            if candidates.contains_key(sku) {
-                continue;
-            }
-            let list = warehouses_of
-                .get(sku)
-                .into_iter()
-                .flatten()
-                .filter_map(|warehouse| {
-                    let row = &state[&(sku.clone(), warehouse.clone())];
-                    row.active.then(|| rules::Candidate {
-                        warehouse: warehouse.clone(),
-                        priority: row.priority,
-                        available: if lot_tracked.contains(&row.sku) {
-                            free_lot_units(row, &lots, now)
-                        } else {
-                            row.on_hand - row.reserved
-                        },
-                    })
-                })
-                .collect();
-            candidates.insert(sku.clone(), list);
-        }
-        let plan = match plan_hold(&wanted, &candidates) {
-            Ok(plan) => plan,
-            Err(short) => {
-                outcomes.push(Err(WarehouseError::InsufficientStock { lines: short }));
+    for (command, plan) in commands.into_iter().zip(plans) {
+        let held = match plan {
+            Ok(held) => held,
+            Err(refusal) => {
+                outcomes.push(Err(refusal.into()));
                 continue;
             }
         };
         let expires_at = now.plus_seconds(command.ttl_seconds);
-        let mut lines = Vec::with_capacity(plan.len());
-        for p in &plan {
-            // Lot-tracked: take lots FEFO; the plan only used units of unexpired lots.
-            let taken = match lots.get_mut(&(p.sku.as_str().to_owned(), p.warehouse.as_str().to_owned())) {
-                Some(in_warehouse) if lot_tracked.contains(p.sku.as_str()) => {
-                    let taken = crate::lot::fefo_take(in_warehouse, p.quantity, now).ok_or_else(|| {
-                        WarehouseError::Store(::store::StoreError::Corrupt(format!(
-                            "lots of {} in {} hold less than their level",
-                            p.sku, p.warehouse
-                        )))
-                    })?;
-                    for (lot, q) in &taken {
-                        *lot_net.entry((p.sku.to_string(), p.warehouse.to_string(), lot.clone())).or_default() += q;
-                    }
-                    taken.into_iter().map(|(lot, quantity)| LotTake { lot, quantity }).collect()
-                }
-                _ => Vec::new(),
-            };
-            lines.push(ReservationLine {
-                sku: p.sku.to_string(),
-                warehouse: p.warehouse.to_string(),
-                quantity: p.quantity,
-                lots: taken,
-            });
-        }
         let reservation = Reservation {
             id: command.id.to_string(),
             status: Status::Active,
-            reference: command.reference.clone(),
+            reference: command.reference,
             expires_at: expires_at.to_rfc3339(),
             created_at: now.to_rfc3339(),
-            lines,
+            lines: held
+                .iter()
+                .map(|line| ReservationLine {
+                    sku: line.sku.to_string(),
+                    warehouse: line.warehouse.to_string(),
+                    quantity: line.quantity,
+                    lots: line
+                        .lots
+                        .iter()
+                        .map(|(lot, quantity)| LotTake { lot: lot.clone(), quantity: *quantity })
+                        .collect(),
+                })
+                .collect(),
         };
-        for line in &plan {
-            let key = (line.sku.clone(), line.warehouse.clone());
-            let row = state.get_mut(&key).expect("planned rows are loaded");
-            row.reserved += line.quantity;
-            *net.entry(key).or_default() += line.quantity;
+        for line in held {
+            for (lot, q) in &line.lots {
+                *lot_net.entry((line.sku.to_string(), line.warehouse.to_string(), lot.clone())).or_default() += q;
+            }
+            *net.entry((line.sku.clone(), line.warehouse.clone())).or_default() += line.quantity;
             journal.stock_changed(NewMovement {
-                warehouse: line.warehouse.clone(),
-                sku: line.sku.clone(),
+                warehouse: line.warehouse,
+                sku: line.sku,
                 kind: MovementKind::Reserve,
                 on_hand_delta: 0,
                 reserved_delta: line.quantity,
-                on_hand_after: row.on_hand,
-                reserved_after: row.reserved,
+                on_hand_after: line.on_hand_after,
+                reserved_after: line.reserved_after,
                 reference: Some(reservation.id.clone()),
                 reason: None,
             });
@@ -309,20 +257,6 @@ async fn load_lots(tx: &mut Tx, skus: &[&SkuCode]) -> Result<HashMap<(String, St
         crate::lot::fefo_order(list);
     }
     Ok(lots)
-}
-
-/// Units of a lot-tracked item's stock row that may be held now: what its unexpired,
-/// unquarantined lots have free (never more than the level has free).
-fn free_lot_units(
-    row: &store::StockRow,
-    lots: &HashMap<(String, String), Vec<crate::lot::LotRow>>,
-    now: Timestamp,
-) -> i64 {
-    let in_lots: i64 = lots
-        .get(&(row.sku.clone(), row.warehouse.clone()))
-        .map(|list| list.iter().map(|l| l.available_at(now)).sum())
-        .unwrap_or(0);
-    (row.on_hand - row.reserved).min(in_lots)
 }
 
 fn reservation_event<E: kernel::Event>(
