@@ -187,8 +187,13 @@ async fn an_idempotency_key_replays_the_first_answer_and_holds_once() {
     each_backend(|app| async move {
         setup(&app).await;
         let body = json!({"reference": "cart-9", "lines": [{"sku": "SKU-1", "quantity": 2}]});
-        let first = app.post_with("/v1/reservations", body.clone(), &[("Idempotency-Key", "abc")]).await.expect(201);
-        let again = app.post_with("/v1/reservations", body.clone(), &[("Idempotency-Key", "abc")]).await.expect(201);
+        let replayed = |reply: &testkit::Reply| reply.headers.get("idempotent-replayed").map(|v| v.as_bytes().to_vec());
+        let first = app.post_with("/v1/reservations", body.clone(), &[("Idempotency-Key", "abc")]).await;
+        assert_eq!(replayed(&first), None, "a first answer is not a replay");
+        let first = first.expect(201);
+        let again = app.post_with("/v1/reservations", body.clone(), &[("Idempotency-Key", "abc")]).await;
+        assert_eq!(replayed(&again), Some(b"true".to_vec()), "a repeat says it is a replay");
+        let again = again.expect(201);
         assert_eq!(first, again);
         assert_eq!(app.stock("SKU-1").await["reserved"], 2);
         app.post_with(
@@ -205,9 +210,9 @@ async fn an_idempotency_key_replays_the_first_answer_and_holds_once() {
             .await
             .expect_problem(409, "insufficient_stock");
         app.receive("MUC-1", "SKU-2", 10).await;
-        app.post_with("/v1/reservations", big.clone(), &[("Idempotency-Key", "big")])
-            .await
-            .expect_problem(409, "insufficient_stock");
+        let refused_again = app.post_with("/v1/reservations", big.clone(), &[("Idempotency-Key", "big")]).await;
+        assert_eq!(replayed(&refused_again), Some(b"true".to_vec()));
+        refused_again.expect_problem(409, "insufficient_stock");
         app.post("/v1/reservations", big).await.expect(201);
 
         let id = first["id"].as_str().unwrap();
@@ -216,9 +221,10 @@ async fn an_idempotency_key_replays_the_first_answer_and_holds_once() {
             .await
             .expect(200);
         assert_eq!(confirmed["status"], "confirmed");
-        app.post_with(&format!("/v1/reservations/{id}/confirm"), json!({}), &[("Idempotency-Key", "c1")])
-            .await
-            .expect(200);
+        let confirmed_again =
+            app.post_with(&format!("/v1/reservations/{id}/confirm"), json!({}), &[("Idempotency-Key", "c1")]).await;
+        assert_eq!(replayed(&confirmed_again), Some(b"true".to_vec()), "run_write replays say so too");
+        confirmed_again.expect(200);
         app.reconcile().await;
     })
     .await;

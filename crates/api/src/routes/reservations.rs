@@ -83,7 +83,8 @@ pub fn hold_command(req: CreateReservation) -> Result<HoldCommand, ApiError> {
 /// Holds stock, all lines or nothing.
 #[utoipa::path(post, path = "/v1/reservations", tag = "reservations", request_body = CreateReservation,
     params(("Idempotency-Key" = Option<String>, Header, description = "Holds once however often it is sent")),
-    responses((status = 201, body = Reservation),
+    responses((status = 201, body = Reservation,
+               headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same Idempotency-Key"))),
               (status = 409, body = crate::error::Problem, description = "insufficient_stock, with the short lines",
                example = json!({"type": "urn:stockroom:problem:insufficient_stock", "title": "Insufficient stock", "status": 409,
                                 "code": "insufficient_stock", "detail": "TSHIRT-RED-M: requested 5, available 3",
