@@ -61,10 +61,18 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
                 let field = if path == "." { "body".to_owned() } else { path };
                 ApiError::validation(field, "number out of range")
             }
+            // A shape error can surface before a syntax error later in the body (an unknown
+            // field stops deserializing early): the body must be valid JSON to be a 422.
+            serde_json::error::Category::Data
+                if let Err(syntax) = serde_json::from_slice::<serde::de::IgnoredAny>(raw) =>
+            {
+                ApiError::malformed(format!("the body is not valid JSON: {}", without_position(&syntax.to_string())))
+            }
             serde_json::error::Category::Data => {
                 let message = without_position(&inner.to_string());
-                let field = match missing_field(&message) {
+                let field = match missing_field(&message).or_else(|| unknown_field(&message)) {
                     Some(name) if path == "." => name.to_owned(),
+                    Some(name) if path == name || path.ends_with(&format!(".{name}")) => path,
                     Some(name) => format!("{path}.{name}"),
                     None if path == "." => "body".to_owned(),
                     None => path,
@@ -85,6 +93,12 @@ fn without_position(message: &str) -> String {
         Some(i) => message[..i].to_owned(),
         None => message.to_owned(),
     }
+}
+
+/// The name in serde's "unknown field `name`, expected ..." (request types refuse unknown
+/// fields, so a typo is never silently ignored).
+fn unknown_field(message: &str) -> Option<&str> {
+    message.strip_prefix("unknown field `")?.split('`').next()
 }
 
 fn missing_field(message: &str) -> Option<&str> {

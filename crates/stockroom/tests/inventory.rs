@@ -341,3 +341,38 @@ async fn bulk_adjustments_answer_per_line_and_apply_only_the_good_ones() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn unknown_body_fields_are_refused_naming_them_and_change_nothing() {
+    each_backend(|app| async move {
+        two_warehouses_with_stock(&app, "SKU-1").await;
+        let events_before = app.all_events().await.len();
+        let cases = [
+            ("/v1/warehouses/BER-1", json!({"capacity": 5}), "capacity"),
+            ("/v1/items", json!({"sku": "SKU-2", "name": "x", "weight": 3}), "weight"),
+            (
+                "/v1/reservations",
+                json!({"lines": [{"sku": "SKU-1", "quantity": 1, "warehuose": "BER-1"}]}),
+                "lines[0].warehuose",
+            ),
+            (
+                "/v1/receipts",
+                json!({"warehouse": "BER-1", "lines": [{"sku": "SKU-1", "quantity": 1}], "note": "x"}),
+                "note",
+            ),
+        ];
+        for (path, body, field) in cases {
+            let reply = if path.starts_with("/v1/warehouses/") {
+                app.patch(path, body).await
+            } else {
+                app.post(path, body).await
+            };
+            let problem = reply.expect_problem(422, "validation_failed");
+            assert_eq!(problem["errors"][0]["field"], field, "[{}] {path}: {problem}", app.label());
+        }
+        assert_eq!(app.all_events().await.len(), events_before, "[{}] nothing changed", app.label());
+        assert_eq!(app.stock("SKU-1").await["reserved"], 0);
+        app.get("/v1/items/SKU-2").await.expect_problem(404, "not_found");
+    })
+    .await;
+}

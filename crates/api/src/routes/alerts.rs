@@ -27,6 +27,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"low_stock_units": 10, "out_of_stock": true, "overstock_units": 5000,
                           "expiring_within_days": 7, "capacity_share_percent": 90}))]
 pub struct PutRule {

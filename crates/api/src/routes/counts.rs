@@ -26,6 +26,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"warehouse": "BER-1", "zone": "A", "recount_threshold_units": 2}))]
 pub struct CreateCount {
     #[schema(value_type = String)]
@@ -95,6 +96,7 @@ pub async fn count_get(State(state): State<AppState>, Path(id): Path<String>) ->
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CountedLineRequest {
     /// Omit for stock not in any bin.
     pub bin: Option<String>,
@@ -104,6 +106,7 @@ pub struct CountedLineRequest {
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"lines": [{"bin": "A-01-1", "sku": "TSHIRT-RED-M", "counted": 14}]}))]
 pub struct SubmitCount {
     pub lines: Vec<CountedLineRequest>,

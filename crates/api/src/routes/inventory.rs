@@ -72,6 +72,7 @@ pub(crate) fn path_warehouse(raw: &str) -> Result<WarehouseCode, ApiError> {
 // ---------------------------------------------------------------- items
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"sku": "TSHIRT-RED-M", "name": "T-shirt red M", "weight_grams": 180, "track_lots": false}))]
 pub struct CreateItem {
     #[schema(value_type = String, example = "TSHIRT-RED-M")]
@@ -123,6 +124,7 @@ pub async fn item_get(State(state): State<AppState>, Path(sku): Path<String>) ->
 // ---------------------------------------------------------------- warehouses
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"code": "BER-1", "name": "Berlin", "country": "DE", "latitude": 52.52, "longitude": 13.40, "priority": 10, "active": true}))]
 pub struct CreateWarehouse {
     #[schema(value_type = String, example = "BER-1")]
@@ -139,6 +141,7 @@ pub struct CreateWarehouse {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"priority": 5, "active": false}))]
 pub struct PatchWarehouse {
     pub name: Option<String>,
@@ -288,6 +291,7 @@ pub async fn warehouse_patch(
 // ---------------------------------------------------------------- receipts
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ReceiptLineRequest {
     #[schema(value_type = String, example = "TSHIRT-RED-M")]
     pub sku: SkuCode,
@@ -300,6 +304,7 @@ pub struct ReceiptLineRequest {
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"warehouse": "BER-1", "reference": "PO-1", "lines": [{"sku": "TSHIRT-RED-M", "quantity": 10}]}))]
 pub struct CreateReceipt {
     #[schema(value_type = String)]
@@ -364,6 +369,7 @@ pub async fn receipt_create(
 // ---------------------------------------------------------------- adjustments
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"warehouse": "BER-1", "sku": "TSHIRT-RED-M", "delta": -3, "reason": "damaged"}))]
 pub struct CreateAdjustment {
     #[schema(value_type = String)]
@@ -452,6 +458,7 @@ pub const BULK_LINES_MAX: usize = 10_000;
 pub const BULK_BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"lines": [{"warehouse": "BER-1", "sku": "TSHIRT-RED-M", "counted": 42},
                                     {"warehouse": "BER-1", "sku": "MUG", "delta": -2, "reason": "damaged"}]}))]
 pub struct CreateBulkAdjustments {
@@ -548,6 +555,7 @@ fn prefix_fields(mut error: ApiError, line: usize) -> ApiError {
 // ---------------------------------------------------------------- transfers
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TransferLineRequest {
     #[schema(value_type = String)]
     pub sku: SkuCode,
@@ -556,6 +564,7 @@ pub struct TransferLineRequest {
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"from": "BER-1", "to": "MUC-1", "lines": [{"sku": "TSHIRT-RED-M", "quantity": 5}]}))]
 pub struct CreateTransfer {
     #[schema(value_type = String)]

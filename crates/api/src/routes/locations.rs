@@ -28,6 +28,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"code": "A-01-1", "zone": "A", "x": 3.5, "y": 12.0, "capacity_units": 200}))]
 pub struct CreateBin {
     /// 1 to 64 characters of `A-Z a-z 0-9 . _ -`, unique within the warehouse.
@@ -113,6 +114,7 @@ pub async fn bin_list(
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"sku": "TSHIRT-RED-M", "from_bin": "A-01-1", "to_bin": "B-02-3", "quantity": 4}))]
 pub struct CreateBinMove {
     #[schema(value_type = String)]
@@ -183,6 +185,7 @@ pub async fn lots(State(state): State<AppState>, Path(sku): Path<String>) -> Res
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"warehouse": "BER-1", "reason": "supplier recall 2026-11"}))]
 pub struct LotStateChange {
     /// The warehouse whose lot it is (lot codes are per SKU and warehouse).

@@ -27,6 +27,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct HoldLineRequest {
     #[schema(value_type = String, example = "TSHIRT-RED-M")]
     pub sku: SkuCode,
@@ -38,6 +39,7 @@ pub struct HoldLineRequest {
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"reference": "cart-123", "ttl_seconds": 900, "lines": [{"sku": "TSHIRT-RED-M", "quantity": 2, "warehouse": "BER-1"}]}))]
 pub struct CreateReservation {
     pub reference: Option<String>,
