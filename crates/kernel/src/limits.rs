@@ -38,8 +38,10 @@ pub const INSERT_ROWS_MAX: usize = 500;
 /// Longest free-text field (names, references, reasons).
 pub const TEXT_CHARS_MAX: usize = 512;
 
-/// Most outbox events one event-driven worker run reads (the alert checker).
-pub const OUTBOX_BATCH_MAX: i64 = 1_000;
+/// Most outbox seqs one subscriber run scans. A run holds a write transaction (on SQLite the
+/// one write lock) while it handles them, so this bounds the stall it adds to foreground writes:
+/// at 1,000 the `alerts` subscriber took HTTP open-loop hold p99 from 5 to 20 ms in a flash sale.
+pub const OUTBOX_BATCH_MAX: i64 = 250;
 
 /// Most stock levels one alerts run re-evaluates after a rule changed.
 pub const ALERT_RESCAN_LEVELS_MAX: i64 = 1_000;

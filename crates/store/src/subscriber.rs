@@ -55,9 +55,9 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// A full batch was handled: run again at once.
-    pub fn more(&self, batch_max: i64) -> bool {
-        self.handled as i64 >= batch_max || self.lag > 0
+    /// Committed events are left past the offset: run again at once.
+    pub fn more(&self) -> bool {
+        self.lag > 0
     }
 }
 
@@ -84,7 +84,7 @@ pub fn subscription<S: Subscriber>(
         let (db, clock, subscriber) = (db.clone(), clock.clone(), subscriber.clone());
         async move {
             let report = run_once(&db, subscriber.as_ref(), batch_max, clock.now()).await?;
-            Ok::<_, S::Error>(Progress { done: report.handled, more: report.more(batch_max) })
+            Ok::<_, S::Error>(Progress { done: report.handled, more: report.more() })
         }
     });
     Subscription { name, event_types, worker }
@@ -136,8 +136,9 @@ async fn ensure_offset(tx: &mut Tx, name: &str, now: Timestamp) -> Result<(), St
     Ok(())
 }
 
-/// One run: hands up to `batch_max` events after the offset to the handler and moves the
-/// offset past every event it scanned, in one transaction.
+/// One run: scans the next `batch_max` seqs after the offset (up to the committed head),
+/// hands the wanted events among them to the handler and moves the offset past them, in one
+/// transaction.
 pub async fn run_once<S: Subscriber>(
     db: &Db,
     subscriber: &S,
@@ -156,29 +157,27 @@ pub async fn run_once<S: Subscriber>(
         .try_get(0)
         .map_err(StoreError::from)?;
     // Every seq up to the committed head is committed (see `outbox`), so events up to it can
-    // be scanned without a gap, and the offset may move to it when nothing wanted is there.
+    // be scanned without a gap. A run scans at most `batch_max` seqs, wanted or not, so the
+    // transaction (and on SQLite the write lock) stays short however the types are mixed.
     let head = committed_head(&mut tx).await?;
+    let upto = head.min(offset.saturating_add(batch_max.max(1)));
     let types = subscriber.event_types();
     let sql = format!(
         "SELECT seq, id, event_type, aggregate, aggregate_seq, at, version, data FROM events \
-         WHERE seq > $1 AND seq <= $2{} ORDER BY seq LIMIT $3",
+         WHERE seq > $1 AND seq <= $2{} ORDER BY seq",
         if types.is_empty() {
             String::new()
         } else {
-            format!(" AND event_type IN ({})", list_placeholders(types.len(), 4))
+            format!(" AND event_type IN ({})", list_placeholders(types.len(), 3))
         }
     );
-    let mut query = dynamic(sql).bind(offset).bind(head).bind(batch_max);
+    let mut query = dynamic(sql).bind(offset).bind(upto);
     for event_type in types {
         query = query.bind(event_type.to_string());
     }
     let rows = query.fetch_all(&mut *tx).await.map_err(StoreError::from)?;
     let events = rows.iter().map(crate::outbox::decode_row).collect::<Result<Vec<_>, _>>()?;
-    let full = events.len() as i64 >= batch_max;
-    let new_offset = match events.last() {
-        Some(last) if full => last.seq,
-        _ => head.max(offset),
-    };
+    let new_offset = upto.max(offset);
     if !events.is_empty() {
         subscriber.handle(&mut tx, &events, now).await?;
     }
