@@ -40,7 +40,8 @@ pub const TEXT_CHARS_MAX: usize = 512;
 
 /// Most outbox seqs one subscriber run scans. A run holds a write transaction (on SQLite the
 /// one write lock) while it handles them, so this bounds the stall it adds to foreground writes:
-/// at 1,000 the `alerts` subscriber took HTTP open-loop hold p99 from 5 to 20 ms in a flash sale.
+/// at 1,000 the `alerts` subscriber took HTTP open-loop hold p99 in a flash sale from 9-10 ms to
+/// 20-38 ms (docs/benchmarks.md, "The seams change").
 pub const OUTBOX_BATCH_MAX: i64 = 250;
 
 /// Most stock levels one alerts run re-evaluates after a rule changed.

@@ -155,12 +155,6 @@ struct Request<B: Batch> {
     key: Option<IdempotencyKey>,
 }
 
-impl<B: Batch> Clone for Request<B> {
-    fn clone(&self) -> Self {
-        Self { op: self.op.clone(), key: self.key.clone() }
-    }
-}
-
 struct Job<B: Batch> {
     request: Request<B>,
     reply: oneshot::Sender<Replied<B>>,
@@ -265,22 +259,22 @@ async fn worker_loop<B: Batch>(shared: &Shared<B>, workers: &Workers, worker: &s
     let name = shared.batch.name();
     while let Some(jobs) = next_batch(shared).await {
         metrics::histogram!("stockroom_group_commit_batch_size", "executor" => name).record(jobs.len() as f64);
-        let requests: Vec<Request<B>> = jobs.iter().map(|j| j.request.clone()).collect();
+        let (requests, replies): (Vec<Request<B>>, Vec<_>) = jobs.into_iter().map(|j| (j.request, j.reply)).unzip();
         let answers = AssertUnwindSafe(apply_with_fallback(shared, &requests)).catch_unwind().await;
         match answers {
             Ok(answers) => {
-                for (job, answer) in jobs.into_iter().zip(answers) {
-                    let _ = job.reply.send(answer);
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(answer);
                 }
             }
             Err(panic) => {
                 // The transaction was dropped, so rolled back: answer everyone, go on.
                 let message = panic_message(&panic);
                 metrics::counter!("stockroom_group_commit_panics_total", "executor" => name).increment(1);
-                tracing::error!(executor = name, batch = jobs.len(), error = message, "applying a batch panicked");
+                tracing::error!(executor = name, batch = replies.len(), error = message, "applying a batch panicked");
                 workers.failed_but_up(worker, format!("a batch panicked: {message}"));
-                for job in jobs {
-                    let _ = job.reply.send((Err(ExecutorError::Panicked.into()), false));
+                for reply in replies {
+                    let _ = reply.send((Err(ExecutorError::Panicked.into()), false));
                 }
             }
         }

@@ -75,7 +75,6 @@ macro_rules! bind_all {
             query = match value {
                 SqlValue::Int(v) => query.bind(v),
                 SqlValue::Text(v) => query.bind(v),
-                SqlValue::Real(v) => query.bind(v),
             };
         }
         query
@@ -87,7 +86,6 @@ macro_rules! bind_all {
 pub enum SqlValue {
     Int(Option<i64>),
     Text(Option<String>),
-    Real(Option<f64>),
 }
 
 /// The `VALUES` rows of one statement, with their binds: the statement's only parameters, so
@@ -130,12 +128,6 @@ impl ValuesRow<'_> {
     pub fn opt_text(self, value: Option<impl Into<String>>) -> Self {
         self.push(SqlValue::Text(value.map(Into::into)))
     }
-    pub fn real(self, value: f64) -> Self {
-        self.push(SqlValue::Real(Some(value)))
-    }
-    pub fn opt_real(self, value: Option<f64>) -> Self {
-        self.push(SqlValue::Real(value))
-    }
 }
 
 impl Values {
@@ -153,12 +145,8 @@ impl Values {
         ValuesRow { values: self }
     }
 
-    pub fn rows(&self) -> usize {
+    fn rows(&self) -> usize {
         self.binds.len() / self.columns.max(1)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.binds.is_empty()
     }
 
     /// The placeholder list for the rows given so far.
