@@ -19,16 +19,21 @@ pub enum Scope {
     Admin,
     InventoryRead,
     InventoryWrite,
+    CatalogRead,
+    CatalogWrite,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 3] = [Scope::Admin, Scope::InventoryRead, Scope::InventoryWrite];
+    pub const ALL: [Scope; 5] =
+        [Scope::Admin, Scope::InventoryRead, Scope::InventoryWrite, Scope::CatalogRead, Scope::CatalogWrite];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Admin => "admin",
             Scope::InventoryRead => "inventory:read",
             Scope::InventoryWrite => "inventory:write",
+            Scope::CatalogRead => "catalog:read",
+            Scope::CatalogWrite => "catalog:write",
         }
     }
 
@@ -105,8 +110,18 @@ async fn principal_of(state: &AppState, key: &str) -> Result<Option<Principal>, 
     Ok(row.map(|(key_id, scopes)| Principal { key_id, scopes: scopes.split(' ').filter_map(Scope::parse).collect() }))
 }
 
-/// Middleware for `/v1`: reads need `inventory:read`, everything else `inventory:write`;
-/// `admin` allows all.
+/// Channels, shipping rates, products, prices, availability and search are the catalog's:
+/// they need the `catalog:*` scopes. `path` is as seen inside `/v1` (or with it).
+fn is_catalog_path(path: &str) -> bool {
+    let path = path.strip_prefix("/v1").unwrap_or(path);
+    ["/channels", "/products", "/prices", "/availability", "/search"]
+        .iter()
+        .any(|prefix| path == *prefix || path.starts_with(&format!("{prefix}/")))
+        || (path.starts_with("/warehouses/") && path.ends_with("/shipping-rates"))
+}
+
+/// Middleware for `/v1`: reads need `inventory:read` (catalog routes `catalog:read`),
+/// everything else `inventory:write` (`catalog:write`); `admin` allows all.
 pub async fn require_key(
     State(state): State<AppState>,
     mut request: Request,
@@ -123,10 +138,12 @@ pub async fn require_key(
         .filter(|k| !k.is_empty() && k.len() <= 256)
         .ok_or_else(ApiError::unauthorized)?;
     let principal = principal_of(&state, key).await?.ok_or_else(ApiError::unauthorized)?;
-    let needed = if matches!(*request.method(), Method::GET | Method::HEAD) {
-        Scope::InventoryRead
-    } else {
-        Scope::InventoryWrite
+    let read = matches!(*request.method(), Method::GET | Method::HEAD);
+    let needed = match (is_catalog_path(request.uri().path()), read) {
+        (true, true) => Scope::CatalogRead,
+        (true, false) => Scope::CatalogWrite,
+        (false, true) => Scope::InventoryRead,
+        (false, false) => Scope::InventoryWrite,
     };
     if !principal.allows(needed) {
         return Err(ApiError::forbidden(needed.as_str()));

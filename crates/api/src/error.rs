@@ -207,6 +207,22 @@ impl From<Refusal> for ApiError {
     }
 }
 
+impl From<catalog::CatalogError> for ApiError {
+    fn from(error: catalog::CatalogError) -> Self {
+        use catalog::CatalogError;
+        match error {
+            CatalogError::NotFound { what, key } => ApiError::not_found(format!("{what} {key} does not exist")),
+            CatalogError::Invalid(problems) => ApiError::validation_many(
+                problems.into_iter().map(|p| FieldError { field: p.field, message: p.message }).collect(),
+            ),
+            CatalogError::Conflict(detail) => ApiError::new(StatusCode::CONFLICT, "conflict", detail),
+            CatalogError::Unavailable(detail) => ApiError::unavailable(detail),
+            CatalogError::Store(e) => ApiError::from(e),
+            CatalogError::Warehouse(e) => ApiError::from(e),
+        }
+    }
+}
+
 impl From<store::StoreError> for ApiError {
     fn from(error: store::StoreError) -> Self {
         if error.is_retryable() {

@@ -42,6 +42,8 @@ pub struct AppState {
     pub reservations: warehouse::reservation::group_commit::GroupCommit,
     /// Which background workers are up, for `/ready`.
     pub workers: store::workers::Workers,
+    /// The catalog's availability view and its cache.
+    pub availability: catalog::AvailabilityView,
     /// Every context's event types (`GET /v1/event-types`).
     pub event_types: Arc<kernel::EventRegistry>,
 }

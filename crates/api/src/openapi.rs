@@ -1,7 +1,7 @@
 //! The OpenAPI document (`/openapi.json`) and the docs page (`/docs`).
 
 use crate::AppState;
-use crate::routes::{alerts, counts, health, inventory, ledger, locations, reservations};
+use crate::routes::{alerts, catalog, counts, health, inventory, ledger, locations, reservations};
 use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -24,12 +24,16 @@ use utoipa_swagger_ui::SwaggerUi;
         counts::count_open, counts::count_get, counts::count_submit, counts::count_approve, counts::count_cancel,
         locations::bin_create, locations::bin_list, locations::bin_move_create, locations::lots, locations::lot_quarantine, locations::lot_release,
         locations::bins_of_sku,
+        catalog::channel_create, catalog::channel_list, catalog::channel_get, catalog::channel_patch,
+        catalog::shipping_rates_put, catalog::shipping_rates_get,
+        catalog::product_create, catalog::product_list, catalog::product_get, catalog::product_patch,
+        catalog::price_put, catalog::price_get, catalog::price_history, catalog::availability, catalog::availability_status,
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError, warehouse::ShortLine)),
     modifiers(&BearerAuth),
     tags(
         (name = "items"), (name = "warehouses"), (name = "stock"), (name = "reservations"),
-        (name = "ledger"), (name = "alerts"), (name = "counts"), (name = "operations")
+        (name = "ledger"), (name = "alerts"), (name = "counts"), (name = "channels"), (name = "catalog"), (name = "operations")
     )
 )]
 pub struct ApiDoc;

@@ -25,6 +25,9 @@ pub enum Command {
         #[arg(long)]
         spec: String,
     },
+    /// The catalog's availability view over HTTP with its cache and without it (straight to
+    /// the database), side by side; freshness of a change; cached batches in process.
+    Availability(crate::availability::AvailabilityArgs),
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@
 //! - [`report`]: the table, the ratios and the JSON file; [`env`]: the header line;
 //! - [`orchestrate`]: one child process per job, results gathered by the parent.
 
+mod availability;
 mod check;
 mod cli;
 mod database;
@@ -36,6 +37,7 @@ fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
     match cli.command {
         Some(cli::Command::Job { spec }) => orchestrate::job_process(&spec),
+        Some(cli::Command::Availability(args)) => availability::run(&args),
         None => orchestrate::run(&cli.run),
     }
 }

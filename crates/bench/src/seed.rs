@@ -42,7 +42,7 @@ pub struct SeedPlan {
 }
 
 /// Rows `g.n` = 0..n, as a FROM item.
-fn series(backend: Backend, n: usize) -> String {
+pub fn series(backend: Backend, n: usize) -> String {
     let last = n.saturating_sub(1);
     match backend {
         Backend::Sqlite => format!(

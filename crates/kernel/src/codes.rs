@@ -71,6 +71,14 @@ code_type!(
     /// A warehouse code: 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
     WarehouseCode
 );
+code_type!(
+    /// A channel code (where a retailer sells): 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
+    ChannelCode
+);
+code_type!(
+    /// A product handle: 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
+    ProductHandle
+);
 
 /// A reservation id, made by the server (UUID v7: time-ordered, so inserts stay local in
 /// the index).

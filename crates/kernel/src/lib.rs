@@ -9,11 +9,13 @@ pub mod clock;
 pub mod codes;
 pub mod event;
 pub mod limits;
+pub mod money;
 pub mod page;
 pub mod quantity;
 
 pub use clock::{Clock, FakeClock, SystemClock, Timestamp};
-pub use codes::{CodeError, ReservationId, SkuCode, WarehouseCode};
+pub use codes::{ChannelCode, CodeError, ProductHandle, ReservationId, SkuCode, WarehouseCode};
 pub use event::{Event, EventRegistry, EventType, NewEvent};
+pub use money::{Currency, MoneyError};
 pub use page::{Page, PageRequest};
 pub use quantity::{Quantity, QuantityError};

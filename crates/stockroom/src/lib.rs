@@ -29,6 +29,17 @@ pub struct ServeConfig {
     pub db: DbOptions,
     /// `workers: 0` picks the backend's default (1 on SQLite, 4 on PostgreSQL).
     pub group_commit: GroupCommitConfig,
+    pub catalog: CatalogConfig,
+}
+
+/// The catalog's availability view: its cache secret, figures and worker periods.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogConfig {
+    /// The secret cache keys and values are MACed under; `None`: the one stored in the
+    /// database (made on first start).
+    pub cache_secret: Option<String>,
+    pub view: catalog::availability::ViewSettings,
+    pub intervals: catalog::ViewIntervals,
 }
 
 /// A running server: its address, its database, and the handle to stop it.
@@ -36,6 +47,8 @@ pub struct ServeConfig {
 pub struct Running {
     pub addr: SocketAddr,
     pub db: Db,
+    /// The catalog's availability view (for in-process measurements and tests).
+    pub availability: catalog::AvailabilityView,
     /// The admin key created on first start when none was configured.
     pub bootstrap_key: Option<String>,
     shutdown: CancellationToken,
@@ -87,6 +100,13 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
     }
     let mut event_types = kernel::EventRegistry::default();
     event_types.register(warehouse::events::event_types()).map_err(anyhow::Error::msg)?;
+    event_types.register(catalog::events::event_types()).map_err(anyhow::Error::msg)?;
+    for followed in catalog::availability::FOLLOWED_EVENT_TYPES {
+        anyhow::ensure!(
+            event_types.get(followed).is_some(),
+            "the availability view follows unknown event type {followed}"
+        );
+    }
 
     // Every context's workers and subscribers; a subscriber that cannot start stops start-up.
     let mut context_workers = warehouse::workers(&db, &clock, config.sweep_interval);
@@ -97,6 +117,19 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
         .context("starting the subscribers")?;
     context_workers.extend(subscriptions.into_iter().map(|s| s.worker));
 
+    let secret = catalog::availability::cache_secret(&db, config.catalog.cache_secret.as_deref(), clock.now())
+        .await
+        .context("reading the cache secret")?;
+    let availability =
+        catalog::AvailabilityView::start(db.clone(), clock.clone(), &secret, config.catalog.view.clone())
+            .await
+            .context("starting the availability view")?;
+    // Warm what was read most before the last stop; a failure only means a cold cache.
+    if let Err(error) = availability.load_hot().await {
+        tracing::warn!(%error, "could not warm the availability cache");
+    }
+    context_workers.extend(catalog::workers(&availability, &config.catalog.intervals));
+
     let registry = store::workers::Workers::new();
     let (reservations, group_workers) = GroupCommit::start(db.clone(), clock.clone(), group_config, registry.clone());
     let state = api::AppState {
@@ -106,6 +139,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
         metrics,
         reservations,
         workers: registry.clone(),
+        availability: availability.clone(),
         event_types: Arc::new(event_types),
     };
     let listener =
@@ -121,7 +155,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
     let app = api::router(state);
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });
-    Ok(Running { addr, db, bootstrap_key, shutdown, server, workers })
+    Ok(Running { addr, db, availability, bootstrap_key, shutdown, server, workers })
 }
 
 /// The URL without its password, for logs.

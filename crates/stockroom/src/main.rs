@@ -76,6 +76,60 @@ impl GroupCommitArgs {
     }
 }
 
+/// The availability view's cache.
+#[derive(clap::Args, Clone)]
+struct AvailabilityArgs {
+    /// Secret the cache's keys and values are MACed under; default: one made on first start
+    /// and kept in the database (shared by every replica).
+    #[arg(long, env = "STOCKROOM_CACHE_SECRET", hide_env_values = true)]
+    cache_secret: Option<String>,
+    /// TTL of a cached SKU with 0 available, ms (each entry gets a random TTL in [ttl/2, ttl)).
+    #[arg(long, env = "STOCKROOM_CACHE_TTL_ZERO_MS", default_value_t = 2_000)]
+    cache_ttl_zero_ms: u64,
+    /// TTL of a cached SKU with low stock (see --cache-low-stock-units), ms.
+    #[arg(long, env = "STOCKROOM_CACHE_TTL_LOW_MS", default_value_t = 10_000)]
+    cache_ttl_low_ms: u64,
+    /// TTL of a cached SKU with more stock, ms.
+    #[arg(long, env = "STOCKROOM_CACHE_TTL_STABLE_MS", default_value_t = 300_000)]
+    cache_ttl_stable_ms: u64,
+    /// At most this many available counts as low stock.
+    #[arg(long, env = "STOCKROOM_CACHE_LOW_STOCK_UNITS", default_value_t = 5)]
+    cache_low_stock_units: i64,
+    /// When the event follower is behind by more than this, entries older than it are re-read, ms.
+    #[arg(long, env = "STOCKROOM_CACHE_TRUST_BOUND_MS", default_value_t = 1_000)]
+    cache_trust_bound_ms: u64,
+    /// Longest a read of the database may take before cached figures are served as stale, ms.
+    #[arg(long, env = "STOCKROOM_CACHE_FETCH_TIMEOUT_MS", default_value_t = 1_500)]
+    cache_fetch_timeout_ms: u64,
+    /// Most cached entries.
+    #[arg(long, env = "STOCKROOM_CACHE_MAX_ENTRIES", default_value_t = 1_000_000)]
+    cache_max_entries: u64,
+    /// `false`: every availability read goes to the database (for comparison only).
+    #[arg(long, env = "STOCKROOM_AVAILABILITY_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
+    availability_cache: bool,
+}
+
+impl AvailabilityArgs {
+    fn config(&self) -> stockroom::CatalogConfig {
+        let ms = Duration::from_millis;
+        stockroom::CatalogConfig {
+            cache_secret: self.cache_secret.clone().filter(|s| !s.is_empty()),
+            view: catalog::availability::ViewSettings {
+                ttl_zero: ms(self.cache_ttl_zero_ms.max(2)),
+                ttl_low: ms(self.cache_ttl_low_ms.max(2)),
+                ttl_stable: ms(self.cache_ttl_stable_ms.max(2)),
+                low_stock_units: self.cache_low_stock_units.max(0),
+                trust_bound: ms(self.cache_trust_bound_ms.max(1)),
+                fetch_timeout: ms(self.cache_fetch_timeout_ms.max(1)),
+                max_entries: self.cache_max_entries.max(1),
+                cache: self.availability_cache,
+                ..Default::default()
+            },
+            intervals: Default::default(),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Serve the HTTP API and run the workers.
@@ -91,6 +145,8 @@ enum Command {
         sweep_interval_ms: u64,
         #[command(flatten)]
         group_commit: GroupCommitArgs,
+        #[command(flatten)]
+        availability: AvailabilityArgs,
     },
     /// Apply pending migrations and exit.
     Migrate {
@@ -172,7 +228,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { listen, database, admin_key, sweep_interval_ms, group_commit } => {
+        Command::Serve { listen, database, admin_key, sweep_interval_ms, group_commit, availability } => {
             let metrics = PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
             let config = stockroom::ServeConfig {
                 listen,
@@ -181,6 +237,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 sweep_interval: Duration::from_millis(sweep_interval_ms.max(1)),
                 db: database.options(),
                 group_commit: group_commit.config(),
+                catalog: availability.config(),
             };
             let running = stockroom::start(config, Arc::new(SystemClock), metrics).await?;
             if let Some(key) = &running.bootstrap_key {

@@ -27,6 +27,8 @@ const MILK: &str = "MILK";
 const LOT: &str = "L-1";
 const BIN: &str = "A-01";
 const EMPTY_BIN: &str = "B-01";
+const CHANNEL: &str = "web";
+const PRODUCT: &str = "shirt";
 
 // ------------------------------------------------------------------------------ fixtures
 
@@ -93,6 +95,12 @@ async fn seed_every_resource(app: &TestApp) -> Seeded {
     let rule = format!("/v1/alert-rules/items/{MILK}/warehouses/{BER}");
     app.put_json(&rule, json!({"low_stock_units": 10})).await.expect(200);
     let alert = raised_alert(app, MILK).await;
+    let channel = json!({"code": CHANNEL, "name": "Web", "currency": "EUR", "country": "DE", "warehouses": [BER]});
+    app.post("/v1/channels", channel).await.expect(201);
+    app.post("/v1/products", json!({"handle": PRODUCT, "name": "Shirt", "variants": [{"sku": SHIRT}]}))
+        .await
+        .expect(201);
+    app.put_json(&format!("/v1/prices/{SHIRT}"), json!({"channel": CHANNEL, "amount": "19.99"})).await.expect(200);
     Seeded { reservation, count: count["id"].as_str().expect("a count id").to_owned(), alert }
 }
 
@@ -217,6 +225,9 @@ fn path_value(template: &str, collection: &str, name: &str, seeded: &Seeded) -> 
         ("reservations", "id") => seeded.reservation.clone(),
         ("counts", "id") => seeded.count.clone(),
         ("alerts", "id") => seeded.alert.clone(),
+        ("channels", "code") => CHANNEL.to_owned(),
+        ("products", "handle") => PRODUCT.to_owned(),
+        ("prices", "sku") => SHIRT.to_owned(),
         _ => panic!(
             "{template}: no seeded value for the path parameter {{{name}}} after /{collection}/; \
              seed one in seed_every_resource and map it in path_value"
@@ -230,6 +241,7 @@ fn query_value(template: &str, name: &str) -> String {
     match name {
         "skus" => format!("{SHIRT},{MUG},{MILK}"),
         "warehouse" => BER.to_owned(),
+        "channel" => CHANNEL.to_owned(),
         _ => panic!("{template}: no seeded value for the required query parameter {name}; map one in query_value"),
     }
 }
@@ -262,6 +274,20 @@ fn valid_bodies() -> Vec<(Method, &'static str, Value)> {
         (Method::PUT, "/v1/alert-rules/items/{sku}/warehouses/{code}", rule),
         (Method::POST, "/v1/counts", json!({"warehouse": MUC})),
         (Method::POST, "/v1/counts/{id}/lines", json!({"lines": [{"sku": MUG, "counted": 3}]})),
+        (
+            Method::POST,
+            "/v1/channels",
+            json!({"code": "new-channel", "name": "New", "currency": "EUR", "country": "DE", "warehouses": [BER]}),
+        ),
+        (Method::PATCH, "/v1/channels/{code}", json!({"name": "Renamed"})),
+        (
+            Method::PUT,
+            "/v1/warehouses/{code}/shipping-rates",
+            json!({"rates": [{"country": "DE", "currency": "EUR", "base": "4.90", "per_kg": "0.80"}]}),
+        ),
+        (Method::POST, "/v1/products", json!({"handle": "new-product", "name": "New", "variants": [{"sku": MUG}]})),
+        (Method::PATCH, "/v1/products/{handle}", json!({"name": "Renamed"})),
+        (Method::PUT, "/v1/prices/{sku}", json!({"channel": CHANNEL, "amount": "1.00"})),
     ]
 }
 
@@ -308,7 +334,13 @@ fn secured_requests(operations: &[Operation]) -> Vec<(Operation, Option<Value>)>
 
 /// The paths of every secured read, to watch for changes.
 fn reads(operations: &[Operation]) -> Vec<String> {
-    operations.iter().filter(|o| o.secured && o.method == Method::GET).map(|o| o.path.clone()).collect()
+    operations
+        .iter()
+        .filter(|o| o.secured && o.method == Method::GET)
+        // The cache's counters move with every read: they are not state a refusal could change.
+        .filter(|o| o.template != "/v1/availability/status")
+        .map(|o| o.path.clone())
+        .collect()
 }
 
 /// The most bytes a body may have on `template`: bulk adjustments take a large stock take.
@@ -1371,24 +1403,43 @@ async fn a_key_without_the_scope_is_forbidden_on_every_endpoint() {
         let now = SystemClock.now();
         let read = api::auth::key_create(&app.db, &[Scope::InventoryRead], "test", now).await.expect("create a key");
         let write = api::auth::key_create(&app.db, &[Scope::InventoryWrite], "test", now).await.expect("create a key");
+        let catalog_read =
+            api::auth::key_create(&app.db, &[Scope::CatalogRead], "test", now).await.expect("create a key");
+        let catalog_write =
+            api::auth::key_create(&app.db, &[Scope::CatalogWrite], "test", now).await.expect("create a key");
         let before = snapshot(&app, &reads(&operations)).await;
         let mut v = Verdicts::new(&app);
         for (operation, body) in secured_requests(&operations) {
             let (method, path) = (&operation.method, &operation.path);
             let bytes = body.as_ref().map(|b| (JSON, serde_json::to_vec(b).expect("serialize")));
-            let reply = app.request(method.clone(), path, bytes.clone(), Some(&read.secret), &[]).await;
+            // Catalog routes take the catalog scopes; every other route the inventory ones.
+            let catalog = is_catalog_route(&operation.template);
+            let (read_key, write_key, area) =
+                if catalog { (&catalog_read, &catalog_write, "catalog") } else { (&read, &write, "inventory") };
+            let reply = app.request(method.clone(), path, bytes.clone(), Some(&read_key.secret), &[]).await;
             if *method == Method::GET {
-                v.accepted(&format!("{method} {path} with an inventory:read key"), reply, 200);
-                let reply = app.request(method.clone(), path, None, Some(&write.secret), &[]).await;
-                v.refused(&format!("{method} {path} with an inventory:write key"), reply, 403, "forbidden", &[]);
+                v.accepted(&format!("{method} {path} with an {area}:read key"), reply, 200);
+                let reply = app.request(method.clone(), path, None, Some(&write_key.secret), &[]).await;
+                v.refused(&format!("{method} {path} with an {area}:write key"), reply, 403, "forbidden", &[]);
+                let other_area = if catalog { &read } else { &catalog_read };
+                let reply = app.request(method.clone(), path, None, Some(&other_area.secret), &[]).await;
+                v.refused(&format!("{method} {path} with a read key of the other area"), reply, 403, "forbidden", &[]);
             } else {
-                v.refused(&format!("{method} {path} with an inventory:read key"), reply, 403, "forbidden", &[]);
+                v.refused(&format!("{method} {path} with an {area}:read key"), reply, 403, "forbidden", &[]);
             }
         }
         v.unchanged(&app, &before).await;
         v.finish();
     })
     .await;
+}
+
+/// The catalog's routes, which need `catalog:*` scopes (API.md, "The rest of the platform").
+fn is_catalog_route(template: &str) -> bool {
+    ["/v1/channels", "/v1/products", "/v1/prices", "/v1/availability", "/v1/search"]
+        .iter()
+        .any(|prefix| template == *prefix || template.starts_with(&format!("{prefix}/")))
+        || template.ends_with("/shipping-rates")
 }
 
 // ------------------------------------------------------------------------------ idempotency

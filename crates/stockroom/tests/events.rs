@@ -32,6 +32,24 @@ async fn every_kind_of_change(app: &TestApp) {
     app.post("/v1/stock/MILK/lots/L1/quarantine", json!({"warehouse": "BER-1", "reason": "smell"})).await.expect(200);
     app.post("/v1/stock/MILK/lots/L1/release", json!({"warehouse": "BER-1", "reason": "fine"})).await.expect(200);
     app.put_json("/v1/alert-rules/default", json!({"low_stock_units": 9, "out_of_stock": true})).await.expect(200);
+    // The catalog: a channel, shipping rates, a product and a price, each created and changed.
+    app.post(
+        "/v1/channels",
+        json!({"code": "web", "name": "Web", "currency": "EUR", "country": "DE", "warehouses": ["BER-1"]}),
+    )
+    .await
+    .expect(201);
+    app.patch("/v1/channels/web", json!({"name": "Web shop"})).await.expect(200);
+    let rates = json!({"rates": [{"country": "DE", "currency": "EUR", "base": "4.90", "per_kg": "0.80"}]});
+    app.put_json("/v1/warehouses/BER-1/shipping-rates", rates).await.expect(200);
+    app.post(
+        "/v1/products",
+        json!({"handle": "shirt", "name": "Shirt", "variants": [{"sku": "SHIRT", "options": {"size": "M"}}]}),
+    )
+    .await
+    .expect(201);
+    app.patch("/v1/products/shirt", json!({"category": "apparel"})).await.expect(200);
+    app.put_json("/v1/prices/SHIRT", json!({"channel": "web", "amount": "19.99"})).await.expect(200);
 
     let hold = |quantity: i64, ttl: i64| json!({"ttl_seconds": ttl, "lines": [{"sku": "SHIRT", "quantity": quantity}]});
     let id = |r: Value| r["id"].as_str().unwrap().to_owned();

@@ -147,3 +147,8 @@ pub async fn events_after(pool: &AnyPool, after: i64, limit: u32) -> Result<Vec<
     .await?;
     rows.iter().map(decode_row).collect()
 }
+
+/// The latest committed `seq` (0 when none): every event up to it is committed and visible.
+pub async fn committed_head(pool: &AnyPool) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar("SELECT last_seq FROM event_sequence WHERE id = 1").fetch_one(pool).await?)
+}

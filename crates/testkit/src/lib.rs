@@ -16,13 +16,24 @@ use warehouse::reservation::group_commit::GroupCommitConfig;
 
 pub use testdb::*;
 
+pub mod proxy;
+
 pub const ADMIN_KEY: &str = "test-admin-key";
 
 /// Options for [`spawn_app_with`].
-#[derive(Debug, Clone)]
 pub struct AppOptions {
     pub sweep_interval: Duration,
     pub clock: Arc<dyn Clock>,
+    pub catalog: stockroom::CatalogConfig,
+    /// Connect to the PostgreSQL test database through this address (a [`proxy::TcpProxy`]
+    /// in front of it) instead of directly.
+    pub database_proxy: Option<std::net::SocketAddr>,
+}
+
+impl std::fmt::Debug for AppOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppOptions").field("sweep_interval", &self.sweep_interval).finish_non_exhaustive()
+    }
 }
 
 impl Default for AppOptions {
@@ -31,6 +42,8 @@ impl Default for AppOptions {
             // The API's default period, so tests check the documented behaviour.
             sweep_interval: Duration::from_millis(1000),
             clock: Arc::new(SystemClock),
+            catalog: stockroom::CatalogConfig::default(),
+            database_proxy: None,
         }
     }
 }
@@ -54,11 +67,15 @@ pub async fn spawn_app_with(backend: Backend, options: AppOptions) -> TestApp {
     let database = TestDatabase::create(backend).await;
     let config = stockroom::ServeConfig {
         listen: "127.0.0.1:0".into(),
-        database_url: database.url.clone(),
+        database_url: match options.database_proxy {
+            Some(proxy) => through(&database.url, proxy),
+            None => database.url.clone(),
+        },
         admin_key: Some(ADMIN_KEY.into()),
         sweep_interval: options.sweep_interval,
         db: DbOptions { max_connections: 8, ..DbOptions::default() },
         group_commit: GroupCommitConfig { workers: 0, ..GroupCommitConfig::default() },
+        catalog: options.catalog,
     };
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle();
     let running = stockroom::start(config, options.clock, metrics).await.expect("start the app");
@@ -66,6 +83,13 @@ pub async fn spawn_app_with(backend: Backend, options: AppOptions) -> TestApp {
     let db = running.db.clone();
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("build the HTTP client");
     TestApp { base_url, backend, db, client, database, running: Arc::new(Mutex::new(Some(running))) }
+}
+
+/// `url` (`postgres://user@host:port/db`) with its host and port replaced by `proxy`.
+fn through(url: &str, proxy: std::net::SocketAddr) -> String {
+    let start = url.find('@').map(|i| i + 1).expect("a PostgreSQL URL with a user");
+    let end = url[start..].find('/').map(|i| start + i).unwrap_or(url.len());
+    format!("{}{proxy}{}", &url[..start], &url[end..])
 }
 
 /// Runs `test` once per backend, each on a fresh app, and cleans up after each.

@@ -86,7 +86,7 @@ pub async fn item_get(pool: &AnyPool, sku: &SkuCode) -> Result<Item> {
 }
 
 /// The items among `skus` that exist, with whether each tracks lots; one query.
-pub(crate) async fn items_known(tx: &mut Tx, skus: &[&SkuCode]) -> Result<Vec<(String, bool)>> {
+pub async fn items_known(tx: &mut Tx, skus: &[&SkuCode]) -> Result<Vec<(String, bool)>> {
     if skus.is_empty() {
         return Ok(Vec::new());
     }

@@ -212,10 +212,7 @@ pub async fn warehouses_list(pool: &AnyPool, after: Option<&str>, limit: u32) ->
 }
 
 /// The codes among `codes` that name a warehouse; one query.
-pub(crate) async fn warehouses_known(
-    tx: &mut Tx,
-    codes: &[&WarehouseCode],
-) -> Result<std::collections::HashSet<String>> {
+pub async fn warehouses_known(tx: &mut Tx, codes: &[&WarehouseCode]) -> Result<std::collections::HashSet<String>> {
     codes_where(tx, "SELECT code FROM warehouses WHERE code", codes).await
 }
 

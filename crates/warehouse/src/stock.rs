@@ -288,3 +288,40 @@ pub async fn stock_view(pool: &AnyPool, sku: &SkuCode, now: kernel::Timestamp) -
         .pop()
         .ok_or_else(|| WarehouseError::NotFound { what: "item", key: sku.to_string() })
 }
+
+/// Sellable units of each SKU among `skus`, summed over the active warehouses among
+/// `warehouses`: per warehouse `on_hand - reserved` less the free units of expired or
+/// quarantined lots, never below 0. One query, on the caller's connection, so a caller can
+/// read it inside its own snapshot (the catalog reads prices in the same one). SKUs with no
+/// stock in those warehouses are left out.
+pub async fn sellable_in(
+    conn: &mut sqlx::AnyConnection,
+    skus: &[String],
+    warehouses: &[String],
+    now: kernel::Timestamp,
+) -> Result<std::collections::HashMap<String, i64>> {
+    if skus.is_empty() || warehouses.is_empty() {
+        return Ok(Default::default());
+    }
+    let sku_list = list_placeholders(skus.len(), 2);
+    let warehouse_list = list_placeholders(warehouses.len(), 2 + skus.len());
+    let sql = format!(
+        "SELECT s.sku, CAST(SUM(CASE WHEN s.on_hand - s.reserved - COALESCE(b.blocked, 0) > 0 \
+                                 THEN s.on_hand - s.reserved - COALESCE(b.blocked, 0) ELSE 0 END) AS BIGINT) \
+         FROM stock_levels s \
+         JOIN warehouses w ON w.code = s.warehouse AND w.active = 1 \
+         LEFT JOIN (SELECT sku, warehouse, SUM(on_hand - reserved) AS blocked FROM stock_lots \
+                    WHERE (quarantined = 1 OR expires_at_ms <= $1) AND sku IN ({sku_list}) \
+                    GROUP BY sku, warehouse) b ON b.sku = s.sku AND b.warehouse = s.warehouse \
+         WHERE s.sku IN ({sku_list}) AND s.warehouse IN ({warehouse_list}) \
+         GROUP BY s.sku"
+    );
+    let mut query = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql)).bind(now.millis());
+    for sku in skus {
+        query = query.bind(sku.clone());
+    }
+    for warehouse in warehouses {
+        query = query.bind(warehouse.clone());
+    }
+    Ok(query.fetch_all(conn).await?.into_iter().collect())
+}

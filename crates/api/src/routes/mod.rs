@@ -1,6 +1,7 @@
 //! Routes, one module per area of the API.
 
 pub mod alerts;
+pub mod catalog;
 pub mod counts;
 pub mod health;
 pub mod inventory;
@@ -24,6 +25,7 @@ pub fn v1_routes() -> Router<AppState> {
         .merge(ledger::routes())
         .merge(alerts::routes())
         .merge(counts::routes())
+        .merge(catalog::routes())
 }
 
 pub async fn not_found() -> ApiError {

@@ -149,6 +149,7 @@ pub async fn start_server(
         db: db_options(system),
         // workers 0: the backend's default, chosen by `stockroom::start`.
         group_commit: overrides.apply(GroupCommitConfig { workers: 0, ..GroupCommitConfig::default() }),
+        catalog: ::stockroom::CatalogConfig::default(),
     };
     ::stockroom::start(config, Arc::new(SystemClock), crate::probe::handle())
         .await

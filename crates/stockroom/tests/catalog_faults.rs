@@ -1,0 +1,133 @@
+//! The availability view when things go wrong: a lost invalidation is found and repaired by
+//! the verifier; a database outage (a real one, through a TCP proxy that is cut) gives stale
+//! figures marked as such, or 503 when nothing is cached, and fresh figures once it is back.
+
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use testkit::proxy::TcpProxy;
+use testkit::{AppOptions, TestApp, backends, spawn_app_with};
+
+async fn shop(app: &TestApp) {
+    app.create_warehouse("BER-1", 10).await;
+    for sku in ["TEE-RED", "TEE-BLUE"] {
+        app.create_item(sku).await;
+        app.receive("BER-1", sku, 10).await;
+    }
+    app.post(
+        "/v1/channels",
+        json!({"code": "web", "name": "Web", "currency": "EUR", "country": "DE", "warehouses": ["BER-1"]}),
+    )
+    .await
+    .expect(201);
+    app.post(
+        "/v1/products",
+        json!({"handle": "tee", "name": "Tee", "variants": [{"sku": "TEE-RED"}, {"sku": "TEE-BLUE"}]}),
+    )
+    .await
+    .expect(201);
+    app.put_json("/v1/prices/TEE-RED", json!({"channel": "web", "amount": "19.99"})).await.expect(200);
+}
+
+async fn red(app: &TestApp) -> Value {
+    let answer = app.get("/v1/availability?channel=web&skus=TEE-RED").await.expect(200);
+    answer["items"][0].clone()
+}
+
+#[tokio::test]
+async fn a_lost_invalidation_is_repaired_by_the_verifier() {
+    let scenario = fail::FailScenario::setup();
+    for backend in backends() {
+        let mut options = AppOptions::default();
+        options.catalog.intervals.verify = Duration::from_millis(100);
+        let app = spawn_app_with(backend, options).await;
+        shop(&app).await;
+        assert_eq!(red(&app).await["available"], 10);
+
+        // The follower passes the receipt's events over and believes it is caught up.
+        fail::cfg("availability-follower-drop", "return").unwrap();
+        app.receive("BER-1", "TEE-RED", 5).await;
+        let head = app.get("/v1/events?after=0&limit=1000").await.expect(200)["items"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()["seq"]
+            .as_i64()
+            .unwrap();
+        let started = Instant::now();
+        while app.get("/v1/availability/status").await.expect(200)["applied_seq"].as_i64().unwrap() < head {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "[{}] the follower never passed the receipt",
+                app.label()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Within the verifier's bound (one run covers this small cache) the figure is right again.
+        let started = Instant::now();
+        while red(&app).await["available"] != 15 {
+            assert!(started.elapsed() < Duration::from_secs(3), "[{}] the stale entry was never repaired", app.label());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let status = app.get("/v1/availability/status").await.expect(200);
+        assert!(status["repairs"].as_u64().unwrap() >= 1, "[{}] repaired without counting: {status}", app.label());
+        fail::remove("availability-follower-drop");
+        app.shutdown().await;
+    }
+    scenario.teardown();
+}
+
+/// The host and port of the PostgreSQL test server.
+fn postgres_addr() -> Option<std::net::SocketAddr> {
+    let url = std::env::var("STOCKROOM_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty())?;
+    let start = url.find('@')? + 1;
+    let end = url[start..].find('/').map(|i| start + i).unwrap_or(url.len());
+    let authority = &url[start..end];
+    let authority = if authority.contains(':') { authority.to_owned() } else { format!("{authority}:5432") };
+    use std::net::ToSocketAddrs;
+    authority.to_socket_addrs().ok()?.next()
+}
+
+#[tokio::test]
+async fn a_database_outage_serves_stale_figures_never_zero() {
+    // A real network outage needs a database over the network: PostgreSQL only. (SQLite is a
+    // file in the process; its failure modes are the crash suite's.)
+    let Some(target) = postgres_addr() else { return };
+    let proxy = TcpProxy::start(target).await;
+    let mut options = AppOptions { database_proxy: Some(proxy.addr), ..AppOptions::default() };
+    // Entries expire fast, so reads during the cut try the database and must fall back.
+    options.catalog.view.ttl_stable = Duration::from_millis(200);
+    options.catalog.view.ttl_low = Duration::from_millis(200);
+    options.catalog.view.fetch_timeout = Duration::from_millis(300);
+    let app = spawn_app_with(store::Backend::Postgres, options).await;
+    shop(&app).await;
+    let before = red(&app).await;
+    assert_eq!(before["available"], 10);
+    assert_eq!(before["stale"], false);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+
+    proxy.cut();
+    let during = red(&app).await;
+    assert_eq!(during["available"], 10, "an outage must not read as 0: {during}");
+    assert_eq!(during["stale"], true, "{during}");
+    assert_eq!(during["as_of"], before["as_of"]);
+    assert_eq!(during["price"]["amount"], "19.99");
+    // Never read before the cut: nothing to stand in for it.
+    app.get("/v1/availability?channel=web&skus=TEE-BLUE").await.expect_problem(503, "unavailable");
+    app.get("/v1/availability?channel=web&skus=TEE-RED,TEE-BLUE").await.expect_problem(503, "unavailable");
+    // The process keeps serving.
+    app.request(reqwest::Method::GET, "/health", None, None, &[]).await.expect(200);
+
+    proxy.restore();
+    let started = Instant::now();
+    loop {
+        let after = app.get("/v1/availability?channel=web&skus=TEE-RED,TEE-BLUE").await;
+        if after.status == 200 && after.body["items"][0]["stale"] == false {
+            assert_eq!(after.body["items"][0]["available"], 10);
+            assert_eq!(after.body["items"][1]["available"], 10);
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "never fresh again: {}", after.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.shutdown().await;
+}
