@@ -27,7 +27,7 @@ use utoipa_swagger_ui::SwaggerUi;
         catalog::channel_create, catalog::channel_list, catalog::channel_get, catalog::channel_patch,
         catalog::shipping_rates_put, catalog::shipping_rates_get,
         catalog::product_create, catalog::product_list, catalog::product_get, catalog::product_patch,
-        catalog::price_put, catalog::price_get, catalog::price_history, catalog::availability, catalog::availability_status,
+        catalog::price_put, catalog::price_get, catalog::price_history, catalog::availability, catalog::availability_status, catalog::search,
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError, warehouse::ShortLine)),
     modifiers(&BearerAuth),

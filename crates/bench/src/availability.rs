@@ -85,6 +85,7 @@ pub fn run(args: &AvailabilityArgs) -> anyhow::Result<()> {
         }
         let mut freshness = Vec::new();
         let mut in_process = Vec::new();
+        let mut searches = Vec::new();
         for backend in backends {
             for cache in [true, false] {
                 let report = one_run(args, backend, cache).await?;
@@ -106,6 +107,7 @@ pub fn run(args: &AvailabilityArgs) -> anyhow::Result<()> {
                 if cache {
                     freshness.push((backend, report.freshness));
                     in_process.push((backend, report.in_process));
+                    searches.push((backend, report.search));
                 }
             }
         }
@@ -122,6 +124,24 @@ pub fn run(args: &AvailabilityArgs) -> anyhow::Result<()> {
         for (backend, (r, rate)) in &in_process {
             let l = r.latency();
             println!("| {} | {:.3} | {:.3} | {:.3} | {:.0} |", label(*backend), l.p50_ms, l.p99_ms, l.p999_ms, rate);
+        }
+        println!();
+        println!(
+            "| backend | search over {} products, 8 clients | queries/s | p50 ms | p99 ms | errors |",
+            args.skus()
+        );
+        println!("|---|---|---|---|---|---|");
+        for (backend, kinds) in &searches {
+            for (name, r, rate) in kinds {
+                let l = r.latency();
+                println!(
+                    "| {} | {name} | {rate:.0} | {:.2} | {:.2} | {} |",
+                    label(*backend),
+                    l.p50_ms,
+                    l.p99_ms,
+                    r.errors.total()
+                );
+            }
         }
         Ok(())
     })
@@ -143,6 +163,8 @@ struct Report {
     hit_ratio: Option<f64>,
     freshness: Recorder,
     in_process: (Recorder, f64),
+    /// Per query kind: its name and what it measured.
+    search: Vec<(&'static str, Recorder, f64)>,
 }
 
 /// Seeds the catalog tables beside the warehouse's: one product per SKU, priced in one channel
@@ -320,6 +342,8 @@ async fn one_run(args: &AvailabilityArgs, backend: Backend, cache: bool) -> anyh
     } else {
         (Recorder::new(), 0.0)
     };
+    let search =
+        if cache { measure_search(&client, &base, &authorization, skus, args.duration()).await } else { Vec::new() };
     running.stop().await?;
     database.drop_database().await;
     Ok(Report {
@@ -331,7 +355,64 @@ async fn one_run(args: &AvailabilityArgs, backend: Backend, cache: bool) -> anyh
         hit_ratio,
         freshness,
         in_process,
+        search,
     })
+}
+
+/// A kind of search: its name, and the query string for a random number.
+type SearchKind = (&'static str, fn(usize) -> String);
+
+/// Search over every product (one per SKU), 8 clients back to back, per kind of query.
+async fn measure_search(
+    client: &reqwest::Client,
+    base: &str,
+    authorization: &str,
+    skus: usize,
+    duration: Duration,
+) -> Vec<(&'static str, Recorder, f64)> {
+    let kinds: [SearchKind; 4] = [
+        ("two words, ranked", |n| format!("q=product+{n}")),
+        ("one rare word, ranked", |n| format!("q={n}")),
+        ("one word in every product, ranked", |_| "q=product&limit=20".to_owned()),
+        ("in stock, by price, no words", |_| "in_stock=true&sort=price_asc&limit=20".to_owned()),
+    ];
+    let mut results = Vec::new();
+    for (name, query) in kinds {
+        let stop = Instant::now() + duration / 2;
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for c in 0..8u64 {
+            let (client, base, authorization) = (client.clone(), base.to_owned(), authorization.to_owned());
+            tasks.push(tokio::spawn(async move {
+                let mut rng = Rng::for_request(500 + c, 0);
+                let mut recorder = Recorder::new();
+                while Instant::now() < stop {
+                    let url = format!("{base}/v1/search?channel={CHANNEL}&{}", query(rng.below(skus as u64) as usize));
+                    let sent = Instant::now();
+                    let outcome =
+                        match client.get(url).header(reqwest::header::AUTHORIZATION, &authorization).send().await {
+                            Ok(r) if r.status() == 200 => match r.bytes().await {
+                                Ok(_) => Outcome::Ok,
+                                Err(e) => Outcome::other(e),
+                            },
+                            Ok(r) => Outcome::other(format!("HTTP {}", r.status())),
+                            Err(e) => Outcome::other(e),
+                        };
+                    recorder.record(&outcome, sent.elapsed());
+                }
+                recorder
+            }));
+        }
+        let mut recorder = Recorder::new();
+        for task in tasks {
+            if let Ok(r) = task.await {
+                recorder.merge(&r);
+            }
+        }
+        let rate = recorder.ok as f64 / started.elapsed().as_secs_f64();
+        results.push((name, recorder, rate));
+    }
+    results
 }
 
 async fn adjust(client: &reqwest::Client, base: &str, authorization: &str, sku: &str) -> Option<i64> {

@@ -13,6 +13,7 @@ pub mod error;
 pub mod events;
 pub mod price;
 pub mod product;
+pub mod search;
 
 pub use availability::AvailabilityView;
 pub use error::{CatalogError, FieldProblem};
@@ -30,11 +31,18 @@ pub struct ViewIntervals {
     pub follow: Duration,
     pub verify: Duration,
     pub warm: Duration,
+    /// The search index's subscriber runs this often.
+    pub search: Duration,
 }
 
 impl Default for ViewIntervals {
     fn default() -> Self {
-        Self { follow: Duration::from_millis(10), verify: Duration::from_secs(1), warm: Duration::from_secs(5) }
+        Self {
+            follow: Duration::from_millis(10),
+            verify: Duration::from_secs(1),
+            warm: Duration::from_secs(5),
+            search: Duration::from_millis(200),
+        }
     }
 }
 
@@ -74,4 +82,19 @@ pub fn workers(view: &AvailabilityView, intervals: &ViewIntervals) -> Vec<Worker
         })
     };
     vec![follower, verifier, warmer]
+}
+
+/// The context's subscribers to the outbox: the search index.
+pub fn subscriptions(
+    db: &store::Db,
+    clock: &std::sync::Arc<dyn kernel::Clock>,
+    intervals: &ViewIntervals,
+) -> Vec<store::subscriber::Subscription> {
+    vec![store::subscriber::subscription(
+        db.clone(),
+        clock.clone(),
+        search::SearchIndexer,
+        intervals.search,
+        kernel::limits::OUTBOX_BATCH_MAX,
+    )]
 }

@@ -110,7 +110,12 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
 
     // Every context's workers and subscribers; a subscriber that cannot start stops start-up.
     let mut context_workers = warehouse::workers(&db, &clock, config.sweep_interval);
-    let subscriptions = warehouse::subscriptions(&db, &clock, config.sweep_interval);
+    let mut subscriptions = warehouse::subscriptions(&db, &clock, config.sweep_interval);
+    subscriptions.extend(catalog::subscriptions(&db, &clock, &config.catalog.intervals));
+    let rebuilt = catalog::search::rebuild_if_missing(&db, clock.now()).await.context("rebuilding the search index")?;
+    if rebuilt > 0 {
+        tracing::info!(products = rebuilt, "rebuilt the search index");
+    }
     store::subscriber::prepare(&db, &subscriptions, &event_types.names(), clock.now())
         .await
         .map_err(anyhow::Error::msg)

@@ -101,6 +101,14 @@ async fn seed_every_resource(app: &TestApp) -> Seeded {
         .await
         .expect(201);
     app.put_json(&format!("/v1/prices/{SHIRT}"), json!({"channel": CHANNEL, "amount": "19.99"})).await.expect(200);
+    // The search index follows the feed: let it catch up, so reads before and after a refused
+    // request compare like with like.
+    let head = app.all_events().await.last().map(|e| e["seq"].as_i64().expect("a seq")).unwrap_or(0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app.get(&format!("/v1/search?channel={CHANNEL}")).await.expect(200)["as_of_seq"].as_i64() < Some(head) {
+        assert!(std::time::Instant::now() < deadline, "[{}] the search index stayed behind", app.label());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     Seeded { reservation, count: count["id"].as_str().expect("a count id").to_owned(), alert }
 }
 

@@ -358,3 +358,84 @@ async fn catalog_routes_need_catalog_scopes() {
     })
     .await;
 }
+
+async fn search(app: &TestApp, query: &str) -> Value {
+    app.get(&format!("/v1/search?channel=web-de&{query}")).await.expect(200)
+}
+
+fn handles(page: &Value) -> Vec<String> {
+    page["items"].as_array().unwrap().iter().map(|i| i["handle"].as_str().unwrap().to_owned()).collect()
+}
+
+/// Waits until the index has applied every event so far.
+async fn search_caught_up(app: &TestApp) {
+    let head = app.all_events().await.last().map(|e| e["seq"].as_i64().unwrap()).unwrap_or(0);
+    let started = Instant::now();
+    while search(app, "").await["as_of_seq"].as_i64().unwrap() < head {
+        assert!(started.elapsed() < Duration::from_secs(10), "[{}] the search index stayed behind", app.label());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn search_ranks_filters_sorts_pages_and_follows_stock() {
+    each_backend(|app| async move {
+        shop(&app).await;
+        app.create_item("MUG-1").await;
+        app.receive("BER-1", "MUG-1", 2).await;
+        app.post(
+            "/v1/products",
+            json!({"handle": "mug", "name": "Coffee mug", "description": "A tee-shirt print on a mug", "category": "kitchen",
+                   "attributes": {"material": "ceramic"}, "variants": [{"sku": "MUG-1"}]}),
+        )
+        .await
+        .expect(201);
+        app.put_json("/v1/prices/MUG-1", json!({"channel": "web-de", "amount": "9.50"})).await.expect(200);
+        search_caught_up(&app).await;
+
+        // The name outranks the description; words match as prefixes; attributes are searched.
+        assert_eq!(handles(&search(&app, "q=tee").await), ["tee", "mug"], "[{}]", app.label());
+        assert_eq!(handles(&search(&app, "q=coff").await), ["mug"]);
+        assert_eq!(handles(&search(&app, "q=ceramic").await), ["mug"]);
+        assert_eq!(handles(&search(&app, "q=cotton").await), ["tee"]);
+        assert_eq!(handles(&search(&app, "q=nothing+like+it").await), Vec::<String>::new());
+        // Query syntax of the engines is not passed through.
+        search(&app, "q=%22tee%22+OR+*+AND+(").await;
+        // Filters and sorting.
+        assert_eq!(handles(&search(&app, "category=apparel").await), ["tee"]);
+        assert_eq!(handles(&search(&app, "sort=price_asc").await), ["mug", "tee"]);
+        assert_eq!(handles(&search(&app, "sort=price_desc").await), ["tee", "mug"]);
+        assert_eq!(handles(&search(&app, "min_price=10").await), ["tee"]);
+        assert_eq!(handles(&search(&app, "max_price=10.00").await), ["mug"]);
+        let page = search(&app, "sort=price_asc&limit=1").await;
+        assert_eq!(handles(&page), ["mug"]);
+        assert_eq!(page["items"][0]["price_from"], "9.50");
+        assert_eq!(page["items"][0]["variants"][0]["sku"], "MUG-1");
+        let next = page["next"].as_str().unwrap();
+        let rest = search(&app, &format!("sort=price_asc&limit=1&next={next}")).await;
+        assert_eq!(handles(&rest), ["tee"]);
+        assert_eq!(rest["next"], Value::Null);
+
+        // A product that sells out leaves the in-stock results.
+        assert_eq!(handles(&search(&app, "in_stock=true&sort=price_asc").await), ["mug", "tee"]);
+        app.post("/v1/reservations", json!({"lines": [{"sku": "MUG-1", "quantity": 2}]})).await.expect(201);
+        let started = Instant::now();
+        while handles(&search(&app, "in_stock=true").await).contains(&"mug".to_owned()) {
+            assert!(started.elapsed() < Duration::from_secs(10), "[{}] a sold-out product stayed in stock", app.label());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(search(&app, "q=mug").await["items"][0]["in_stock"], false);
+        // A renamed product is found by its new name.
+        app.patch("/v1/products/mug", json!({"name": "Espresso cup"})).await.expect(200);
+        search_caught_up(&app).await;
+        assert_eq!(handles(&search(&app, "q=espresso").await), ["mug"]);
+
+        // Bad input.
+        app.get("/v1/search?channel=nope").await.expect_problem(422, "validation_failed");
+        app.get("/v1/search?q=tee").await.expect_problem(422, "validation_failed");
+        let p = app.get("/v1/search?channel=web-de&sort=cheap&in_stock=yes&min_price=1.234").await.expect_problem(422, "validation_failed");
+        assert_eq!(p["errors"].as_array().unwrap().len(), 3, "{p}");
+        app.get("/v1/search?channel=web-de&colour=red").await.expect_problem(422, "validation_failed");
+    })
+    .await;
+}

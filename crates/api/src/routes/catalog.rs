@@ -31,6 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/prices/{sku}/history", get(price_history))
         .route("/availability", get(availability))
         .route("/availability/status", get(availability_status))
+        .route("/search", get(search))
 }
 
 /// A field that may be absent (`None`), `null` (`Some(None)`) or a value: JSON Merge Patch.
@@ -815,4 +816,94 @@ pub async fn availability_status(
 ) -> Result<Json<catalog::availability::ViewStatus>, ApiError> {
     only_params(&query, &[])?;
     Ok(Json(state.availability.status()))
+}
+
+/// Searches the channel's products: full text over name, category, description and
+/// attributes, ranked by relevance, with filters, sorting and pages.
+#[utoipa::path(get, path = "/v1/search", tag = "catalog",
+    params(("channel" = String, Query, description = "Channel code"),
+           ("q" = Option<String>, Query, description = "Words to find (each also as a prefix); none: every product"),
+           ("category" = Option<String>, Query, description = "A category; `apparel` also finds `apparel/tops`"),
+           ("in_stock" = Option<bool>, Query, description = "`true`: only products that can be bought now"),
+           ("min_price" = Option<String>, Query, description = "Lowest `price_from`, in the channel's currency"),
+           ("max_price" = Option<String>, Query, description = "Highest `price_from`, in the channel's currency"),
+           ("sort" = Option<String>, Query, description = "`relevance` (default), `price_asc` or `price_desc`"),
+           ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 100)"),
+           ("next" = Option<String>, Query, description = "Cursor from the previous page")),
+    responses((status = 200, body = catalog::search::SearchPage, description = "A page of products and the index's `as_of_seq`"),
+              (status = 422, body = crate::error::Problem, description = "Unknown channel or bad parameter")),
+    security(("bearer" = [])))]
+pub async fn search(
+    State(state): State<AppState>,
+    query: QueryMap,
+) -> Result<Json<catalog::search::SearchPage>, ApiError> {
+    use catalog::search::{QUERY_CHARS_MAX, SEARCH_OFFSET_MAX, SearchQuery, Sort};
+    only_params(&query, &["channel", "q", "category", "in_stock", "min_price", "max_price", "sort", "limit", "next"])?;
+    let mut errors = Vec::new();
+    let channel = match query.get("channel").map(ChannelCode::parse) {
+        None => {
+            problem(&mut errors, "channel", "is required");
+            None
+        }
+        Some(Err(e)) => {
+            problem(&mut errors, "channel", e.to_string());
+            None
+        }
+        Some(Ok(code)) => match catalog::channel::channel_get(state.db.reader(), &code).await {
+            Ok(channel) => Some((code, channel)),
+            Err(catalog::CatalogError::NotFound { .. }) => {
+                problem(&mut errors, "channel", format!("unknown channel {code}"));
+                None
+            }
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let text = query.get("q").map(str::to_owned).filter(|q| !q.trim().is_empty());
+    if let Some(q) = &text
+        && q.chars().count() > QUERY_CHARS_MAX
+    {
+        problem(&mut errors, "q", format!("must be at most {QUERY_CHARS_MAX} characters"));
+    }
+    let in_stock = match query.get("in_stock") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            problem(&mut errors, "in_stock", "must be true or false");
+            false
+        }
+    };
+    let sort = match query.get("sort") {
+        None => Sort::Relevance,
+        Some(raw) => Sort::parse(raw).unwrap_or_else(|| {
+            problem(&mut errors, "sort", "must be relevance, price_asc or price_desc");
+            Sort::Relevance
+        }),
+    };
+    let (mut min_price_minor, mut max_price_minor) = (None, None);
+    if let Some((_, channel)) = &channel {
+        min_price_minor = query.get("min_price").map(|raw| amount("min_price", &channel.currency, raw, &mut errors));
+        max_price_minor = query.get("max_price").map(|raw| amount("max_price", &channel.currency, raw, &mut errors));
+    }
+    let page = query.page()?;
+    let offset = match &page.after {
+        None => 0,
+        Some(raw) => raw.parse::<usize>().ok().filter(|o| *o <= SEARCH_OFFSET_MAX).unwrap_or_else(|| {
+            problem(&mut errors, "next", "is not a cursor of this search");
+            0
+        }),
+    };
+    finish(errors)?;
+    let (code, channel) = channel.expect("checked above");
+    let search = SearchQuery {
+        channel: code,
+        text,
+        category: query.get("category").map(str::to_owned),
+        in_stock,
+        min_price_minor,
+        max_price_minor,
+        sort,
+        offset,
+        limit: page.limit,
+    };
+    Ok(Json(catalog::search::search(state.db.reader(), state.db.backend(), &search, &channel.currency).await?))
 }
