@@ -209,7 +209,7 @@ async fn run_case(db: &Db, case: usize, ops: Vec<Op>) {
 #[test]
 fn the_view_equals_the_sum_of_the_channels_active_warehouses() {
     testdb::property_on_each_backend(
-        (24, 8),
+        (64, 12),
         &[("W1", 10), ("W2", 20), ("W3", 30)],
         proptest::collection::vec(op(), 1..30),
         |runtime, db, case, ops| runtime.block_on(run_case(db, case, ops)),
