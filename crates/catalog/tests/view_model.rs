@@ -194,8 +194,9 @@ async fn run_case(db: &Db, case: usize, ops: Vec<Op>) {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut model = Model { active: [true; 3], channels: vec![vec![0, 1], vec![1, 2]], ..Default::default() };
     setup(db, case, &model, clock.now()).await;
-    let view =
-        AvailabilityView::start(db.clone(), clock.clone(), b"test-secret", ViewSettings::default()).await.unwrap();
+    let view = AvailabilityView::start(db.clone(), clock.clone(), b"test-secret", ViewSettings::default(), None)
+        .await
+        .unwrap();
     for op in ops {
         let read = matches!(op, Op::Read);
         apply(db, case, &mut model, op, clock.now()).await;

@@ -38,6 +38,8 @@ pub struct CatalogConfig {
     /// The secret cache keys and values are MACed under; `None`: the one stored in the
     /// database (made on first start).
     pub cache_secret: Option<String>,
+    /// A Redis server for the cache's shared tier (many replicas); `None`: in process only.
+    pub redis_url: Option<String>,
     pub view: catalog::availability::ViewSettings,
     pub intervals: catalog::ViewIntervals,
 }
@@ -125,8 +127,16 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
     let secret = catalog::availability::cache_secret(&db, config.catalog.cache_secret.as_deref(), clock.now())
         .await
         .context("reading the cache secret")?;
+    let shared = match &config.catalog.redis_url {
+        Some(url) => Some(
+            catalog::availability::shared::SharedTier::connect(url)
+                .await
+                .with_context(|| format!("connecting to Redis at {}", redact(url)))?,
+        ),
+        None => None,
+    };
     let availability =
-        catalog::AvailabilityView::start(db.clone(), clock.clone(), &secret, config.catalog.view.clone())
+        catalog::AvailabilityView::start(db.clone(), clock.clone(), &secret, config.catalog.view.clone(), shared)
             .await
             .context("starting the availability view")?;
     // Warm what was read most before the last stop; a failure only means a cold cache.

@@ -83,6 +83,9 @@ struct AvailabilityArgs {
     /// and kept in the database (shared by every replica).
     #[arg(long, env = "STOCKROOM_CACHE_SECRET", hide_env_values = true)]
     cache_secret: Option<String>,
+    /// Redis for the availability cache's shared tier (many replicas), e.g. redis://127.0.0.1:6379.
+    #[arg(long, env = "STOCKROOM_REDIS_URL")]
+    redis_url: Option<String>,
     /// TTL of a cached SKU with 0 available, ms (each entry gets a random TTL in [ttl/2, ttl)).
     #[arg(long, env = "STOCKROOM_CACHE_TTL_ZERO_MS", default_value_t = 2_000)]
     cache_ttl_zero_ms: u64,
@@ -114,6 +117,7 @@ impl AvailabilityArgs {
         let ms = Duration::from_millis;
         stockroom::CatalogConfig {
             cache_secret: self.cache_secret.clone().filter(|s| !s.is_empty()),
+            redis_url: self.redis_url.clone().filter(|s| !s.is_empty()),
             view: catalog::availability::ViewSettings {
                 ttl_zero: ms(self.cache_ttl_zero_ms.max(2)),
                 ttl_low: ms(self.cache_ttl_low_ms.max(2)),

@@ -91,6 +91,8 @@ fn postgres_addr() -> Option<std::net::SocketAddr> {
 async fn a_database_outage_serves_stale_figures_never_zero() {
     // A real network outage needs a database over the network: PostgreSQL only. (SQLite is a
     // file in the process; its failure modes are the crash suite's.)
+    // Fail points are process-wide: hold the scenario lock so the other test's cannot fire here.
+    let scenario = fail::FailScenario::setup();
     let Some(target) = postgres_addr() else { return };
     let proxy = TcpProxy::start(target).await;
     let mut options = AppOptions { database_proxy: Some(proxy.addr), ..AppOptions::default() };
@@ -130,4 +132,5 @@ async fn a_database_outage_serves_stale_figures_never_zero() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     app.shutdown().await;
+    scenario.teardown();
 }

@@ -23,6 +23,7 @@
 //!   misses), at most `fetch_concurrency` at once, re-checking the cache after waiting.
 
 pub mod keys;
+pub mod shared;
 pub mod snapshot;
 
 pub use snapshot::Snapshot;
@@ -234,6 +235,7 @@ struct Inner {
     hot: Mutex<HotCounter>,
     reads: AtomicU64,
     stats: Stats,
+    shared: Option<shared::SharedTier>,
 }
 
 #[derive(Default)]
@@ -243,6 +245,8 @@ struct Stats {
     stale: AtomicU64,
     repairs: AtomicU64,
     invalidations: AtomicU64,
+    shared_hits: AtomicU64,
+    shared_rejected: AtomicU64,
 }
 
 /// The cache's state, for operators (`GET /v1/availability/status`).
@@ -260,6 +264,12 @@ pub struct ViewStatus {
     /// Entries the verifier found wrong and repaired (lost invalidations).
     pub repairs: u64,
     pub invalidations: u64,
+    /// Whether a shared tier (Redis) is in use.
+    pub shared: bool,
+    /// SKU lookups answered from the shared tier, and its values rejected (forged, moved
+    /// under another key, or older than an invalidation seen here).
+    pub shared_hits: u64,
+    pub shared_rejected: u64,
 }
 
 /// The availability view and its cache. Cheap to clone.
@@ -286,7 +296,13 @@ pub struct VerifyReport {
 impl AvailabilityView {
     /// A view over `db` with the server's `secret`; loads the channels and starts following
     /// the outbox from its current head (the cache starts empty).
-    pub async fn start(db: Db, clock: Arc<dyn Clock>, secret: &[u8], settings: ViewSettings) -> Result<Self> {
+    pub async fn start(
+        db: Db,
+        clock: Arc<dyn Clock>,
+        secret: &[u8],
+        settings: ViewSettings,
+        shared: Option<shared::SharedTier>,
+    ) -> Result<Self> {
         let head = store::outbox::committed_head(db.reader()).await?;
         let channels = crate::channel::channels_all(db.reader()).await?;
         let stale_retention = settings.stale_retention;
@@ -311,6 +327,7 @@ impl AvailabilityView {
                 hot: Mutex::new(HotCounter::default()),
                 reads: AtomicU64::new(0),
                 stats: Stats::default(),
+                shared,
                 db,
                 clock,
                 settings,
@@ -340,6 +357,9 @@ impl AvailabilityView {
             stale: stats.stale.load(Ordering::Relaxed),
             repairs: stats.repairs.load(Ordering::Relaxed),
             invalidations: stats.invalidations.load(Ordering::Relaxed),
+            shared: self.inner.shared.is_some(),
+            shared_hits: stats.shared_hits.load(Ordering::Relaxed),
+            shared_rejected: stats.shared_rejected.load(Ordering::Relaxed),
         }
     }
 
@@ -479,18 +499,34 @@ impl AvailabilityView {
                     _ => still.push(sku.clone()),
                 }
             }
+            if !still.is_empty()
+                && self.inner.settings.cache
+                && let Some(tier) = &self.inner.shared
+            {
+                still = self.read_shared(tier, &channel.code, still, &mut ready).await;
+            }
             if !still.is_empty() {
                 let started = std::time::Instant::now();
                 let snapshots =
                     snapshot::read_snapshots(self.inner.db.reader(), self.inner.db.backend(), channel, &still, now)
                         .await?;
                 metrics::histogram!("stockroom_availability_fetch_seconds").record(started.elapsed().as_secs_f64());
+                let mut sealed = Vec::new();
                 for snapshot in snapshots {
                     if self.inner.settings.cache {
-                        ready.push(self.insert(&channel.code, snapshot, now_ms));
+                        let entry = self.insert(&channel.code, snapshot, now_ms);
+                        if self.inner.shared.is_some() && entry.fresh_until_ms > now_ms {
+                            let key = self.inner.keys.key(&channel.code, &entry.snapshot.sku);
+                            let value = self.inner.keys.seal(&key, &channel.code, &entry.snapshot);
+                            sealed.push((key, value, entry.fresh_until_ms - now_ms));
+                        }
+                        ready.push(entry);
                     } else {
                         ready.push(Arc::new(Entry { channel: channel.code.clone(), snapshot, fresh_until_ms: 0 }));
                     }
+                }
+                if let Some(tier) = &self.inner.shared {
+                    tier.put_many(sealed).await;
                 }
             }
             Ok::<_, CatalogError>(ready)
@@ -499,6 +535,47 @@ impl AvailabilityView {
             Ok(result) => result,
             Err(_) => Err(CatalogError::Unavailable("the stock source did not answer in time".into())),
         }
+    }
+
+    /// Looks `skus` up in the shared tier; caches and pushes what unseals and is not older than
+    /// an invalidation seen here. Returns the SKUs still to read.
+    async fn read_shared(
+        &self,
+        tier: &shared::SharedTier,
+        channel: &str,
+        skus: Vec<String>,
+        ready: &mut Vec<Arc<Entry>>,
+    ) -> Vec<String> {
+        let keys: Vec<CacheKey> = skus.iter().map(|sku| self.inner.keys.key(channel, sku)).collect();
+        let Some(values) = tier.get_many(&keys).await else { return skus };
+        let mut still = Vec::new();
+        for ((sku, key), value) in skus.into_iter().zip(&keys).zip(values) {
+            let Some(bytes) = value else {
+                still.push(sku);
+                continue;
+            };
+            let min_seq =
+                self.inner.all_invalidated_seq.load(Ordering::Acquire).max(self.inner.tombstones.get(key).unwrap_or(0));
+            match self.inner.keys.unseal(key, channel, &bytes, min_seq) {
+                Ok(snapshot) if snapshot.sku == sku => {
+                    self.inner.stats.shared_hits.fetch_add(1, Ordering::Relaxed);
+                    let read_at = snapshot.read_at_ms;
+                    let entry = self.insert(channel, snapshot, read_at);
+                    if entry.fresh_until_ms > self.inner.clock.now().millis() {
+                        ready.push(entry);
+                    } else {
+                        still.push(sku);
+                    }
+                }
+                rejected => {
+                    self.inner.stats.shared_rejected.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("stockroom_availability_shared_rejected_total").increment(1);
+                    tracing::warn!(channel, sku = %sku, ?rejected, "a shared cache value was rejected");
+                    still.push(sku);
+                }
+            }
+        }
+        still
     }
 
     fn ttl_ms(&self, key: &CacheKey, snapshot: &Snapshot) -> i64 {
@@ -572,13 +649,14 @@ impl AvailabilityView {
             Some(list) => list.iter().map(|c| c.code.clone()).collect(),
             None => self.inner.channels.read().expect("channels lock").keys().cloned().collect(),
         };
-        {
+        let dropped_keys = {
             let _exclusive = self.inner.gate.write().expect("gate lock");
             if let Some(list) = channels {
                 *self.inner.channels.write().expect("channels lock") =
                     list.into_iter().map(|c| (c.code.clone(), Arc::new(c))).collect();
             }
             let mut dropped = 0u64;
+            let mut dropped_keys: Vec<CacheKey> = Vec::new();
             for (seq, touch) in &plan {
                 match touch {
                     Touch::All => {
@@ -588,12 +666,16 @@ impl AvailabilityView {
                     }
                     Touch::Sku(sku) => {
                         for channel in &all_channels {
-                            self.drop_key(self.inner.keys.key(channel, sku), *seq);
+                            let key = self.inner.keys.key(channel, sku);
+                            self.drop_key(key, *seq);
+                            dropped_keys.push(key);
                             dropped += 1;
                         }
                     }
                     Touch::ChannelSku(channel, sku) => {
-                        self.drop_key(self.inner.keys.key(channel, sku), *seq);
+                        let key = self.inner.keys.key(channel, sku);
+                        self.drop_key(key, *seq);
+                        dropped_keys.push(key);
                         dropped += 1;
                     }
                 }
@@ -601,6 +683,14 @@ impl AvailabilityView {
             self.inner.applied_seq.store(last, Ordering::Release);
             metrics::counter!("stockroom_availability_invalidations_total").increment(dropped);
             self.inner.stats.invalidations.fetch_add(dropped, Ordering::Relaxed);
+            dropped_keys
+        };
+        // Everything invalidated at once is not deleted in Redis (no key list): the `seq`
+        // check on read rejects what an invalidation of everything left behind.
+        if let Some(tier) = &self.inner.shared {
+            for chunk in dropped_keys.chunks(1_000) {
+                tier.delete_many(chunk).await;
+            }
         }
         if events.len() < FOLLOW_BATCH_MAX as usize {
             self.inner.caught_up_at_ms.store(now_ms, Ordering::Release);
