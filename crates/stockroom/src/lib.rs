@@ -97,6 +97,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
         .context("starting the subscribers")?;
     context_workers.extend(subscriptions.into_iter().map(|s| s.worker));
 
+    let shutdown = CancellationToken::new();
     let registry = store::workers::Workers::new();
     let (reservations, group_workers) = GroupCommit::start(db.clone(), clock.clone(), group_config, registry.clone());
     let state = api::AppState {
@@ -107,11 +108,11 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
         reservations,
         workers: registry.clone(),
         event_types: Arc::new(event_types),
+        shutdown: shutdown.clone(),
     };
     let listener =
         tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let shutdown = CancellationToken::new();
 
     let mut workers = group_workers;
     for worker in context_workers {

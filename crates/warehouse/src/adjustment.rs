@@ -49,8 +49,13 @@ pub struct AdjustmentView {
 /// Applies the adjustment; refuses with `InsufficientStock` if on hand would drop below
 /// reserved.
 pub async fn adjust(tx: &mut Tx, adjustment: Adjustment, now: Timestamp) -> Result<AdjustmentView> {
-    crate::site::require_warehouse(tx, "warehouse", &adjustment.warehouse).await?;
-    let known = crate::item::require_items(tx, [("sku".to_owned(), &adjustment.sku)]).await?;
+    let mut issues = crate::error::Issues::default();
+    issues.keep(crate::site::require_warehouse(tx, "warehouse", &adjustment.warehouse).await)?;
+    let known = crate::item::check_items(tx, [("sku".to_owned(), &adjustment.sku)], &mut issues).await?;
+    if known.iter().any(|(_, lots)| !*lots) && adjustment.lot.is_some() {
+        issues.push("lot", format!("must be omitted: item {} does not track lots", adjustment.sku));
+    }
+    issues.finish()?;
     let (sku, warehouse) = (&adjustment.sku, &adjustment.warehouse);
     let tracks_lots = known.iter().any(|(_, lots)| *lots);
 
@@ -77,6 +82,7 @@ pub async fn adjust(tx: &mut Tx, adjustment: Adjustment, now: Timestamp) -> Resu
                                 warehouse: Some(warehouse.to_string()),
                                 requested: before.reserved,
                                 available: counted,
+                                reason: None,
                             }],
                         });
                     }
@@ -135,6 +141,7 @@ async fn short(tx: &mut Tx, sku: &SkuCode, warehouse: &WarehouseCode, requested:
             warehouse: Some(warehouse.to_string()),
             requested,
             available: level.available(),
+            reason: None,
         }],
     })
 }
@@ -166,6 +173,7 @@ async fn adjust_lot(tx: &mut Tx, adjustment: &Adjustment) -> Result<(MovementKin
                 warehouse: Some(warehouse.to_string()),
                 requested: -delta,
                 available: lot_on_hand - lot_reserved,
+                reason: None,
             }],
         });
     }

@@ -41,16 +41,21 @@ pub struct TransferView {
 /// Moves the lines' units out of `from`'s available stock and into `to`'s on hand. All or
 /// nothing: if a line is short, the error names every short line and the caller rolls back.
 pub async fn transfer(tx: &mut Tx, transfer: Transfer, now: Timestamp) -> Result<TransferView> {
+    let mut issues = crate::error::Issues::default();
     if transfer.from == transfer.to {
-        return Err(WarehouseError::invalid("to", "must differ from `from`"));
+        issues.push("to", "must differ from `from`");
     }
-    crate::site::require_warehouse(tx, "from", &transfer.from).await?;
-    crate::site::require_warehouse(tx, "to", &transfer.to).await?;
-    let known = crate::item::require_items(
+    issues.keep(crate::site::require_warehouse(tx, "from", &transfer.from).await)?;
+    if transfer.from != transfer.to {
+        issues.keep(crate::site::require_warehouse(tx, "to", &transfer.to).await)?;
+    }
+    let known = crate::item::check_items(
         tx,
         transfer.lines.iter().enumerate().map(|(i, l)| (format!("lines[{i}].sku"), &l.sku)),
+        &mut issues,
     )
     .await?;
+    issues.finish()?;
     let capacity = crate::site::capacity_lock(tx, &transfer.to).await?;
 
     let id = format!("trf_{}", uuid::Uuid::now_v7().simple());
@@ -104,6 +109,7 @@ pub async fn transfer(tx: &mut Tx, transfer: Transfer, now: Timestamp) -> Result
                 warehouse: Some(transfer.from.to_string()),
                 requested: *units,
                 available: stock_level_in_tx(tx, sku, &transfer.from).await?.available(),
+                reason: None,
             }),
         }
         if take_first {
