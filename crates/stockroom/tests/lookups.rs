@@ -474,6 +474,29 @@ async fn a_long_poll_waits_for_the_next_matching_event() {
     .await;
 }
 
+/// A long poll does not hold up shutdown (which finishes requests in flight within 10 s): a
+/// stopping server answers it at once.
+#[tokio::test]
+async fn a_long_poll_is_answered_when_the_server_stops() {
+    each_backend(|app| async move {
+        seed(&app).await;
+        let head = app.get("/v1/events/head").await.expect(200)["seq"].as_i64().unwrap();
+        let poller = {
+            let app = app.clone();
+            tokio::spawn(async move { app.get(&format!("/v1/events?after={head}&wait_ms=30000")).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = Instant::now();
+        app.shutdown().await;
+        let reply = poller.await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(3), "[{}] shutdown took {:?}", app.label(), started.elapsed());
+        let page = reply.expect(200);
+        assert_eq!(page["items"], json!([]), "[{}] {page}", app.label());
+        assert_eq!(page["scanned_through"], head);
+    })
+    .await;
+}
+
 // ------------------------------------------------------------------------------ items
 
 #[tokio::test]
