@@ -267,6 +267,35 @@ impl<S: Send + Sync> FromRequestParts<S> for NoQuery {
     }
 }
 
+/// 422 with every field error: the request's own (`errors`) and, when there are any, also what
+/// the database finds wrong with it (`check`, run in a read-only transaction and rolled back),
+/// so one answer names every bad field. Without form errors it does nothing: the write path
+/// runs the same database checks.
+pub async fn finish_all<F>(
+    state: &crate::AppState,
+    mut errors: Vec<crate::error::FieldError>,
+    check: F,
+) -> Result<(), ApiError>
+where
+    F: for<'t> FnOnce(
+        &'t mut store::Tx,
+    ) -> futures::future::BoxFuture<'t, warehouse::Result<Vec<warehouse::FieldIssue>>>,
+{
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let mut tx = state.db.reader().begin().await?;
+    let issues = check(&mut tx).await?;
+    tx.rollback().await?;
+    for issue in issues {
+        // A field the form checks refused already is named once.
+        if !errors.iter().any(|e| e.field == issue.field) {
+            errors.push(crate::error::FieldError { field: issue.field, message: issue.message });
+        }
+    }
+    Err(ApiError::validation_many(errors))
+}
+
 /// Checks free text: at most [`kernel::limits::TEXT_CHARS_MAX`] characters, and not blank when
 /// required.
 pub fn check_text(field: &str, value: &str, required: bool, errors: &mut Vec<crate::error::FieldError>) {

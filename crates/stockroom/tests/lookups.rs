@@ -120,9 +120,15 @@ async fn bodies_with_several_bad_values_name_every_one() {
                     {"sku": SHIRT, "quantity": 1, "lot": "L1"},
                     {"sku": MILK, "quantity": 1},
                     {"sku": MUG, "quantity": 1, "expires_on": "yesterday"}]}),
+                // The request's own errors and what the database finds, in one answer.
                 vec![
                     "reference",
                     "lines[3].expires_on",
+                    "warehouse",
+                    "lines[0].sku",
+                    "lines[1].lot",
+                    "lines[2].lot",
+                    "lines[2].expires_on",
                 ],
             ),
             (
@@ -146,11 +152,21 @@ async fn bodies_with_several_bad_values_name_every_one() {
                 json!({"from": "NOWHERE", "to": "ELSEWHERE", "lines": [{"sku": "NO-SUCH", "quantity": 1}]}),
                 vec!["from", "to", "lines[0].sku"],
             ),
+            (
+                "/v1/transfers",
+                json!({"from": BER, "to": "ELSEWHERE", "reference": "", "lines": [{"sku": "NO-SUCH", "quantity": 1}]}),
+                vec!["reference", "to", "lines[0].sku"],
+            ),
             ("/v1/adjustments", json!({"warehouse": "NOWHERE", "sku": "NO-SUCH", "delta": 1}), vec!["warehouse", "sku"]),
             (
                 "/v1/adjustments",
                 json!({"warehouse": BER, "sku": SHIRT, "delta": 0, "reason": "", "lot": ""}),
                 vec!["delta", "reason", "lot"],
+            ),
+            (
+                "/v1/adjustments",
+                json!({"warehouse": "NOWHERE", "sku": SHIRT, "counted": -1, "lot": "L1"}),
+                vec!["counted", "warehouse", "lot"],
             ),
             (
                 "/v1/reservations",
@@ -165,9 +181,19 @@ async fn bodies_with_several_bad_values_name_every_one() {
                 vec!["ttl_seconds", "reference", "lines"],
             ),
             (
+                "/v1/reservations",
+                json!({"ttl_seconds": 0, "lines": [{"sku": "NO-SUCH", "quantity": 1}, {"sku": SHIRT, "quantity": 1, "warehouse": "NOWHERE"}]}),
+                vec!["ttl_seconds", "lines[0].sku", "lines[1].warehouse"],
+            ),
+            (
                 "/v1/counts",
                 json!({"warehouse": "NOWHERE", "skus": ["NO-SUCH", MILK]}),
                 vec!["warehouse", "skus[0]", "skus[1]"],
+            ),
+            (
+                "/v1/counts",
+                json!({"warehouse": BER, "zone": "", "recount_threshold_units": -1, "skus": [MILK]}),
+                vec!["zone", "recount_threshold_units", "skus[0]"],
             ),
         ];
         for (path, body, expected) in cases {

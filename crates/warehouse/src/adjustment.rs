@@ -50,11 +50,7 @@ pub struct AdjustmentView {
 /// reserved.
 pub async fn adjust(tx: &mut Tx, adjustment: Adjustment, now: Timestamp) -> Result<AdjustmentView> {
     let mut issues = crate::error::Issues::default();
-    issues.keep(crate::site::require_warehouse(tx, "warehouse", &adjustment.warehouse).await)?;
-    let known = crate::item::check_items(tx, [("sku".to_owned(), &adjustment.sku)], &mut issues).await?;
-    if known.iter().any(|(_, lots)| !*lots) && adjustment.lot.is_some() {
-        issues.push("lot", format!("must be omitted: item {} does not track lots", adjustment.sku));
-    }
+    let known = check(tx, &adjustment.warehouse, &adjustment.sku, adjustment.lot.is_some(), &mut issues).await?;
     issues.finish()?;
     let (sku, warehouse) = (&adjustment.sku, &adjustment.warehouse);
     let tracks_lots = known.iter().any(|(_, lots)| *lots);
@@ -212,4 +208,32 @@ pub async fn adjust_many(
         }
     }
     Ok(outcomes)
+}
+
+/// What the database finds wrong with an adjustment of `sku` in `warehouse` (with a lot or
+/// not), every field at once. Reads only; [`adjust`] refuses with the same.
+pub async fn adjustment_issues(
+    tx: &mut Tx,
+    warehouse: &WarehouseCode,
+    sku: &SkuCode,
+    with_lot: bool,
+) -> Result<Vec<crate::FieldIssue>> {
+    let mut issues = crate::error::Issues::default();
+    check(tx, warehouse, sku, with_lot, &mut issues).await?;
+    Ok(issues.into_vec())
+}
+
+async fn check(
+    tx: &mut Tx,
+    warehouse: &WarehouseCode,
+    sku: &SkuCode,
+    with_lot: bool,
+    issues: &mut crate::error::Issues,
+) -> Result<Vec<(String, bool)>> {
+    issues.keep(crate::site::require_warehouse(tx, "warehouse", warehouse).await)?;
+    let known = crate::item::check_items(tx, [("sku".to_owned(), sku)], issues).await?;
+    if known.iter().any(|(_, lots)| !*lots) && with_lot {
+        issues.push("lot", format!("must be omitted: item {sku} does not track lots"));
+    }
+    Ok(known)
 }

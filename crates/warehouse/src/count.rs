@@ -80,10 +80,25 @@ const LOT_TRACKED_NOT_COUNTED: &str = "item {sku} tracks lots and is counted per
 
 pub async fn count_open(tx: &mut Tx, open: OpenCount, now: Timestamp) -> Result<CountView> {
     let mut issues = crate::error::Issues::default();
+    check_open(tx, &open, &mut issues).await?;
+    issues.finish()?;
+    let id = format!("cnt_{}", uuid::Uuid::now_v7().simple());
+    count_insert(tx, &id, open, now).await
+}
+
+/// What the database finds wrong with a count to open, every field at once: the warehouse and
+/// each SKU (unknown, or tracking lots). Reads only; [`count_open`] refuses with the same.
+pub async fn count_open_issues(tx: &mut Tx, open: &OpenCount) -> Result<Vec<crate::FieldIssue>> {
+    let mut issues = crate::error::Issues::default();
+    check_open(tx, open, &mut issues).await?;
+    Ok(issues.into_vec())
+}
+
+async fn check_open(tx: &mut Tx, open: &OpenCount, issues: &mut crate::error::Issues) -> Result<()> {
     issues.keep(crate::site::require_warehouse(tx, "warehouse", &open.warehouse).await)?;
     if let Some(skus) = &open.skus {
         let known =
-            crate::item::check_items(tx, skus.iter().enumerate().map(|(i, s)| (format!("skus[{i}]"), s)), &mut issues)
+            crate::item::check_items(tx, skus.iter().enumerate().map(|(i, s)| (format!("skus[{i}]"), s)), issues)
                 .await?;
         // A bin count cannot say which lot it saw, so such a count could never be finished.
         for (i, sku) in skus.iter().enumerate() {
@@ -92,8 +107,11 @@ pub async fn count_open(tx: &mut Tx, open: OpenCount, now: Timestamp) -> Result<
             }
         }
     }
-    issues.finish()?;
-    let id = format!("cnt_{}", uuid::Uuid::now_v7().simple());
+    Ok(())
+}
+
+async fn count_insert(tx: &mut Tx, id: &str, open: OpenCount, now: Timestamp) -> Result<CountView> {
+    let id = id.to_owned();
     sqlx::query(
         "INSERT INTO counts (id, warehouse, zone, status, recount_threshold_units, created_at) VALUES ($1, $2, $3, 'open', $4, $5)",
     )

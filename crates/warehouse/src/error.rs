@@ -57,6 +57,10 @@ impl Issues {
         }
     }
 
+    pub(crate) fn into_vec(self) -> Vec<FieldIssue> {
+        self.0
+    }
+
     /// Refuses with every issue, if any.
     pub(crate) fn finish(self) -> crate::Result<()> {
         if self.0.is_empty() { Ok(()) } else { Err(WarehouseError::invalid_all(self.0)) }

@@ -42,19 +42,7 @@ pub struct TransferView {
 /// nothing: if a line is short, the error names every short line and the caller rolls back.
 pub async fn transfer(tx: &mut Tx, transfer: Transfer, now: Timestamp) -> Result<TransferView> {
     let mut issues = crate::error::Issues::default();
-    if transfer.from == transfer.to {
-        issues.push("to", "must differ from `from`");
-    }
-    issues.keep(crate::site::require_warehouse(tx, "from", &transfer.from).await)?;
-    if transfer.from != transfer.to {
-        issues.keep(crate::site::require_warehouse(tx, "to", &transfer.to).await)?;
-    }
-    let known = crate::item::check_items(
-        tx,
-        transfer.lines.iter().enumerate().map(|(i, l)| (format!("lines[{i}].sku"), &l.sku)),
-        &mut issues,
-    )
-    .await?;
+    let known = check(tx, &transfer, &mut issues).await?;
     issues.finish()?;
     let capacity = crate::site::capacity_lock(tx, &transfer.to).await?;
 
@@ -156,4 +144,28 @@ async fn receive_line(
         reason: None,
     });
     Ok(())
+}
+
+/// What the database finds wrong with a transfer, every field at once: both warehouses and each
+/// line's SKU. Reads only; [`transfer`] refuses with the same.
+pub async fn transfer_issues(tx: &mut Tx, transfer: &Transfer) -> Result<Vec<crate::FieldIssue>> {
+    let mut issues = crate::error::Issues::default();
+    check(tx, transfer, &mut issues).await?;
+    Ok(issues.into_vec())
+}
+
+async fn check(tx: &mut Tx, transfer: &Transfer, issues: &mut crate::error::Issues) -> Result<Vec<(String, bool)>> {
+    if transfer.from == transfer.to {
+        issues.push("to", "must differ from `from`");
+    }
+    issues.keep(crate::site::require_warehouse(tx, "from", &transfer.from).await)?;
+    if transfer.from != transfer.to {
+        issues.keep(crate::site::require_warehouse(tx, "to", &transfer.to).await)?;
+    }
+    crate::item::check_items(
+        tx,
+        transfer.lines.iter().enumerate().map(|(i, l)| (format!("lines[{i}].sku"), &l.sku)),
+        issues,
+    )
+    .await
 }

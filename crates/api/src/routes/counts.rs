@@ -66,11 +66,16 @@ pub async fn count_open(
             message: format!("must be between 0 and {QUANTITY_MAX}"),
         });
     }
-    if !errors.is_empty() {
+    if req.skus.as_ref().is_some_and(|s| s.len() > LINES_PER_REQUEST_MAX) {
         return Err(ApiError::validation_many(errors));
     }
     let open =
         OpenCount { warehouse: req.warehouse, zone: req.zone, skus: req.skus, recount_threshold_units: threshold };
+    let checked = open.clone();
+    crate::extract::finish_all(&state, errors, move |tx| {
+        Box::pin(async move { warehouse::count::count_open_issues(tx, &checked).await })
+    })
+    .await?;
     run_write(&state, &principal, "POST /v1/counts", &headers, &body.raw, move |tx, now| {
         let open = open.clone();
         Box::pin(async move {

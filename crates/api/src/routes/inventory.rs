@@ -549,7 +549,10 @@ pub async fn receipt_create(
             check_date(format!("lines[{i}].expires_on"), d, &mut errors);
         }
     }
-    finish(errors)?;
+    if req.lines.len() > LINES_PER_REQUEST_MAX {
+        // Too many lines to look up: the form's errors (among them `lines`) alone.
+        return Err(ApiError::validation_many(errors));
+    }
     let receipt = Receipt {
         warehouse: req.warehouse,
         reference: req.reference,
@@ -559,6 +562,11 @@ pub async fn receipt_create(
             .map(|l| ReceiptLine { sku: l.sku, quantity: l.quantity, lot: l.lot, expires_on: l.expires_on, bin: l.bin })
             .collect(),
     };
+    let checked = receipt.clone();
+    crate::extract::finish_all(&state, errors, move |tx| {
+        Box::pin(async move { warehouse::receipt::receipt_issues(tx, &checked).await })
+    })
+    .await?;
     run_write(&state, &principal, "POST /v1/receipts", &headers, &body.raw, move |tx, now| {
         let receipt = receipt.clone();
         Box::pin(async move {
@@ -600,7 +608,17 @@ pub async fn adjustment_create(
     headers: HeaderMap,
     body: ApiJson<CreateAdjustment>,
 ) -> Result<Response, ApiError> {
-    let adjustment = adjustment_command(body.value, "")?;
+    let (warehouse, sku, with_lot) = (body.value.warehouse.clone(), body.value.sku.clone(), body.value.lot.is_some());
+    let adjustment = match adjustment_command(body.value, "") {
+        Ok(adjustment) => adjustment,
+        Err(refused) => {
+            crate::extract::finish_all(&state, refused.errors.clone(), move |tx| {
+                Box::pin(async move { warehouse::adjustment::adjustment_issues(tx, &warehouse, &sku, with_lot).await })
+            })
+            .await?;
+            return Err(refused);
+        }
+    };
     run_write(&state, &principal, "POST /v1/adjustments", &headers, &body.raw, move |tx, now| {
         let adjustment = adjustment.clone();
         Box::pin(async move {
@@ -798,13 +816,21 @@ pub async fn transfer_create(
     if let Some(r) = &req.reference {
         check_text("reference", r, true, &mut errors);
     }
-    finish(errors)?;
+    if req.lines.len() > LINES_PER_REQUEST_MAX {
+        // Too many lines to look up: the form's errors (among them `lines`) alone.
+        return Err(ApiError::validation_many(errors));
+    }
     let transfer = Transfer {
         from: req.from,
         to: req.to,
         reference: req.reference,
         lines: req.lines.into_iter().map(|l| TransferLine { sku: l.sku, quantity: l.quantity }).collect(),
     };
+    let checked = transfer.clone();
+    crate::extract::finish_all(&state, errors, move |tx| {
+        Box::pin(async move { warehouse::transfer::transfer_issues(tx, &checked).await })
+    })
+    .await?;
     run_write(&state, &principal, "POST /v1/transfers", &headers, &body.raw, move |tx, now| {
         let transfer = transfer.clone();
         Box::pin(async move {

@@ -100,7 +100,23 @@ pub async fn reservation_create(
     headers: HeaderMap,
     body: ApiJson<CreateReservation>,
 ) -> Result<Response, ApiError> {
-    let command = hold_command(body.value)?;
+    let lines: Vec<HoldLine> = body
+        .value
+        .lines
+        .iter()
+        .take(LINES_PER_REQUEST_MAX)
+        .map(|l| HoldLine { sku: l.sku.clone(), quantity: l.quantity, warehouse: l.warehouse.clone() })
+        .collect();
+    let command = match hold_command(body.value) {
+        Ok(command) => command,
+        Err(refused) => {
+            crate::extract::finish_all(&state, refused.errors.clone(), move |tx| {
+                Box::pin(async move { warehouse::reservation::hold_issues(tx, &lines).await })
+            })
+            .await?;
+            return Err(refused);
+        }
+    };
     let Some(key) = idempotency_key(&headers)? else {
         let reservation = state.reservations.hold(command).await?;
         return Ok((StatusCode::CREATED, Json(reservation)).into_response());

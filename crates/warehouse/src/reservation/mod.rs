@@ -273,6 +273,23 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
     Ok(outcomes)
 }
 
+/// What the database finds wrong with a hold's lines, every line at once: each unknown SKU and
+/// unknown warehouse. Reads only; [`hold_batch`] refuses a command with the same.
+pub async fn hold_issues(tx: &mut Tx, lines: &[HoldLine]) -> Result<Vec<crate::FieldIssue>> {
+    let mut skus: Vec<&SkuCode> = lines.iter().map(|l| &l.sku).collect();
+    skus.sort();
+    skus.dedup();
+    let mut named: Vec<&WarehouseCode> = lines.iter().filter_map(|l| l.warehouse.as_ref()).collect();
+    named.sort();
+    named.dedup();
+    let figures = rules::Figures {
+        items: crate::item::items_known(tx, &skus).await?.into_iter().collect(),
+        warehouses: crate::site::warehouses_known(tx, &named).await?,
+        ..Default::default()
+    };
+    Ok(rules::unknown_in_lines(&figures, lines))
+}
+
 /// Lots of `skus` by (SKU, warehouse), each list in FEFO order.
 async fn load_lots(tx: &mut Tx, skus: &[&SkuCode]) -> Result<HashMap<(String, String), Vec<crate::lot::LotRow>>> {
     let mut lots: HashMap<(String, String), Vec<crate::lot::LotRow>> = HashMap::new();

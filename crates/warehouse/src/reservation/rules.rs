@@ -212,7 +212,7 @@ pub fn plan_batch<'a>(
 }
 
 /// Every line's unknown SKU and unknown warehouse, in line order.
-fn unknown_in_lines(figures: &Figures, lines: &[HoldLine]) -> Vec<crate::FieldIssue> {
+pub(crate) fn unknown_in_lines(figures: &Figures, lines: &[HoldLine]) -> Vec<crate::FieldIssue> {
     let mut issues = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         if !figures.items.contains_key(line.sku.as_str()) {
