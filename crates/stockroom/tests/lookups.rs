@@ -221,6 +221,9 @@ async fn a_method_a_path_does_not_take_is_method_not_allowed() {
             (Method::PATCH, "/v1/events".to_owned()),
         ] {
             let reply = app.request(method.clone(), &path, None, Some(ADMIN_KEY), &[]).await;
+            // RFC 9110: a 405 lists the methods the path takes.
+            let allow = reply.headers.get("allow").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+            assert!(allow.contains("GET"), "[{}] {method} {path}: Allow {allow:?}", app.label());
             let problem = reply.expect_problem(405, "method_not_allowed");
             assert_eq!(
                 problem["type"],
@@ -306,6 +309,15 @@ async fn a_count_of_a_lot_tracked_item_is_refused_when_opened_and_count_refusals
             .await
             .expect_problem(422, "validation_failed");
         assert_eq!(fields(&problem), ["lines[0].sku"]);
+        // Form and database errors of counted lines in one answer.
+        let problem = app
+            .post(
+                &format!("/v1/counts/{id}/lines"),
+                json!({"lines": [{"sku": MUG, "counted": -1}, {"sku": "NO-SUCH", "counted": 1}, {"sku": MUG, "bin": "NOWHERE", "counted": 1}]}),
+            )
+            .await
+            .expect_problem(422, "validation_failed");
+        assert_eq!(fields(&problem), sorted(&["lines[0].counted", "lines[1].sku", "lines[2].bin"]), "[{}] {problem}", app.label());
         app.post(&format!("/v1/counts/{id}/approve"), json!({})).await.expect(200);
         for action in ["approve", "cancel"] {
             let problem =

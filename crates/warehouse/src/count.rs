@@ -260,27 +260,7 @@ pub async fn count_submit(tx: &mut Tx, id: &str, lines: Vec<CountedLine>, now: T
         .map_err(|e| WarehouseError::invalid("warehouse", e.to_string()))?;
     // Every bad line at once, before anything is written.
     let mut issues = crate::error::Issues::default();
-    let known = crate::item::check_items(
-        tx,
-        lines.iter().enumerate().map(|(i, l)| (format!("lines[{i}].sku"), &l.sku)),
-        &mut issues,
-    )
-    .await?;
-    for (i, line) in lines.iter().enumerate() {
-        if known.iter().any(|(s, lots)| s == line.sku.as_str() && *lots) {
-            issues.push(format!("lines[{i}].sku"), LOT_TRACKED_NOT_COUNTED.replace("{sku}", line.sku.as_str()));
-        }
-        if let Some(bin) = line.bin.as_ref().filter(|b| !b.is_empty()) {
-            let exists: Option<String> = sqlx::query_scalar("SELECT code FROM bins WHERE warehouse = $1 AND code = $2")
-                .bind(warehouse.as_str().to_owned())
-                .bind(bin.clone())
-                .fetch_optional(&mut **tx)
-                .await?;
-            if exists.is_none() {
-                issues.push(format!("lines[{i}].bin"), format!("unknown bin {bin} in {warehouse}"));
-            }
-        }
-    }
+    check_lines(tx, &warehouse, &lines, &mut issues).await?;
     issues.finish()?;
     for line in &lines {
         let bin = line.bin.clone().unwrap_or_default();
@@ -313,6 +293,48 @@ pub async fn count_submit(tx: &mut Tx, id: &str, lines: Vec<CountedLine>, now: T
         .await?;
     }
     count_in_tx(tx, id).await
+}
+
+/// What the database finds wrong with counted lines for the count `id`, every line at once:
+/// unknown SKUs, lot-tracked SKUs, unknown bins. Reads only; [`count_submit`] refuses with the
+/// same. An unknown count is `NotFound`.
+pub async fn count_lines_issues(tx: &mut Tx, id: &str, lines: &[CountedLine]) -> Result<Vec<crate::FieldIssue>> {
+    let count = count_row(tx, id).await?;
+    let warehouse = WarehouseCode::parse(count.warehouse.clone())
+        .map_err(|e| WarehouseError::invalid("warehouse", e.to_string()))?;
+    let mut issues = crate::error::Issues::default();
+    check_lines(tx, &warehouse, lines, &mut issues).await?;
+    Ok(issues.into_vec())
+}
+
+async fn check_lines(
+    tx: &mut Tx,
+    warehouse: &WarehouseCode,
+    lines: &[CountedLine],
+    issues: &mut crate::error::Issues,
+) -> Result<()> {
+    let known = crate::item::check_items(
+        tx,
+        lines.iter().enumerate().map(|(i, l)| (format!("lines[{i}].sku"), &l.sku)),
+        issues,
+    )
+    .await?;
+    for (i, line) in lines.iter().enumerate() {
+        if known.iter().any(|(s, lots)| s == line.sku.as_str() && *lots) {
+            issues.push(format!("lines[{i}].sku"), LOT_TRACKED_NOT_COUNTED.replace("{sku}", line.sku.as_str()));
+        }
+        if let Some(bin) = line.bin.as_ref().filter(|b| !b.is_empty()) {
+            let exists: Option<String> = sqlx::query_scalar("SELECT code FROM bins WHERE warehouse = $1 AND code = $2")
+                .bind(warehouse.as_str().to_owned())
+                .bind(bin.clone())
+                .fetch_optional(&mut **tx)
+                .await?;
+            if exists.is_none() {
+                issues.push(format!("lines[{i}].bin"), format!("unknown bin {bin} in {warehouse}"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Applies every line's variance as `count` movements (one per SKU) and closes the count.

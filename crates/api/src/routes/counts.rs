@@ -155,11 +155,16 @@ pub async fn count_submit(
             check_text(&format!("lines[{i}].bin"), bin, true, &mut errors);
         }
     }
-    if !errors.is_empty() {
+    if lines.len() > LINES_PER_REQUEST_MAX {
         return Err(ApiError::validation_many(errors));
     }
     let lines: Vec<CountedLine> =
         lines.into_iter().map(|l| CountedLine { bin: l.bin, sku: l.sku, counted: l.counted }).collect();
+    let (checked_id, checked) = (id.clone(), lines.clone());
+    crate::extract::finish_all(&state, errors, move |tx| {
+        Box::pin(async move { warehouse::count::count_lines_issues(tx, &checked_id, &checked).await })
+    })
+    .await?;
     run_write(
         &state,
         &principal,
