@@ -32,6 +32,11 @@ pub struct Problem {
     pub title: &'static str,
     #[schema(example = 409)]
     pub status: u16,
+    /// One of `validation_failed` (422), `malformed_request` (400), `unauthorized` (401),
+    /// `forbidden` (403), `not_found` (404), `method_not_allowed` (405), `conflict`,
+    /// `insufficient_stock`, `invalid_state`, `capacity_exceeded` (409),
+    /// `idempotency_key_reused` (422), `payload_too_large` (413), `unavailable` (503),
+    /// `internal` (500).
     #[schema(example = "insufficient_stock")]
     pub code: &'static str,
     pub detail: String,
@@ -72,7 +77,7 @@ impl ApiError {
     }
 
     pub fn method_not_allowed() -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, "malformed_request", "this method is not allowed on this path")
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this method is not allowed on this path")
     }
 
     pub fn idempotency_key_reused() -> Self {
@@ -107,6 +112,7 @@ impl ApiError {
         match self.code {
             "validation_failed" => "Validation failed",
             "malformed_request" => "Malformed request",
+            "method_not_allowed" => "Method not allowed",
             "unauthorized" => "Unauthorized",
             "forbidden" => "Forbidden",
             "not_found" => "Not found",
@@ -188,11 +194,20 @@ impl From<Refusal> for ApiError {
         match refusal {
             Refusal::NotFound { what, key } => ApiError::not_found(format!("{what} {key} does not exist")),
             Refusal::Invalid { field, message } => ApiError::validation(field, message),
+            Refusal::InvalidFields { errors } => ApiError::validation_many(
+                errors.into_iter().map(|i| FieldError { field: i.field, message: i.message }).collect(),
+            ),
             Refusal::Conflict { detail } => ApiError::new(StatusCode::CONFLICT, "conflict", detail),
             Refusal::InsufficientStock { lines } => {
                 let detail = lines
                     .iter()
-                    .map(|l| format!("{}: requested {}, available {}", l.sku, l.requested, l.available))
+                    .map(|l| match (l.reason.as_deref(), &l.warehouse) {
+                        (Some("warehouse_inactive"), Some(w)) => format!(
+                            "{}: requested {}, available {}: warehouse {w} is inactive",
+                            l.sku, l.requested, l.available
+                        ),
+                        _ => format!("{}: requested {}, available {}", l.sku, l.requested, l.available),
+                    })
                     .collect::<Vec<_>>()
                     .join("; ");
                 ApiError { lines: Some(lines), ..ApiError::new(StatusCode::CONFLICT, "insufficient_stock", detail) }

@@ -48,11 +48,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 }
 
 /// Parses JSON, telling syntax errors (400) from shape errors (422, with the field's path).
-/// Every request body of the API is an object: serde would read a struct from an array too
-/// (fields by position), so a body that is valid JSON but no object is refused first.
+/// Every request body is a JSON object: an array is refused even where it would fill a struct
+/// whose members are all optional (serde reads structs from arrays too).
 pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
-    let starts_as_object = raw.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    if !starts_as_object && serde_json::from_slice::<serde::de::IgnoredAny>(raw).is_ok() {
+    let opens_object = raw.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if !opens_object && serde_json::from_slice::<serde::de::IgnoredAny>(raw).is_ok() {
         return Err(ApiError::validation("body", "must be a JSON object"));
     }
     let mut deserializer = serde_json::Deserializer::from_slice(raw);
@@ -145,6 +145,155 @@ impl QueryMap {
     pub fn page(&self) -> Result<kernel::PageRequest, ApiError> {
         kernel::PageRequest::parse(self.get("limit"), self.get("next")).map_err(|(f, m)| ApiError::validation(f, m))
     }
+
+    /// Starts parsing a route's parameters: every parameter not in `allowed` is refused, by
+    /// name, and the parsing methods of [`QueryParse`] gather every bad parameter, so that one
+    /// 422 lists them all (call [`QueryParse::finish`] before using the values).
+    pub fn only(&self, allowed: &[&str]) -> QueryParse<'_> {
+        let mut unknown: Vec<&String> = self.0.keys().filter(|k| !allowed.contains(&k.as_str())).collect();
+        unknown.sort();
+        let expected = if allowed.is_empty() {
+            "this route takes no query parameters".to_owned()
+        } else {
+            format!("is not a parameter of this route (it takes {})", allowed.join(", "))
+        };
+        let errors = unknown
+            .into_iter()
+            .map(|name| crate::error::FieldError { field: name.clone(), message: expected.clone() })
+            .collect();
+        QueryParse { query: self, errors }
+    }
+}
+
+/// A query being parsed: values come out of it as options, and every refusal is kept for
+/// [`QueryParse::finish`].
+#[derive(Debug)]
+pub struct QueryParse<'a> {
+    query: &'a QueryMap,
+    errors: Vec<crate::error::FieldError>,
+}
+
+impl QueryParse<'_> {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.query.get(key)
+    }
+
+    /// Records a refusal of `field`.
+    pub fn refuse(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(crate::error::FieldError { field: field.into(), message: message.into() });
+    }
+
+    /// Keeps the value of a check, recording its field errors.
+    pub fn keep<T>(&mut self, checked: Result<T, ApiError>) -> Option<T> {
+        checked.map_err(|e| self.errors.extend(e.errors)).ok()
+    }
+
+    /// The parameter parsed as a code (SKU or warehouse), if present and valid.
+    pub fn code<C: std::str::FromStr<Err = kernel::CodeError>>(&mut self, key: &str) -> Option<C> {
+        let parsed = self.query.code(key);
+        self.keep(parsed).flatten()
+    }
+
+    /// `limit` and `next`, each checked on its own so both can be reported.
+    pub fn page(&mut self) -> kernel::PageRequest {
+        let limit = kernel::PageRequest::parse(self.get("limit"), None);
+        let next = kernel::PageRequest::parse(None, self.get("next"));
+        let mut page = kernel::PageRequest::parse(None, None).expect("the default page is valid");
+        match limit {
+            Ok(l) => page.limit = l.limit,
+            Err((field, message)) => self.refuse(field, message),
+        }
+        match next {
+            Ok(n) => page.after = n.after,
+            Err((field, message)) => self.refuse(field, message),
+        }
+        page
+    }
+
+    /// Refuses `field` when it names a warehouse that does not exist: a filter with a typo is
+    /// an error, not an empty answer.
+    pub async fn require_warehouse(
+        &mut self,
+        pool: &sqlx::AnyPool,
+        field: &str,
+        code: Option<&kernel::WarehouseCode>,
+    ) -> Result<(), ApiError> {
+        if let Some(code) = code {
+            match warehouse::site::warehouse_get(pool, code).await {
+                Ok(_) => {}
+                Err(warehouse::WarehouseError::NotFound { .. }) => {
+                    self.refuse(field, format!("unknown warehouse {code}"))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses `field` when it names an item that does not exist.
+    pub async fn require_item(
+        &mut self,
+        pool: &sqlx::AnyPool,
+        field: &str,
+        sku: Option<&kernel::SkuCode>,
+    ) -> Result<(), ApiError> {
+        if let Some(sku) = sku {
+            match warehouse::item::item_get(pool, sku).await {
+                Ok(_) => {}
+                Err(warehouse::WarehouseError::NotFound { .. }) => self.refuse(field, format!("unknown SKU {sku}")),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// 422 naming every refused parameter, if any.
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.errors.is_empty() { Ok(()) } else { Err(ApiError::validation_many(self.errors)) }
+    }
+}
+
+/// For routes that take no query parameters: any parameter is refused by name (422), so
+/// that `?dry_run=true` on a write is never silently ignored.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoQuery;
+
+impl<S: Send + Sync> FromRequestParts<S> for NoQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        QueryMap::from_request_parts(parts, state).await?.only(&[]).finish()?;
+        Ok(NoQuery)
+    }
+}
+
+/// 422 with every field error: the request's own (`errors`) and, when there are any, also what
+/// the database finds wrong with it (`check`, run in a read-only transaction and rolled back),
+/// so one answer names every bad field. Without form errors it does nothing: the write path
+/// runs the same database checks.
+pub async fn finish_all<F>(
+    state: &crate::AppState,
+    mut errors: Vec<crate::error::FieldError>,
+    check: F,
+) -> Result<(), ApiError>
+where
+    F: for<'t> FnOnce(
+        &'t mut store::Tx,
+    ) -> futures::future::BoxFuture<'t, warehouse::Result<Vec<warehouse::FieldIssue>>>,
+{
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let mut tx = state.db.reader().begin().await?;
+    let issues = check(&mut tx).await?;
+    tx.rollback().await?;
+    for issue in issues {
+        // A field the form checks refused already is named once.
+        if !errors.iter().any(|e| e.field == issue.field) {
+            errors.push(crate::error::FieldError { field: issue.field, message: issue.message });
+        }
+    }
+    Err(ApiError::validation_many(errors))
 }
 
 /// Checks free text: at most [`kernel::limits::TEXT_CHARS_MAX`] characters, and not blank when

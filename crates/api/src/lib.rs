@@ -28,7 +28,8 @@ use tower_http::trace::TraceLayer;
 
 /// Longest a request may take before it is answered with 503; well above any use case's
 /// normal time, short enough that a stuck dependency does not pile up requests.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// It leaves room for a long poll of the event feed (`wait_ms` up to 30 s).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(35);
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -46,6 +47,9 @@ pub struct AppState {
     pub availability: catalog::AvailabilityView,
     /// Every context's event types (`GET /v1/event-types`).
     pub event_types: Arc<kernel::EventRegistry>,
+    /// Cancelled when the server stops: long polls answer at once instead of holding up
+    /// shutdown.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for AppState {

@@ -103,7 +103,7 @@ pub async fn search(
     let text_match = !words.is_empty();
     let (from, rank) = match (backend, text_match) {
         (Backend::Sqlite, true) => (
-            " FROM search_text t JOIN search_products p ON p.handle = t.handle",
+            " FROM search_text t JOIN search_products p ON p.rowid = t.rowid",
             // BM25 is lower for better matches; weights: handle, name, description, category, attributes.
             ", bm25(search_text, 0.0, 10.0, 2.0, 4.0, 1.0) AS score",
         ),
@@ -239,15 +239,19 @@ pub async fn reindex(tx: &mut Tx, handles: &[String], now: Timestamp) -> Result<
     let backend = store::db::backend_of(tx);
     for chunk in handles.chunks(kernel::limits::INSERT_ROWS_MAX) {
         let list = store::sql::list_placeholders(chunk.len(), 1);
-        for table in ["search_offers", "search_products"] {
-            let mut delete = store::sql::dynamic(format!("DELETE FROM {table} WHERE handle IN ({list})"));
+        if backend == Backend::Sqlite {
+            // By rowid (the document's): FTS5 finds rows by rowid at once, by an unindexed
+            // column only by scanning the whole index.
+            let mut delete = store::sql::dynamic(format!(
+                "DELETE FROM search_text WHERE rowid IN (SELECT rowid FROM search_products WHERE handle IN ({list}))"
+            ));
             for h in chunk {
                 delete = delete.bind(h.clone());
             }
             delete.execute(&mut **tx).await?;
         }
-        if backend == Backend::Sqlite {
-            let mut delete = store::sql::dynamic(format!("DELETE FROM search_text WHERE handle IN ({list})"));
+        for table in ["search_offers", "search_products"] {
+            let mut delete = store::sql::dynamic(format!("DELETE FROM {table} WHERE handle IN ({list})"));
             for h in chunk {
                 delete = delete.bind(h.clone());
             }
@@ -285,8 +289,9 @@ pub async fn reindex(tx: &mut Tx, handles: &[String], now: Timestamp) -> Result<
         if backend == Backend::Sqlite {
             let list = store::sql::list_placeholders(found.len(), 1);
             let mut copy = store::sql::dynamic(format!(
-                "INSERT INTO search_text (handle, name, description, category, attributes) \
-                 SELECT handle, name, description, category, attributes_text FROM search_products WHERE handle IN ({list})"
+                "INSERT INTO search_text (rowid, handle, name, description, category, attributes) \
+                 SELECT rowid, handle, name, description, category, attributes_text FROM search_products \
+                 WHERE handle IN ({list})"
             ));
             for h in &found {
                 copy = copy.bind(h.clone());

@@ -145,6 +145,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
     }
     context_workers.extend(catalog::workers(&availability, &config.catalog.intervals));
 
+    let shutdown = CancellationToken::new();
     let registry = store::workers::Workers::new();
     let (reservations, group_workers) = GroupCommit::start(db.clone(), clock.clone(), group_config, registry.clone());
     let state = api::AppState {
@@ -156,11 +157,11 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
         workers: registry.clone(),
         availability: availability.clone(),
         event_types: Arc::new(event_types),
+        shutdown: shutdown.clone(),
     };
     let listener =
         tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let shutdown = CancellationToken::new();
 
     let mut workers = group_workers;
     for worker in context_workers {

@@ -261,6 +261,7 @@ fn valid_bodies() -> Vec<(Method, &'static str, Value)> {
     let rule = json!({"low_stock_units": 1});
     vec![
         (Method::POST, "/v1/items", json!({"sku": "NEW-ITEM", "name": "New item"})),
+        (Method::PATCH, "/v1/items/{sku}", json!({"name": "Milk, fresh", "weight_grams": null})),
         (Method::POST, "/v1/warehouses", json!({"code": "NEW-1", "name": "New warehouse"})),
         (Method::PATCH, "/v1/warehouses/{code}", json!({"priority": 1})),
         (Method::POST, "/v1/warehouses/{code}/bins", json!({"code": "NEW-BIN"})),
@@ -275,6 +276,7 @@ fn valid_bodies() -> Vec<(Method, &'static str, Value)> {
         (Method::POST, "/v1/bulk/adjustments", json!({"lines": [{"warehouse": BER, "sku": MUG, "delta": 1}]})),
         (Method::POST, "/v1/transfers", json!({"from": BER, "to": MUC, "lines": [line(SHIRT, 1)]})),
         (Method::POST, "/v1/reservations", json!({"ttl_seconds": 60, "lines": [line(SHIRT, 1)]})),
+        (Method::POST, "/v1/reservations/{id}/extend", json!({"ttl_seconds": 600})),
         (Method::POST, "/v1/stock/{sku}/lots/{lot}/quarantine", json!({"warehouse": BER, "reason": "recall"})),
         (Method::POST, "/v1/stock/{sku}/lots/{lot}/release", json!({"warehouse": BER})),
         (Method::PUT, "/v1/alert-rules/default", json!({"out_of_stock": true})),
@@ -1267,7 +1269,7 @@ async fn bad_query_parameters_are_refused_naming_the_parameter() {
         let not_a_number_cursor: String = "abc".bytes().map(|b| format!("{b:02x}")).collect();
         let too_long = "A".repeat(65);
         let mut cases: Vec<(String, &str)> = Vec::new();
-        for list in ["/v1/warehouses", "/v1/movements"] {
+        for list in ["/v1/warehouses", "/v1/movements", "/v1/items", "/v1/reservations", "/v1/alerts"] {
             for limit in ["0", "1001", "-1", "ten", "1.5", "", "99999999999"] {
                 cases.push((format!("{list}?limit={limit}"), "limit"));
             }
@@ -1297,6 +1299,29 @@ async fn bad_query_parameters_are_refused_naming_the_parameter() {
         cases.push((format!("/v1/stock?skus={too_long}"), "skus"));
         cases.push((format!("/v1/stock?skus={SHIRT}&warehouse=bad%20code"), "warehouse"));
         cases.push((format!("/v1/stock?skus={SHIRT}&warehouse={too_long}"), "warehouse"));
+        // Filters naming what does not exist are refused, not answered with nothing.
+        cases.push((format!("/v1/stock?skus={SHIRT}&warehouse=NOPE"), "warehouse"));
+        cases.push(("/v1/movements?sku=NO-SUCH-SKU".to_owned(), "sku"));
+        cases.push(("/v1/movements?warehouse=NOPE".to_owned(), "warehouse"));
+        cases.push((format!("/v1/stock/{SHIRT}/bins?warehouse=NOPE"), "warehouse"));
+        cases.push((format!("/v1/stock/{SHIRT}/bins"), "warehouse"));
+        cases.push(("/v1/reservations?sku=NO-SUCH-SKU".to_owned(), "sku"));
+        cases.push(("/v1/reservations?warehouse=NOPE".to_owned(), "warehouse"));
+        cases.push(("/v1/reservations?status=pending".to_owned(), "status"));
+        cases.push(("/v1/reservations?reference=".to_owned(), "reference"));
+        cases.push(("/v1/alerts?status=closed".to_owned(), "status"));
+        cases.push(("/v1/items?archived=maybe".to_owned(), "archived"));
+        cases.push(("/v1/items?sku_prefix=bad%20prefix".to_owned(), "sku_prefix"));
+        for kind in ["Stock.Changed", "stock..changed", "*", "stock.*.x", ",", "a%20b"] {
+            cases.push((format!("/v1/events?type={kind}"), "type"));
+        }
+        for wait in ["-1", "30001", "soon", ""] {
+            cases.push((format!("/v1/events?wait_ms={wait}"), "wait_ms"));
+        }
+        cases.push(("/v1/events?aggregate=".to_owned(), "aggregate"));
+        // A typo in a parameter's name is refused, not ignored.
+        cases.push((format!("/v1/movements?skuu={SHIRT}"), "skuu"));
+        cases.push((format!("/v1/stock?skus={SHIRT}&warehous={BER}"), "warehous"));
         for (path, field) in cases {
             let shown = if path.len() > 120 { format!("{}…", &path[..120]) } else { path.clone() };
             v.refused(&format!("GET {shown}"), app.get(&path).await, 422, "validation_failed", &[field]);
@@ -1307,11 +1332,46 @@ async fn bad_query_parameters_are_refused_naming_the_parameter() {
             "/v1/warehouses?limit=1000".to_owned(),
             "/v1/movements?limit=1".to_owned(),
             "/v1/events?after=0&limit=1000".to_owned(),
+            "/v1/events?type=stock.changed,reservation.*&wait_ms=0".to_owned(),
+            "/v1/items?limit=1000&archived=false&sku_prefix=".to_owned(),
+            "/v1/reservations?limit=1000&status=active".to_owned(),
+            format!("/v1/movements?sku={SHIRT}&warehouse={BER}"),
             format!("/v1/stock?skus={}", many[..1000].join(",")),
         ] {
             let shown = if path.len() > 120 { format!("{}…", &path[..120]) } else { path.clone() };
             v.accepted(&format!("GET {shown}"), app.get(&path).await, 200);
         }
+        v.finish();
+    })
+    .await;
+}
+
+/// Every documented operation refuses query parameters it does not take, naming each, before
+/// doing anything: a typo (`?skuu=`) or a wish (`?dry_run=true`) is never silently ignored.
+#[tokio::test]
+async fn unknown_query_parameters_are_refused_naming_each_on_every_endpoint() {
+    each_backend(|app| async move {
+        let seeded = seed_every_resource(&app).await;
+        let operations = documented_operations(&app, &seeded).await;
+        let before = snapshot(&app, &reads(&operations)).await;
+        let mut v = Verdicts::new(&app);
+        for (operation, body) in secured_requests(&operations) {
+            let (method, path) = (&operation.method, &operation.path);
+            let separator = if path.contains('?') { '&' } else { '?' };
+            let with_unknown = format!("{path}{separator}dry_run=true&zz_typo=1");
+            let reply = match &body {
+                Some(body) => send(&app, method.clone(), &with_unknown, body).await,
+                None => app.request(method.clone(), &with_unknown, None, Some(ADMIN_KEY), &[]).await,
+            };
+            let what = format!("{method} {with_unknown}");
+            let problem = v.refused(&what, reply, 422, "validation_failed", &["dry_run"]);
+            let named: Vec<&str> =
+                problem["errors"].as_array().into_iter().flatten().filter_map(|e| e["field"].as_str()).collect();
+            if !named.contains(&"zz_typo") {
+                v.fail(format!("{what}: the second unknown parameter is not named: {problem}"));
+            }
+        }
+        v.unchanged(&app, &before).await;
         v.finish();
     })
     .await;

@@ -10,6 +10,7 @@ use testkit::{TestApp, each_backend};
 /// Drives the warehouse through every kind of change that emits an event.
 async fn every_kind_of_change(app: &TestApp) {
     app.create_item("SHIRT").await;
+    app.patch("/v1/items/SHIRT", json!({"gtin": "4006381333931"})).await.expect(200);
     app.post("/v1/items", json!({"sku": "MILK", "name": "Milk", "track_lots": true})).await.expect(201);
     app.create_warehouse("BER-1", 10).await;
     app.patch("/v1/warehouses/BER-1", json!({"priority": 5})).await.expect(200);
@@ -54,6 +55,7 @@ async fn every_kind_of_change(app: &TestApp) {
     let hold = |quantity: i64, ttl: i64| json!({"ttl_seconds": ttl, "lines": [{"sku": "SHIRT", "quantity": quantity}]});
     let id = |r: Value| r["id"].as_str().unwrap().to_owned();
     let shipped = id(app.post("/v1/reservations", hold(2, 900)).await.expect(201));
+    app.post(&format!("/v1/reservations/{shipped}/extend"), json!({"ttl_seconds": 1800})).await.expect(200);
     app.post(&format!("/v1/reservations/{shipped}/confirm"), json!({})).await.expect(200);
     app.post(&format!("/v1/reservations/{shipped}/fulfill"), json!({})).await.expect(200);
     let released = id(app.post("/v1/reservations", hold(1, 900)).await.expect(201));

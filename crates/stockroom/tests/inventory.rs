@@ -57,6 +57,8 @@ async fn health_ready_metrics_and_openapi_need_no_key() {
             "/v1/stock/{sku}/lots",
             "/v1/stock/{sku}/lots/{lot}/quarantine",
             "/v1/stock/{sku}/lots/{lot}/release",
+            "/v1/events/head",
+            "/v1/reservations/{id}/extend",
         ] {
             assert!(doc["paths"][path].is_object(), "OpenAPI lacks {path}");
         }

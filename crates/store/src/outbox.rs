@@ -152,3 +152,67 @@ pub async fn events_after(pool: &AnyPool, after: i64, limit: u32) -> Result<Vec<
 pub async fn committed_head(pool: &AnyPool) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar("SELECT last_seq FROM event_sequence WHERE id = 1").fetch_one(pool).await?)
 }
+
+/// The latest committed `seq` (0 when there is none). Appends take their `seq`s in commit
+/// order (see the module docs), so every event up to it is visible once it is.
+pub async fn events_head(pool: &AnyPool) -> Result<i64, StoreError> {
+    let head: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events").fetch_one(pool).await?;
+    Ok(head.unwrap_or(0))
+}
+
+/// Which events a reader wants: types by exact name or by prefix (`order.` for `order.*`),
+/// and one aggregate. Empty lists and `None` match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    pub types: Vec<String>,
+    /// Each ends with `.`: `order.` matches `order.created`, not `orders.x`.
+    pub type_prefixes: Vec<String>,
+    pub aggregate: Option<String>,
+}
+
+impl EventFilter {
+    pub fn is_empty(&self) -> bool {
+        self.types.is_empty() && self.type_prefixes.is_empty() && self.aggregate.is_none()
+    }
+}
+
+/// Events with `after < seq <= through` that match `filter`, oldest first, at most `limit`.
+pub async fn events_matching(
+    pool: &AnyPool,
+    after: i64,
+    through: i64,
+    filter: &EventFilter,
+    limit: u32,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut sql = String::from(
+        "SELECT seq, id, event_type, aggregate, aggregate_seq, at, version, data FROM events \
+         WHERE seq > $1 AND seq <= $2",
+    );
+    let mut texts: Vec<String> = Vec::new();
+    let mut type_terms: Vec<String> = Vec::new();
+    if !filter.types.is_empty() {
+        let first = 3 + texts.len();
+        type_terms.push(format!("event_type IN ({})", crate::sql::list_placeholders(filter.types.len(), first)));
+        texts.extend(filter.types.iter().cloned());
+    }
+    for prefix in &filter.type_prefixes {
+        // substr, not LIKE: `_` in a type name is no wildcard.
+        let n = 3 + texts.len();
+        type_terms.push(format!("substr(event_type, 1, {}) = ${n}", prefix.chars().count()));
+        texts.push(prefix.clone());
+    }
+    if !type_terms.is_empty() {
+        sql.push_str(&format!(" AND ({})", type_terms.join(" OR ")));
+    }
+    if let Some(aggregate) = &filter.aggregate {
+        sql.push_str(&format!(" AND aggregate = ${}", 3 + texts.len()));
+        texts.push(aggregate.clone());
+    }
+    sql.push_str(&format!(" ORDER BY seq LIMIT ${}", 3 + texts.len()));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(after).bind(through);
+    for text in texts {
+        query = query.bind(text);
+    }
+    let rows = query.bind(i64::from(limit)).fetch_all(pool).await?;
+    rows.iter().map(decode_row).collect()
+}

@@ -49,8 +49,9 @@ pub struct AdjustmentView {
 /// Applies the adjustment; refuses with `InsufficientStock` if on hand would drop below
 /// reserved.
 pub async fn adjust(tx: &mut Tx, adjustment: Adjustment, now: Timestamp) -> Result<AdjustmentView> {
-    crate::site::require_warehouse(tx, "warehouse", &adjustment.warehouse).await?;
-    let known = crate::item::require_items(tx, [("sku".to_owned(), &adjustment.sku)]).await?;
+    let mut issues = crate::error::Issues::default();
+    let known = check(tx, &adjustment.warehouse, &adjustment.sku, adjustment.lot.is_some(), &mut issues).await?;
+    issues.finish()?;
     let (sku, warehouse) = (&adjustment.sku, &adjustment.warehouse);
     let tracks_lots = known.iter().any(|(_, lots)| *lots);
 
@@ -77,6 +78,7 @@ pub async fn adjust(tx: &mut Tx, adjustment: Adjustment, now: Timestamp) -> Resu
                                 warehouse: Some(warehouse.to_string()),
                                 requested: before.reserved,
                                 available: counted,
+                                reason: None,
                             }],
                         });
                     }
@@ -135,6 +137,7 @@ async fn short(tx: &mut Tx, sku: &SkuCode, warehouse: &WarehouseCode, requested:
             warehouse: Some(warehouse.to_string()),
             requested,
             available: level.available(),
+            reason: None,
         }],
     })
 }
@@ -166,6 +169,7 @@ async fn adjust_lot(tx: &mut Tx, adjustment: &Adjustment) -> Result<(MovementKin
                 warehouse: Some(warehouse.to_string()),
                 requested: -delta,
                 available: lot_on_hand - lot_reserved,
+                reason: None,
             }],
         });
     }
@@ -204,4 +208,32 @@ pub async fn adjust_many(
         }
     }
     Ok(outcomes)
+}
+
+/// What the database finds wrong with an adjustment of `sku` in `warehouse` (with a lot or
+/// not), every field at once. Reads only; [`adjust`] refuses with the same.
+pub async fn adjustment_issues(
+    tx: &mut Tx,
+    warehouse: &WarehouseCode,
+    sku: &SkuCode,
+    with_lot: bool,
+) -> Result<Vec<crate::FieldIssue>> {
+    let mut issues = crate::error::Issues::default();
+    check(tx, warehouse, sku, with_lot, &mut issues).await?;
+    Ok(issues.into_vec())
+}
+
+async fn check(
+    tx: &mut Tx,
+    warehouse: &WarehouseCode,
+    sku: &SkuCode,
+    with_lot: bool,
+    issues: &mut crate::error::Issues,
+) -> Result<Vec<(String, bool)>> {
+    issues.keep(crate::site::require_warehouse(tx, "warehouse", warehouse).await)?;
+    let known = crate::item::check_items(tx, [("sku".to_owned(), sku)], issues).await?;
+    if known.iter().any(|(_, lots)| !*lots) && with_lot {
+        issues.push("lot", format!("must be omitted: item {sku} does not track lots"));
+    }
+    Ok(known)
 }

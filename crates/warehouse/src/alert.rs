@@ -200,6 +200,9 @@ const ALERT_COLUMNS: &str =
     "id, subject, kind, warehouse, sku, lot, bin, status, detail, raised_at, acknowledged_at, resolved_at";
 
 /// Alerts by id (raise order); `status` filters (`open` means raised or acknowledged).
+/// The values `alerts_list` takes as a status filter.
+pub const ALERT_STATUS_FILTERS: [&str; 4] = ["open", "raised", "acknowledged", "resolved"];
+
 pub async fn alerts_list(pool: &AnyPool, status: Option<&str>, after: Option<&str>, limit: u32) -> Result<Vec<Alert>> {
     let filter = match status {
         None => "",
@@ -237,7 +240,7 @@ pub async fn alert_acknowledge(tx: &mut Tx, id: &str, now: Timestamp) -> Result<
             .map(Alert::from)
             .ok_or_else(|| WarehouseError::NotFound { what: "alert", key: id.to_owned() })?;
     if alert.status == "resolved" {
-        return Err(WarehouseError::InvalidState { what: "alert", from: "resolved".into(), action: "acknowledge" });
+        return Err(WarehouseError::InvalidState { what: "alert", from: "resolved".into(), action: "be acknowledged" });
     }
     if updated == 1 {
         let mut journal = Journal::new();

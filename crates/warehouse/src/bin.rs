@@ -254,6 +254,7 @@ pub async fn bin_move(tx: &mut Tx, m: BinMove, now: Timestamp) -> Result<Vec<Bin
                 warehouse: Some(m.warehouse.to_string()),
                 requested: m.quantity,
                 available: there,
+                reason: None,
             }],
         });
     }

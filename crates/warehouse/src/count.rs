@@ -74,12 +74,44 @@ struct LineRow {
     needs_recount: i64,
 }
 
+/// Why a lot-tracked item has no place in a cycle count.
+const LOT_TRACKED_NOT_COUNTED: &str = "item {sku} tracks lots and is counted per lot: \
+     POST /v1/adjustments with counted and lot";
+
 pub async fn count_open(tx: &mut Tx, open: OpenCount, now: Timestamp) -> Result<CountView> {
-    crate::site::require_warehouse(tx, "warehouse", &open.warehouse).await?;
-    if let Some(skus) = &open.skus {
-        crate::item::require_items(tx, skus.iter().enumerate().map(|(i, s)| (format!("skus[{i}]"), s))).await?;
-    }
+    let mut issues = crate::error::Issues::default();
+    check_open(tx, &open, &mut issues).await?;
+    issues.finish()?;
     let id = format!("cnt_{}", uuid::Uuid::now_v7().simple());
+    count_insert(tx, &id, open, now).await
+}
+
+/// What the database finds wrong with a count to open, every field at once: the warehouse and
+/// each SKU (unknown, or tracking lots). Reads only; [`count_open`] refuses with the same.
+pub async fn count_open_issues(tx: &mut Tx, open: &OpenCount) -> Result<Vec<crate::FieldIssue>> {
+    let mut issues = crate::error::Issues::default();
+    check_open(tx, open, &mut issues).await?;
+    Ok(issues.into_vec())
+}
+
+async fn check_open(tx: &mut Tx, open: &OpenCount, issues: &mut crate::error::Issues) -> Result<()> {
+    issues.keep(crate::site::require_warehouse(tx, "warehouse", &open.warehouse).await)?;
+    if let Some(skus) = &open.skus {
+        let known =
+            crate::item::check_items(tx, skus.iter().enumerate().map(|(i, s)| (format!("skus[{i}]"), s)), issues)
+                .await?;
+        // A bin count cannot say which lot it saw, so such a count could never be finished.
+        for (i, sku) in skus.iter().enumerate() {
+            if known.iter().any(|(k, lots)| k == sku.as_str() && *lots) {
+                issues.push(format!("skus[{i}]"), LOT_TRACKED_NOT_COUNTED.replace("{sku}", sku.as_str()));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn count_insert(tx: &mut Tx, id: &str, open: OpenCount, now: Timestamp) -> Result<CountView> {
+    let id = id.to_owned();
     sqlx::query(
         "INSERT INTO counts (id, warehouse, zone, status, recount_threshold_units, created_at) VALUES ($1, $2, $3, 'open', $4, $5)",
     )
@@ -226,30 +258,12 @@ pub async fn count_submit(tx: &mut Tx, id: &str, lines: Vec<CountedLine>, now: T
     }
     let warehouse = WarehouseCode::parse(count.warehouse.clone())
         .map_err(|e| WarehouseError::invalid("warehouse", e.to_string()))?;
-    let known =
-        crate::item::require_items(tx, lines.iter().enumerate().map(|(i, l)| (format!("lines[{i}].sku"), &l.sku)))
-            .await?;
-    for (i, line) in lines.iter().enumerate() {
-        if known.iter().any(|(s, lots)| s == line.sku.as_str() && *lots) {
-            return Err(WarehouseError::invalid(
-                format!("lines[{i}].sku"),
-                "lot-tracked items are counted per lot: POST /v1/adjustments with counted and lot",
-            ));
-        }
+    // Every bad line at once, before anything is written.
+    let mut issues = crate::error::Issues::default();
+    check_lines(tx, &warehouse, &lines, &mut issues).await?;
+    issues.finish()?;
+    for line in &lines {
         let bin = line.bin.clone().unwrap_or_default();
-        if !bin.is_empty() {
-            let exists: Option<String> = sqlx::query_scalar("SELECT code FROM bins WHERE warehouse = $1 AND code = $2")
-                .bind(warehouse.as_str().to_owned())
-                .bind(bin.clone())
-                .fetch_optional(&mut **tx)
-                .await?;
-            if exists.is_none() {
-                return Err(WarehouseError::invalid(
-                    format!("lines[{i}].bin"),
-                    format!("unknown bin {bin} in {warehouse}"),
-                ));
-            }
-        }
         let expected = held_in_place(tx, warehouse.as_str(), &bin, line.sku.as_str()).await?;
         let previous: Option<i64> =
             sqlx::query_scalar("SELECT counted FROM count_lines WHERE count_id = $1 AND bin = $2 AND sku = $3")
@@ -281,13 +295,55 @@ pub async fn count_submit(tx: &mut Tx, id: &str, lines: Vec<CountedLine>, now: T
     count_in_tx(tx, id).await
 }
 
+/// What the database finds wrong with counted lines for the count `id`, every line at once:
+/// unknown SKUs, lot-tracked SKUs, unknown bins. Reads only; [`count_submit`] refuses with the
+/// same. An unknown count is `NotFound`.
+pub async fn count_lines_issues(tx: &mut Tx, id: &str, lines: &[CountedLine]) -> Result<Vec<crate::FieldIssue>> {
+    let count = count_row(tx, id).await?;
+    let warehouse = WarehouseCode::parse(count.warehouse.clone())
+        .map_err(|e| WarehouseError::invalid("warehouse", e.to_string()))?;
+    let mut issues = crate::error::Issues::default();
+    check_lines(tx, &warehouse, lines, &mut issues).await?;
+    Ok(issues.into_vec())
+}
+
+async fn check_lines(
+    tx: &mut Tx,
+    warehouse: &WarehouseCode,
+    lines: &[CountedLine],
+    issues: &mut crate::error::Issues,
+) -> Result<()> {
+    let known = crate::item::check_items(
+        tx,
+        lines.iter().enumerate().map(|(i, l)| (format!("lines[{i}].sku"), &l.sku)),
+        issues,
+    )
+    .await?;
+    for (i, line) in lines.iter().enumerate() {
+        if known.iter().any(|(s, lots)| s == line.sku.as_str() && *lots) {
+            issues.push(format!("lines[{i}].sku"), LOT_TRACKED_NOT_COUNTED.replace("{sku}", line.sku.as_str()));
+        }
+        if let Some(bin) = line.bin.as_ref().filter(|b| !b.is_empty()) {
+            let exists: Option<String> = sqlx::query_scalar("SELECT code FROM bins WHERE warehouse = $1 AND code = $2")
+                .bind(warehouse.as_str().to_owned())
+                .bind(bin.clone())
+                .fetch_optional(&mut **tx)
+                .await?;
+            if exists.is_none() {
+                issues.push(format!("lines[{i}].bin"), format!("unknown bin {bin} in {warehouse}"));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Applies every line's variance as `count` movements (one per SKU) and closes the count.
 /// Refused while a line is uncounted or asks for a recount, or if a variance would take on
 /// hand below reserved.
 pub async fn count_approve(tx: &mut Tx, id: &str, now: Timestamp) -> Result<CountView> {
     let count = count_row(tx, id).await?;
     if count.status != "open" {
-        return Err(WarehouseError::InvalidState { what: "count", from: count.status, action: "approve" });
+        return Err(WarehouseError::InvalidState { what: "count", from: count.status, action: "be approved" });
     }
     let warehouse = WarehouseCode::parse(count.warehouse.clone())
         .map_err(|e| WarehouseError::invalid("warehouse", e.to_string()))?;
@@ -301,14 +357,14 @@ pub async fn count_approve(tx: &mut Tx, id: &str, now: Timestamp) -> Result<Coun
         return Err(WarehouseError::InvalidState {
             what: "count",
             from: "open with uncounted lines".into(),
-            action: "approve",
+            action: "be approved",
         });
     }
     if lines.iter().any(|l| l.needs_recount == 1) {
         return Err(WarehouseError::InvalidState {
             what: "count",
             from: "open with lines to recount".into(),
-            action: "approve",
+            action: "be approved",
         });
     }
     let mut per_sku: BTreeMap<String, i64> = BTreeMap::new();
@@ -353,6 +409,7 @@ pub async fn count_approve(tx: &mut Tx, id: &str, now: Timestamp) -> Result<Coun
                             warehouse: Some(warehouse.to_string()),
                             requested: -delta,
                             available: level.available(),
+                            reason: None,
                         }],
                     });
                 }
@@ -391,7 +448,9 @@ pub async fn count_cancel(tx: &mut Tx, id: &str) -> Result<CountView> {
                 .await?;
         }
         "cancelled" => {}
-        other => return Err(WarehouseError::InvalidState { what: "count", from: other.to_owned(), action: "cancel" }),
+        other => {
+            return Err(WarehouseError::InvalidState { what: "count", from: other.to_owned(), action: "be cancelled" });
+        }
     }
     count_in_tx(tx, id).await
 }

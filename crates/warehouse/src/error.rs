@@ -12,6 +12,59 @@ pub struct ShortLine {
     pub warehouse: Option<String>,
     pub requested: i64,
     pub available: i64,
+    /// Why nothing (or less) is available beyond the figures, when there is a reason to
+    /// give: `warehouse_inactive` for a line naming an inactive warehouse.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+}
+
+/// One field of a request and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldIssue {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldIssue {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+/// Field issues gathered while checking a request, so that one refusal names them all.
+#[derive(Debug, Default)]
+pub(crate) struct Issues(Vec<FieldIssue>);
+
+impl Issues {
+    pub(crate) fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldIssue::new(field, message));
+    }
+
+    /// The value of a check; a field refusal is kept (and `None` returned), any other error
+    /// is passed on.
+    pub(crate) fn keep<T>(&mut self, checked: crate::Result<T>) -> crate::Result<Option<T>> {
+        match checked {
+            Ok(value) => Ok(Some(value)),
+            Err(WarehouseError::Invalid { field, message }) => {
+                self.0.push(FieldIssue { field, message });
+                Ok(None)
+            }
+            Err(WarehouseError::InvalidFields(issues)) => {
+                self.0.extend(issues);
+                Ok(None)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    pub(crate) fn into_vec(self) -> Vec<FieldIssue> {
+        self.0
+    }
+
+    /// Refuses with every issue, if any.
+    pub(crate) fn finish(self) -> crate::Result<()> {
+        if self.0.is_empty() { Ok(()) } else { Err(WarehouseError::invalid_all(self.0)) }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +76,9 @@ pub enum WarehouseError {
     /// only the database can check (an unknown SKU in a line, say).
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    /// Like [`WarehouseError::Invalid`], for several fields at once.
+    #[error("{}", .0.iter().map(|i| format!("{}: {}", i.field, i.message)).collect::<Vec<_>>().join("; "))]
+    InvalidFields(Vec<FieldIssue>),
     /// The thing to create exists already.
     #[error("{0}")]
     Conflict(String),
@@ -68,6 +124,7 @@ pub enum WarehouseError {
 pub enum Refusal {
     NotFound { what: String, key: String },
     Invalid { field: String, message: String },
+    InvalidFields { errors: Vec<FieldIssue> },
     Conflict { detail: String },
     InsufficientStock { lines: Vec<ShortLine> },
     InvalidState { what: String, from: String, action: String },
@@ -99,6 +156,7 @@ impl WarehouseError {
             WarehouseError::Invalid { field, message } => {
                 Refusal::Invalid { field: field.clone(), message: message.clone() }
             }
+            WarehouseError::InvalidFields(issues) => Refusal::InvalidFields { errors: issues.clone() },
             WarehouseError::Conflict(detail) => Refusal::Conflict { detail: detail.clone() },
             WarehouseError::InsufficientStock { lines } => Refusal::InsufficientStock { lines: lines.clone() },
             WarehouseError::InvalidState { what, from, action } => {
@@ -117,5 +175,15 @@ impl WarehouseError {
 
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         WarehouseError::Invalid { field: field.into(), message: message.into() }
+    }
+
+    /// A refusal naming each of `issues` (one: [`WarehouseError::Invalid`]).
+    pub fn invalid_all(mut issues: Vec<FieldIssue>) -> Self {
+        if issues.len() == 1 {
+            let FieldIssue { field, message } = issues.remove(0);
+            WarehouseError::Invalid { field, message }
+        } else {
+            WarehouseError::InvalidFields(issues)
+        }
     }
 }

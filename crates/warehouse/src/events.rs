@@ -18,10 +18,12 @@ use serde::Serialize;
 pub fn event_types() -> Vec<EventType> {
     vec![
         EventType::of::<ItemCreated>(),
+        EventType::of::<ItemUpdated>(),
         EventType::of::<WarehouseCreated>(),
         EventType::of::<WarehouseUpdated>(),
         EventType::of::<StockChanged>(),
         EventType::of::<ReservationCreated>(),
+        EventType::of::<ReservationExtended>(),
         EventType::of::<ReservationConfirmed>(),
         EventType::of::<ReservationReleased>(),
         EventType::of::<ReservationFulfilled>(),
@@ -64,6 +66,31 @@ impl From<&Item> for ItemCreated {
             weight_grams: item.weight_grams,
             track_lots: item.track_lots,
             created_at: item.created_at.clone(),
+        }
+    }
+}
+
+/// An item as its events show it after a change.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct ItemUpdated {
+    pub sku: String,
+    pub name: String,
+    pub weight_grams: Option<i64>,
+    pub track_lots: bool,
+    pub gtin: Option<String>,
+    pub archived: bool,
+}
+event!(ItemUpdated, "item.updated", 1, "An item's name, weight, GTIN, archiving or lot tracking changed.");
+
+impl From<&Item> for ItemUpdated {
+    fn from(item: &Item) -> Self {
+        Self {
+            sku: item.sku.clone(),
+            name: item.name.clone(),
+            weight_grams: item.weight_grams,
+            track_lots: item.track_lots,
+            gtin: item.gtin.clone(),
+            archived: item.archived,
         }
     }
 }
@@ -170,8 +197,10 @@ pub struct ReservationLineState {
 pub struct ReservationState {
     pub id: String,
     pub status: Status,
-    pub reference: String,
-    pub expires_at: String,
+    /// `null` when none was given.
+    pub reference: Option<String>,
+    /// `null` once the reservation no longer expires (confirmed, fulfilled, released).
+    pub expires_at: Option<String>,
     pub created_at: String,
     pub lines: Vec<ReservationLineState>,
 }
@@ -201,22 +230,27 @@ impl From<&Reservation> for ReservationState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(transparent)]
 pub struct ReservationCreated(pub ReservationState);
-event!(ReservationCreated, "reservation.created", 1, "Stock was held: an active reservation with an expiry.");
+event!(ReservationCreated, "reservation.created", 2, "Stock was held: an active reservation with an expiry.");
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(transparent)]
+pub struct ReservationExtended(pub ReservationState);
+event!(ReservationExtended, "reservation.extended", 1, "An active reservation's expiry moved (POST .../extend).");
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(transparent)]
 pub struct ReservationConfirmed(pub ReservationState);
-event!(ReservationConfirmed, "reservation.confirmed", 1, "A reservation was confirmed: it holds with no expiry.");
+event!(ReservationConfirmed, "reservation.confirmed", 2, "A reservation was confirmed: it holds with no expiry.");
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(transparent)]
 pub struct ReservationReleased(pub ReservationState);
-event!(ReservationReleased, "reservation.released", 1, "A reservation was released: its stock is available again.");
+event!(ReservationReleased, "reservation.released", 2, "A reservation was released: its stock is available again.");
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(transparent)]
 pub struct ReservationFulfilled(pub ReservationState);
-event!(ReservationFulfilled, "reservation.fulfilled", 1, "A reservation was fulfilled: its stock left the warehouse.");
+event!(ReservationFulfilled, "reservation.fulfilled", 2, "A reservation was fulfilled: its stock left the warehouse.");
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct ReservationExpired {
@@ -352,7 +386,7 @@ mod tests {
     fn every_type_is_registered_once_with_a_schema_of_an_object() {
         let mut registry = kernel::EventRegistry::default();
         registry.register(super::event_types()).unwrap();
-        assert_eq!(registry.types().len(), 16);
+        assert_eq!(registry.types().len(), 18);
         for t in registry.types() {
             let schema = t.schema();
             assert_eq!(schema["type"], "object", "{}: {schema}", t.name);

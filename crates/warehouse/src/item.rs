@@ -11,9 +11,15 @@ struct ItemRow {
     sku: String,
     name: String,
     weight_grams: Option<i64>,
-    track_lots: i64,
+    #[sqlx(try_from = "store::sql::IntFlag")]
+    track_lots: bool,
+    gtin: Option<String>,
+    #[sqlx(try_from = "store::sql::IntFlag")]
+    archived: bool,
     created_at: String,
 }
+
+const ITEM_COLUMNS: &str = "sku, name, weight_grams, track_lots, gtin, archived, created_at";
 
 impl From<ItemRow> for Item {
     fn from(r: ItemRow) -> Self {
@@ -21,7 +27,9 @@ impl From<ItemRow> for Item {
             sku: r.sku,
             name: r.name,
             weight_grams: r.weight_grams,
-            track_lots: r.track_lots != 0,
+            track_lots: r.track_lots,
+            gtin: r.gtin,
+            archived: r.archived,
             created_at: r.created_at,
         }
     }
@@ -33,7 +41,29 @@ pub struct Item {
     pub name: String,
     pub weight_grams: Option<i64>,
     pub track_lots: bool,
+    /// The barcode: a GTIN-8, -12, -13 or -14.
+    pub gtin: Option<String>,
+    /// An archived item stays readable and keeps its stock; lists can leave it out.
+    pub archived: bool,
     pub created_at: String,
+}
+
+/// A change to an item: `None` keeps a field; `Some(None)` clears an optional one.
+#[derive(Debug, Clone, Default)]
+pub struct ItemPatch {
+    pub name: Option<String>,
+    pub weight_grams: Option<Option<i64>>,
+    pub gtin: Option<Option<String>>,
+    pub archived: Option<bool>,
+    pub track_lots: Option<bool>,
+}
+
+/// Which items a list shows.
+#[derive(Debug, Clone, Default)]
+pub struct ItemFilter {
+    pub sku_prefix: Option<String>,
+    /// `None`: archived or not.
+    pub archived: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +80,8 @@ pub async fn item_create(tx: &mut Tx, new: NewItem, now: Timestamp) -> Result<It
         name: new.name,
         weight_grams: new.weight_grams,
         track_lots: new.track_lots,
+        gtin: None,
+        archived: false,
         created_at: now.to_rfc3339(),
     };
     let inserted = sqlx::query(
@@ -77,12 +109,104 @@ pub async fn item_create(tx: &mut Tx, new: NewItem, now: Timestamp) -> Result<It
 }
 
 pub async fn item_get(pool: &AnyPool, sku: &SkuCode) -> Result<Item> {
-    sqlx::query_as::<_, ItemRow>("SELECT sku, name, weight_grams, track_lots, created_at FROM items WHERE sku = $1")
+    let mut conn = pool.acquire().await?;
+    item_find(&mut conn, sku).await
+}
+
+async fn item_find(conn: &mut sqlx::AnyConnection, sku: &SkuCode) -> Result<Item> {
+    sqlx::query_as::<_, ItemRow>(sqlx::AssertSqlSafe(format!("SELECT {ITEM_COLUMNS} FROM items WHERE sku = $1")))
         .bind(sku.as_str().to_owned())
-        .fetch_optional(pool)
+        .fetch_optional(&mut *conn)
         .await?
         .map(Item::from)
         .ok_or_else(|| WarehouseError::NotFound { what: "item", key: sku.to_string() })
+}
+
+/// Items by SKU after the SKU `after`, optionally those starting with a prefix and those
+/// (not) archived.
+pub async fn items_list(pool: &AnyPool, filter: &ItemFilter, after: Option<&str>, limit: u32) -> Result<Vec<Item>> {
+    let prefix = filter.sku_prefix.clone().unwrap_or_default();
+    // substr, not LIKE: `_` is a SKU character, not a wildcard.
+    let sql = format!(
+        "SELECT {ITEM_COLUMNS} FROM items WHERE sku > $1 AND substr(sku, 1, {}) = $2 AND ($3 < 0 OR archived = $3) \
+         ORDER BY sku LIMIT $4",
+        prefix.chars().count()
+    );
+    let rows = sqlx::query_as::<_, ItemRow>(sqlx::AssertSqlSafe(sql))
+        .bind(after.unwrap_or("").to_owned())
+        .bind(prefix)
+        .bind(filter.archived.map_or(-1, i64::from))
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().map(Item::from).collect())
+}
+
+/// Applies a patch; `track_lots` may change only while the item has no stock anywhere (no
+/// units on hand or held, no lots). An `item.updated` event records the item as it is after.
+pub async fn item_update(tx: &mut Tx, sku: &SkuCode, patch: ItemPatch, now: Timestamp) -> Result<Item> {
+    // The row locked, so two patches do not interleave.
+    let lock = store::sql::Lock::ForUpdate.clause(store::db::backend_of(tx));
+    let mut item: Item = sqlx::query_as::<_, ItemRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {ITEM_COLUMNS} FROM items WHERE sku = $1{lock}"
+    )))
+    .bind(sku.as_str().to_owned())
+    .fetch_optional(&mut **tx)
+    .await?
+    .map(Item::from)
+    .ok_or_else(|| WarehouseError::NotFound { what: "item", key: sku.to_string() })?;
+    if let Some(track_lots) = patch.track_lots
+        && track_lots != item.track_lots
+    {
+        let stocked: i64 = sqlx::query_scalar(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM stock_levels WHERE sku = $1 AND (on_hand <> 0 OR reserved <> 0)",
+        )
+        .bind(sku.as_str().to_owned())
+        .fetch_one(&mut **tx)
+        .await?;
+        let lots: i64 =
+            sqlx::query_scalar("SELECT CAST(COUNT(*) AS BIGINT) FROM stock_lots WHERE sku = $1 AND on_hand <> 0")
+                .bind(sku.as_str().to_owned())
+                .fetch_one(&mut **tx)
+                .await?;
+        if stocked > 0 || lots > 0 {
+            return Err(WarehouseError::invalid(
+                "track_lots",
+                format!("can change only while item {sku} has no stock; it has stock in {stocked} warehouse(s)"),
+            ));
+        }
+        item.track_lots = track_lots;
+    }
+    if let Some(name) = patch.name {
+        item.name = name;
+    }
+    if let Some(weight) = patch.weight_grams {
+        item.weight_grams = weight;
+    }
+    if let Some(gtin) = patch.gtin {
+        item.gtin = gtin;
+    }
+    if let Some(archived) = patch.archived {
+        item.archived = archived;
+    }
+    sqlx::query(
+        "UPDATE items SET name = $1, weight_grams = $2, track_lots = $3, gtin = $4, archived = $5 WHERE sku = $6",
+    )
+    .bind(item.name.clone())
+    .bind(item.weight_grams)
+    .bind(i64::from(item.track_lots))
+    .bind(item.gtin.clone())
+    .bind(i64::from(item.archived))
+    .bind(sku.as_str().to_owned())
+    .execute(&mut **tx)
+    .await?;
+    store::outbox::append(
+        tx,
+        &[NewEvent::of(format!("item:{}", item.sku), &crate::events::ItemUpdated::from(&item))],
+        now,
+    )
+    .await?;
+    Ok(item)
 }
 
 /// The items among `skus` that exist, with whether each tracks lots; one query.
@@ -99,10 +223,23 @@ pub async fn items_known(tx: &mut Tx, skus: &[&SkuCode]) -> Result<Vec<(String, 
     Ok(query.fetch_all(&mut **tx).await?.into_iter().map(|(sku, lots)| (sku, lots != 0)).collect())
 }
 
-/// Fails with [`WarehouseError::Invalid`] naming the first line whose SKU does not exist.
+/// Fails with [`WarehouseError::Invalid`] naming every line whose SKU does not exist.
 pub(crate) async fn require_items<'a>(
     tx: &mut Tx,
     lines: impl IntoIterator<Item = (String, &'a SkuCode)>,
+) -> Result<Vec<(String, bool)>> {
+    let mut issues = crate::error::Issues::default();
+    let known = check_items(tx, lines, &mut issues).await?;
+    issues.finish()?;
+    Ok(known)
+}
+
+/// The known items among the lines' SKUs (with whether each tracks lots), recording an issue
+/// for every line whose SKU does not exist.
+pub(crate) async fn check_items<'a>(
+    tx: &mut Tx,
+    lines: impl IntoIterator<Item = (String, &'a SkuCode)>,
+    issues: &mut crate::error::Issues,
 ) -> Result<Vec<(String, bool)>> {
     let lines: Vec<(String, &SkuCode)> = lines.into_iter().collect();
     let mut distinct: Vec<&SkuCode> = lines.iter().map(|(_, s)| *s).collect();
@@ -111,7 +248,7 @@ pub(crate) async fn require_items<'a>(
     let known = items_known(tx, &distinct).await?;
     for (field, sku) in &lines {
         if !known.iter().any(|(k, _)| k == sku.as_str()) {
-            return Err(WarehouseError::invalid(field.clone(), format!("unknown SKU {sku}")));
+            issues.push(field.clone(), format!("unknown SKU {sku}"));
         }
     }
     Ok(known)

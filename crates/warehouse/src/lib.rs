@@ -29,7 +29,7 @@ pub mod site;
 pub mod stock;
 pub mod transfer;
 
-pub use error::{Refusal, ShortLine, WarehouseError};
+pub use error::{FieldIssue, Refusal, ShortLine, WarehouseError};
 
 pub type Result<T, E = WarehouseError> = std::result::Result<T, E>;
 

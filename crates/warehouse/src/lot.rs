@@ -208,6 +208,7 @@ pub(crate) async fn lots_take_fefo(
             warehouse: Some(warehouse.to_string()),
             requested: units,
             available,
+            reason: None,
         }));
     };
     let mut out = Vec::with_capacity(taken.len());

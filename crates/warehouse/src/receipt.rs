@@ -1,8 +1,9 @@
 //! Receipts: goods arriving at a warehouse.
 
+use crate::Result;
+use crate::error::Issues;
 use crate::ledger::{Journal, MovementKind, NewMovement};
 use crate::stock::stock_level_receive;
-use crate::{Result, WarehouseError};
 use kernel::{Quantity, SkuCode, Timestamp, WarehouseCode};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -54,23 +55,10 @@ pub struct ReceiptView {
 /// or stays unbinned. Refused with `CapacityExceeded` if the warehouse or a bin would overflow;
 /// the caller then rolls back.
 pub async fn receive(tx: &mut Tx, receipt: Receipt, now: Timestamp) -> Result<ReceiptView> {
-    crate::site::require_warehouse(tx, "warehouse", &receipt.warehouse).await?;
+    let mut issues = Issues::default();
+    let known = check(tx, &receipt, &mut issues).await?;
+    issues.finish()?;
     let capacity = crate::site::capacity_lock(tx, &receipt.warehouse).await?;
-    let known = crate::item::require_items(
-        tx,
-        receipt.lines.iter().enumerate().map(|(i, l)| (format!("lines[{i}].sku"), &l.sku)),
-    )
-    .await?;
-    for (i, line) in receipt.lines.iter().enumerate() {
-        let tracks_lots = known.iter().any(|(sku, lots)| sku == line.sku.as_str() && *lots);
-        if tracks_lots && (line.lot.is_none() || line.expires_on.is_none()) {
-            let field = if line.lot.is_none() { "lot" } else { "expires_on" };
-            return Err(WarehouseError::invalid(
-                format!("lines[{i}].{field}"),
-                format!("is required: item {} tracks lots", line.sku),
-            ));
-        }
-    }
 
     let id = format!("rcp_{}", uuid::Uuid::now_v7().simple());
     let reference = receipt.reference.clone().unwrap_or_else(|| id.clone());
@@ -144,4 +132,40 @@ pub async fn receive(tx: &mut Tx, receipt: Receipt, now: Timestamp) -> Result<Re
         lines,
         received_at: now.to_rfc3339(),
     })
+}
+
+/// What the database finds wrong with a receipt, every field at once: the warehouse, each
+/// line's SKU, each line's lot fields. Reads only; [`receive`] refuses with the same.
+pub async fn receipt_issues(tx: &mut Tx, receipt: &Receipt) -> Result<Vec<crate::FieldIssue>> {
+    let mut issues = Issues::default();
+    check(tx, receipt, &mut issues).await?;
+    Ok(issues.into_vec())
+}
+
+async fn check(tx: &mut Tx, receipt: &Receipt, issues: &mut Issues) -> Result<Vec<(String, bool)>> {
+    // Every bad field at once: the warehouse, each line's SKU, and each line's lot fields.
+    issues.keep(crate::site::require_warehouse(tx, "warehouse", &receipt.warehouse).await)?;
+    let known = crate::item::check_items(
+        tx,
+        receipt.lines.iter().enumerate().map(|(i, l)| (format!("lines[{i}].sku"), &l.sku)),
+        issues,
+    )
+    .await?;
+    for (i, line) in receipt.lines.iter().enumerate() {
+        let Some((_, tracks_lots)) = known.iter().find(|(sku, _)| sku == line.sku.as_str()) else {
+            continue;
+        };
+        for (name, value) in [("lot", &line.lot), ("expires_on", &line.expires_on)] {
+            if *tracks_lots && value.is_none() {
+                issues.push(format!("lines[{i}].{name}"), format!("is required: item {} tracks lots", line.sku));
+            } else if !*tracks_lots && value.is_some() {
+                // Never echoed and dropped: an item that does not track lots has no lot to put it in.
+                issues.push(
+                    format!("lines[{i}].{name}"),
+                    format!("must be omitted: item {} does not track lots", line.sku),
+                );
+            }
+        }
+    }
+    Ok(known)
 }

@@ -72,16 +72,16 @@ pub struct NewWarehouse {
     pub capacity_units: Option<i64>,
 }
 
-/// A partial update: `None` leaves a field as it is.
+/// A partial update: `None` leaves a field as it is; `Some(None)` clears an optional one.
 #[derive(Debug, Clone, Default)]
 pub struct WarehousePatch {
     pub name: Option<String>,
     pub priority: Option<i64>,
     pub active: Option<bool>,
-    pub latitude: Option<f64>,
-    pub longitude: Option<f64>,
-    pub country: Option<String>,
-    pub capacity_units: Option<i64>,
+    pub latitude: Option<Option<f64>>,
+    pub longitude: Option<Option<f64>>,
+    pub country: Option<Option<String>>,
+    pub capacity_units: Option<Option<i64>>,
 }
 
 const COLUMNS: &str = "code, name, country, latitude, longitude, priority, active, capacity_units, \
@@ -138,10 +138,10 @@ pub async fn warehouse_update(
         name: patch.name.unwrap_or(current.name),
         priority: patch.priority.unwrap_or(current.priority),
         active: patch.active.unwrap_or(current.active),
-        latitude: patch.latitude.or(current.latitude),
-        longitude: patch.longitude.or(current.longitude),
-        country: patch.country.or(current.country),
-        capacity_units: patch.capacity_units.or(current.capacity_units),
+        latitude: patch.latitude.unwrap_or(current.latitude),
+        longitude: patch.longitude.unwrap_or(current.longitude),
+        country: patch.country.unwrap_or(current.country),
+        capacity_units: patch.capacity_units.unwrap_or(current.capacity_units),
         updated_at: now.to_rfc3339(),
         ..current
     };
@@ -214,6 +214,14 @@ pub async fn warehouses_list(pool: &AnyPool, after: Option<&str>, limit: u32) ->
 /// The codes among `codes` that name a warehouse; one query.
 pub async fn warehouses_known(tx: &mut Tx, codes: &[&WarehouseCode]) -> Result<std::collections::HashSet<String>> {
     codes_where(tx, "SELECT code FROM warehouses WHERE code", codes).await
+}
+
+/// Those of `codes` that are inactive.
+pub(crate) async fn warehouses_inactive(
+    tx: &mut Tx,
+    codes: &[&WarehouseCode],
+) -> Result<std::collections::HashSet<String>> {
+    codes_where(tx, "SELECT code FROM warehouses WHERE active = 0 AND code", codes).await
 }
 
 /// Those of `codes` that have at least one bin.

@@ -41,16 +41,9 @@ pub struct TransferView {
 /// Moves the lines' units out of `from`'s available stock and into `to`'s on hand. All or
 /// nothing: if a line is short, the error names every short line and the caller rolls back.
 pub async fn transfer(tx: &mut Tx, transfer: Transfer, now: Timestamp) -> Result<TransferView> {
-    if transfer.from == transfer.to {
-        return Err(WarehouseError::invalid("to", "must differ from `from`"));
-    }
-    crate::site::require_warehouse(tx, "from", &transfer.from).await?;
-    crate::site::require_warehouse(tx, "to", &transfer.to).await?;
-    let known = crate::item::require_items(
-        tx,
-        transfer.lines.iter().enumerate().map(|(i, l)| (format!("lines[{i}].sku"), &l.sku)),
-    )
-    .await?;
+    let mut issues = crate::error::Issues::default();
+    let known = check(tx, &transfer, &mut issues).await?;
+    issues.finish()?;
     let capacity = crate::site::capacity_lock(tx, &transfer.to).await?;
 
     let id = format!("trf_{}", uuid::Uuid::now_v7().simple());
@@ -104,6 +97,7 @@ pub async fn transfer(tx: &mut Tx, transfer: Transfer, now: Timestamp) -> Result
                 warehouse: Some(transfer.from.to_string()),
                 requested: *units,
                 available: stock_level_in_tx(tx, sku, &transfer.from).await?.available(),
+                reason: None,
             }),
         }
         if take_first {
@@ -150,4 +144,28 @@ async fn receive_line(
         reason: None,
     });
     Ok(())
+}
+
+/// What the database finds wrong with a transfer, every field at once: both warehouses and each
+/// line's SKU. Reads only; [`transfer`] refuses with the same.
+pub async fn transfer_issues(tx: &mut Tx, transfer: &Transfer) -> Result<Vec<crate::FieldIssue>> {
+    let mut issues = crate::error::Issues::default();
+    check(tx, transfer, &mut issues).await?;
+    Ok(issues.into_vec())
+}
+
+async fn check(tx: &mut Tx, transfer: &Transfer, issues: &mut crate::error::Issues) -> Result<Vec<(String, bool)>> {
+    if transfer.from == transfer.to {
+        issues.push("to", "must differ from `from`");
+    }
+    issues.keep(crate::site::require_warehouse(tx, "from", &transfer.from).await)?;
+    if transfer.from != transfer.to {
+        issues.keep(crate::site::require_warehouse(tx, "to", &transfer.to).await)?;
+    }
+    crate::item::check_items(
+        tx,
+        transfer.lines.iter().enumerate().map(|(i, l)| (format!("lines[{i}].sku"), &l.sku)),
+        issues,
+    )
+    .await
 }

@@ -772,7 +772,7 @@ async fn apply(tx: &mut Tx, case: &Case, model: &mut Model, op: &Op, now: Timest
             agree(&what, &expected, &actual)
         }
         Op::SetCapacity { capacity } => {
-            let patch = warehouse::site::WarehousePatch { capacity_units: Some(*capacity), ..Default::default() };
+            let patch = warehouse::site::WarehousePatch { capacity_units: Some(Some(*capacity)), ..Default::default() };
             warehouse::site::warehouse_update(tx, &wh(0), patch, now).await.unwrap();
             model.capacity[0] = Some(*capacity);
             None

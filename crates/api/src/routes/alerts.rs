@@ -3,7 +3,7 @@
 use crate::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, FieldError};
-use crate::extract::{ApiJson, QueryMap};
+use crate::extract::{ApiJson, NoQuery, QueryMap};
 use crate::idempotency::{Answer, run_write};
 use crate::routes::inventory::{path_sku, path_warehouse};
 use axum::extract::{Path, State};
@@ -99,6 +99,7 @@ async fn put_rule(
 #[utoipa::path(put, path = "/v1/alert-rules/default", tag = "alerts", request_body = PutRule,
     responses((status = 200, body = AlertRule), (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
 pub async fn rule_default(
+    _query: NoQuery,
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
@@ -112,6 +113,7 @@ pub async fn rule_default(
     responses((status = 200, body = AlertRule), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn rule_item(
+    _query: NoQuery,
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(sku): Path<String>,
@@ -127,6 +129,7 @@ pub async fn rule_item(
     responses((status = 200, body = AlertRule), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn rule_item_warehouse(
+    _query: NoQuery,
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path((sku, code)): Path<(String, String)>,
@@ -143,7 +146,7 @@ pub struct RuleList {
 
 /// All alert rules.
 #[utoipa::path(get, path = "/v1/alert-rules", tag = "alerts", responses((status = 200, body = RuleList)), security(("bearer" = [])))]
-pub async fn rules(State(state): State<AppState>) -> Result<Json<RuleList>, ApiError> {
+pub async fn rules(_query: NoQuery, State(state): State<AppState>) -> Result<Json<RuleList>, ApiError> {
     Ok(Json(RuleList { items: warehouse::alert::rules_list(state.db.reader()).await? }))
 }
 
@@ -158,9 +161,17 @@ pub struct AlertPage {
     params(("status" = Option<String>, Query), ("limit" = Option<u32>, Query), ("next" = Option<String>, Query)),
     responses((status = 200, body = AlertPage), (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
 pub async fn alerts(State(state): State<AppState>, query: QueryMap) -> Result<Json<AlertPage>, ApiError> {
-    let page = query.page()?;
-    let rows = warehouse::alert::alerts_list(state.db.reader(), query.get("status"), page.after.as_deref(), page.limit)
-        .await?;
+    let mut query = query.only(&["status", "limit", "next"]);
+    let page = query.page();
+    let status = query.get("status").map(str::to_owned);
+    if let Some(s) = &status
+        && !warehouse::alert::ALERT_STATUS_FILTERS.contains(&s.as_str())
+    {
+        query.refuse("status", format!("must be one of {}", warehouse::alert::ALERT_STATUS_FILTERS.join(", ")));
+    }
+    query.finish()?;
+    let rows =
+        warehouse::alert::alerts_list(state.db.reader(), status.as_deref(), page.after.as_deref(), page.limit).await?;
     let page = kernel::Page::from_rows(rows, page.limit, |a| a.id.clone());
     Ok(Json(AlertPage { items: page.items, next: page.next }))
 }
@@ -170,6 +181,7 @@ pub async fn alerts(State(state): State<AppState>, query: QueryMap) -> Result<Js
     responses((status = 200, body = Alert), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn acknowledge(
+    _query: NoQuery,
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,

@@ -3,7 +3,7 @@
 use crate::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, FieldError};
-use crate::extract::{ApiJson, QueryMap, check_text};
+use crate::extract::{ApiJson, NoQuery, QueryMap, check_text};
 use crate::idempotency::{Answer, run_write};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -155,6 +155,7 @@ fn default_checkout_ttl() -> i64 {
     security(("bearer" = [])))]
 pub async fn channel_create(
     State(state): State<AppState>,
+    _query: NoQuery,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     body: ApiJson<CreateChannel>,
@@ -222,7 +223,11 @@ pub async fn channel_list(State(state): State<AppState>, query: QueryMap) -> Res
     responses((status = 200, body = Channel, description = "The channel"),
               (status = 404, body = crate::error::Problem, description = "No such channel")),
     security(("bearer" = [])))]
-pub async fn channel_get(State(state): State<AppState>, Path(code): Path<String>) -> Result<Json<Channel>, ApiError> {
+pub async fn channel_get(
+    State(state): State<AppState>,
+    _query: NoQuery,
+    Path(code): Path<String>,
+) -> Result<Json<Channel>, ApiError> {
     Ok(Json(catalog::channel::channel_get(state.db.reader(), &path_channel(&code)?).await?.view()))
 }
 
@@ -273,6 +278,7 @@ fn required<T>(field: &str, value: Option<Option<T>>, errors: &mut Vec<FieldErro
     security(("bearer" = [])))]
 pub async fn channel_patch(
     State(state): State<AppState>,
+    _query: NoQuery,
     Extension(principal): Extension<Principal>,
     Path(code): Path<String>,
     headers: HeaderMap,
@@ -355,6 +361,7 @@ pub struct PutShippingRates {
     security(("bearer" = [])))]
 pub async fn shipping_rates_put(
     State(state): State<AppState>,
+    _query: NoQuery,
     Extension(principal): Extension<Principal>,
     Path(code): Path<String>,
     headers: HeaderMap,
@@ -396,6 +403,7 @@ pub async fn shipping_rates_put(
     security(("bearer" = [])))]
 pub async fn shipping_rates_get(
     State(state): State<AppState>,
+    _query: NoQuery,
     Path(code): Path<String>,
 ) -> Result<Json<ShippingRates>, ApiError> {
     let warehouse = crate::routes::inventory::path_warehouse(&code)?;
@@ -492,6 +500,7 @@ fn variants(input: &[VariantInput], errors: &mut Vec<FieldError>) -> Vec<NewVari
     security(("bearer" = [])))]
 pub async fn product_create(
     State(state): State<AppState>,
+    _query: NoQuery,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     body: ApiJson<CreateProduct>,
@@ -534,7 +543,11 @@ pub async fn product_create(
     responses((status = 200, body = Product, description = "The product"),
               (status = 404, body = crate::error::Problem, description = "No such product")),
     security(("bearer" = [])))]
-pub async fn product_get(State(state): State<AppState>, Path(handle): Path<String>) -> Result<Json<Product>, ApiError> {
+pub async fn product_get(
+    State(state): State<AppState>,
+    _query: NoQuery,
+    Path(handle): Path<String>,
+) -> Result<Json<Product>, ApiError> {
     Ok(Json(catalog::product::product_get(state.db.reader(), &path_handle(&handle)?).await?))
 }
 
@@ -596,6 +609,7 @@ pub struct PatchProduct {
     security(("bearer" = [])))]
 pub async fn product_patch(
     State(state): State<AppState>,
+    _query: NoQuery,
     Extension(principal): Extension<Principal>,
     Path(handle): Path<String>,
     headers: HeaderMap,
@@ -663,6 +677,7 @@ pub struct PutPrice {
     security(("bearer" = [])))]
 pub async fn price_put(
     State(state): State<AppState>,
+    _query: NoQuery,
     Extension(principal): Extension<Principal>,
     Path(sku): Path<String>,
     headers: HeaderMap,
@@ -721,7 +736,11 @@ pub struct SkuPrices {
     responses((status = 200, body = SkuPrices, description = "The prices"),
               (status = 404, body = crate::error::Problem, description = "No such item")),
     security(("bearer" = [])))]
-pub async fn price_get(State(state): State<AppState>, Path(sku): Path<String>) -> Result<Json<SkuPrices>, ApiError> {
+pub async fn price_get(
+    State(state): State<AppState>,
+    _query: NoQuery,
+    Path(sku): Path<String>,
+) -> Result<Json<SkuPrices>, ApiError> {
     let sku = path_sku(&sku)?;
     warehouse::item::item_get(state.db.reader(), &sku).await?;
     let prices = catalog::price::prices_of(state.db.reader(), &sku).await?;

@@ -3,7 +3,7 @@
 use crate::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, FieldError};
-use crate::extract::{ApiJson, check_text};
+use crate::extract::{ApiJson, NoQuery, check_text};
 use crate::idempotency::{Answer, run_write};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -44,6 +44,7 @@ pub struct CreateCount {
 #[utoipa::path(post, path = "/v1/counts", tag = "counts", request_body = CreateCount,
     responses((status = 201, body = CountView), (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
 pub async fn count_open(
+    _query: NoQuery,
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
@@ -65,11 +66,16 @@ pub async fn count_open(
             message: format!("must be between 0 and {QUANTITY_MAX}"),
         });
     }
-    if !errors.is_empty() {
+    if req.skus.as_ref().is_some_and(|s| s.len() > LINES_PER_REQUEST_MAX) {
         return Err(ApiError::validation_many(errors));
     }
     let open =
         OpenCount { warehouse: req.warehouse, zone: req.zone, skus: req.skus, recount_threshold_units: threshold };
+    let checked = open.clone();
+    crate::extract::finish_all(&state, errors, move |tx| {
+        Box::pin(async move { warehouse::count::count_open_issues(tx, &checked).await })
+    })
+    .await?;
     run_write(&state, &principal, "POST /v1/counts", &headers, &body.raw, move |tx, now| {
         let open = open.clone();
         Box::pin(async move {
@@ -91,7 +97,11 @@ fn path_id(raw: &str) -> Result<String, ApiError> {
 /// Reads a count; expected figures and variances appear once it is approved.
 #[utoipa::path(get, path = "/v1/counts/{id}", tag = "counts", params(("id" = String, Path)),
     responses((status = 200, body = CountView), (status = 404, body = crate::error::Problem)), security(("bearer" = [])))]
-pub async fn count_get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<CountView>, ApiError> {
+pub async fn count_get(
+    _query: NoQuery,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<CountView>, ApiError> {
     Ok(Json(warehouse::count::count_get(state.db.reader(), &path_id(&id)?).await?))
 }
 
@@ -118,6 +128,7 @@ pub struct SubmitCount {
     responses((status = 200, body = CountView), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem),
               (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
 pub async fn count_submit(
+    _query: NoQuery,
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
@@ -144,11 +155,16 @@ pub async fn count_submit(
             check_text(&format!("lines[{i}].bin"), bin, true, &mut errors);
         }
     }
-    if !errors.is_empty() {
+    if lines.len() > LINES_PER_REQUEST_MAX {
         return Err(ApiError::validation_many(errors));
     }
     let lines: Vec<CountedLine> =
         lines.into_iter().map(|l| CountedLine { bin: l.bin, sku: l.sku, counted: l.counted }).collect();
+    let (checked_id, checked) = (id.clone(), lines.clone());
+    crate::extract::finish_all(&state, errors, move |tx| {
+        Box::pin(async move { warehouse::count::count_lines_issues(tx, &checked_id, &checked).await })
+    })
+    .await?;
     run_write(
         &state,
         &principal,
@@ -172,6 +188,7 @@ pub async fn count_submit(
               (status = 409, body = crate::error::Problem, description = "Lines uncounted or to recount, or the count is closed")),
     security(("bearer" = [])))]
 pub async fn count_approve(
+    _query: NoQuery,
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
@@ -194,6 +211,7 @@ pub async fn count_approve(
     responses((status = 200, body = CountView), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn count_cancel(
+    _query: NoQuery,
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,

@@ -3,7 +3,7 @@
 use crate::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, FieldError};
-use crate::extract::{ApiJson, QueryMap, check_text};
+use crate::extract::{ApiJson, NoQuery, QueryMap, check_text};
 use crate::idempotency::{Answer, run_write};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -15,7 +15,7 @@ use kernel::{Quantity, SkuCode, WarehouseCode};
 use serde::Deserialize;
 use utoipa::ToSchema;
 use warehouse::adjustment::{Adjustment, AdjustmentView, Change};
-use warehouse::item::{Item, NewItem};
+use warehouse::item::{Item, ItemFilter, ItemPatch, NewItem};
 use warehouse::receipt::{Receipt, ReceiptLine, ReceiptView};
 use warehouse::site::{NewWarehouse, PRIORITY_DEFAULT, Warehouse, WarehousePatch};
 use warehouse::stock::StockView;
@@ -23,8 +23,8 @@ use warehouse::transfer::{Transfer, TransferLine, TransferView};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/items", post(item_create))
-        .route("/items/{sku}", get(item_get))
+        .route("/items", post(item_create).get(item_list))
+        .route("/items/{sku}", get(item_get).patch(item_patch))
         .route("/warehouses", post(warehouse_create).get(warehouse_list))
         .route("/warehouses/{code}", get(warehouse_get).patch(warehouse_patch))
         .route("/receipts", post(receipt_create))
@@ -89,6 +89,7 @@ pub struct CreateItem {
     responses((status = 201, body = Item), (status = 409, body = crate::error::Problem, description = "Duplicate SKU"),
               (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
 pub async fn item_create(
+    _query: NoQuery,
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
@@ -117,8 +118,162 @@ pub async fn item_create(
 /// Reads an item.
 #[utoipa::path(get, path = "/v1/items/{sku}", tag = "items", params(("sku" = String, Path)),
     responses((status = 200, body = Item), (status = 404, body = crate::error::Problem)), security(("bearer" = [])))]
-pub async fn item_get(State(state): State<AppState>, Path(sku): Path<String>) -> Result<Json<Item>, ApiError> {
+pub async fn item_get(
+    _query: NoQuery,
+    State(state): State<AppState>,
+    Path(sku): Path<String>,
+) -> Result<Json<Item>, ApiError> {
     Ok(Json(warehouse::item::item_get(state.db.reader(), &path_sku(&sku)?).await?))
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct ItemPage {
+    pub items: Vec<Item>,
+    pub next: Option<String>,
+}
+
+/// Lists items by SKU.
+#[utoipa::path(get, path = "/v1/items", tag = "items",
+    params(("sku_prefix" = Option<String>, Query, description = "Only SKUs starting with this"),
+           ("archived" = Option<bool>, Query, description = "`true`: only archived items; `false`: only items not archived; omitted: both"),
+           ("limit" = Option<u32>, Query, description = "1 to 1000; default 100"),
+           ("next" = Option<String>, Query, description = "The cursor of the previous page")),
+    responses((status = 200, body = ItemPage), (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
+pub async fn item_list(State(state): State<AppState>, query: QueryMap) -> Result<Json<ItemPage>, ApiError> {
+    let mut query = query.only(&["sku_prefix", "archived", "limit", "next"]);
+    let page = query.page();
+    let mut filter = ItemFilter::default();
+    if let Some(prefix) = query.get("sku_prefix").map(str::to_owned) {
+        // A prefix of a code is a code, except that it may be empty.
+        if !prefix.is_empty() && SkuCode::parse(prefix.clone()).is_err() {
+            query.refuse("sku_prefix", "must be at most 64 characters of A-Z a-z 0-9 . _ -");
+        } else {
+            filter.sku_prefix = Some(prefix);
+        }
+    }
+    match query.get("archived") {
+        None => {}
+        Some("true") => filter.archived = Some(true),
+        Some("false") => filter.archived = Some(false),
+        Some(_) => query.refuse("archived", "must be true or false"),
+    }
+    query.finish()?;
+    let rows = warehouse::item::items_list(state.db.reader(), &filter, page.after.as_deref(), page.limit).await?;
+    let page = kernel::Page::from_rows(rows, page.limit, |i| i.sku.clone());
+    Ok(Json(ItemPage { items: page.items, next: page.next }))
+}
+
+/// A member of a JSON Merge Patch: absent is `None`, `null` is `Some(None)`.
+fn merge_member<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Ok(Some(Option::<T>::deserialize(deserializer)?))
+}
+
+/// A JSON Merge Patch (RFC 7396) of an item: members left out are kept, `null` clears an
+/// optional member (`weight_grams`, `gtin`); `name`, `archived` and `track_lots` cannot be
+/// cleared.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "T-shirt red M (2027)", "gtin": "4006381333931", "weight_grams": null}))]
+pub struct PatchItem {
+    #[serde(default, deserialize_with = "merge_member")]
+    #[schema(value_type = Option<String>)]
+    pub name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "merge_member")]
+    #[schema(value_type = Option<i64>, nullable)]
+    pub weight_grams: Option<Option<i64>>,
+    /// A GTIN-8, -12, -13 or -14 with a valid check digit; `null` clears it.
+    #[serde(default, deserialize_with = "merge_member")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub gtin: Option<Option<String>>,
+    #[serde(default, deserialize_with = "merge_member")]
+    #[schema(value_type = Option<bool>)]
+    pub archived: Option<Option<bool>>,
+    /// Only while the item has no stock anywhere.
+    #[serde(default, deserialize_with = "merge_member")]
+    #[schema(value_type = Option<bool>)]
+    pub track_lots: Option<Option<bool>>,
+}
+
+/// A GTIN-8, -12, -13 or -14: digits, the last a GS1 check digit.
+fn check_gtin(gtin: &str, errors: &mut Vec<FieldError>) {
+    let digits: Vec<u32> = gtin.chars().filter_map(|c| c.to_digit(10)).collect();
+    if digits.len() != gtin.len() || ![8, 12, 13, 14].contains(&digits.len()) {
+        field_error(errors, "gtin", "must be a GTIN of 8, 12, 13 or 14 digits");
+        return;
+    }
+    let (body, check) = digits.split_at(digits.len() - 1);
+    let sum: u32 = body.iter().rev().enumerate().map(|(i, d)| if i % 2 == 0 { d * 3 } else { *d }).sum();
+    if (10 - sum % 10) % 10 != check[0] {
+        field_error(errors, "gtin", "has a wrong check digit");
+    }
+}
+
+/// Changes an item (JSON Merge Patch): name, weight_grams, gtin, archived, and track_lots
+/// while the item has no stock. An `item.updated` event records the item after.
+#[utoipa::path(patch, path = "/v1/items/{sku}", tag = "items", params(("sku" = String, Path)), request_body(content = PatchItem, content_type = "application/merge-patch+json", description = "Also accepted as application/json"),
+    responses((status = 200, body = Item), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn item_patch(
+    _query: NoQuery,
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(sku): Path<String>,
+    headers: HeaderMap,
+    body: ApiJson<PatchItem>,
+) -> Result<Response, ApiError> {
+    let sku = path_sku(&sku)?;
+    let req = body.value;
+    let mut errors = Vec::new();
+    let required = |field: &str, present: bool, errors: &mut Vec<FieldError>| {
+        if !present {
+            field_error(errors, field, "cannot be cleared (null)");
+        }
+    };
+    if let Some(name) = &req.name {
+        required("name", name.is_some(), &mut errors);
+    }
+    if let Some(Some(name)) = &req.name {
+        check_text("name", name, true, &mut errors);
+    }
+    if let Some(Some(w)) = req.weight_grams
+        && !(0..=QUANTITY_MAX).contains(&w)
+    {
+        field_error(&mut errors, "weight_grams", format!("must be between 0 and {QUANTITY_MAX}"));
+    }
+    if let Some(Some(gtin)) = &req.gtin {
+        check_gtin(gtin, &mut errors);
+    }
+    if let Some(archived) = req.archived {
+        required("archived", archived.is_some(), &mut errors);
+    }
+    if let Some(track_lots) = req.track_lots {
+        required("track_lots", track_lots.is_some(), &mut errors);
+    }
+    finish(errors)?;
+    let patch = ItemPatch {
+        name: req.name.flatten(),
+        weight_grams: req.weight_grams,
+        gtin: req.gtin,
+        archived: req.archived.flatten(),
+        track_lots: req.track_lots.flatten(),
+    };
+    run_write(
+        &state,
+        &principal,
+        "PATCH /v1/items",
+        &headers,
+        &[sku.as_str().as_bytes(), b"\0", &body.raw].concat(),
+        move |tx, now| {
+            let (sku, patch) = (sku.clone(), patch.clone());
+            Box::pin(async move {
+                let item = warehouse::item::item_update(tx, &sku, patch, now).await?;
+                Ok(Answer::json(StatusCode::OK, &item))
+            })
+        },
+    )
+    .await
 }
 
 // ---------------------------------------------------------------- warehouses
@@ -140,17 +295,35 @@ pub struct CreateWarehouse {
     pub capacity_units: Option<i64>,
 }
 
+/// A JSON Merge Patch (RFC 7396) of a warehouse: members left out are kept; `null` clears an
+/// optional member (`latitude`, `longitude`, `country`, `capacity_units`); `name`, `priority`
+/// and `active` cannot be cleared.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"priority": 5, "active": false}))]
+#[schema(example = json!({"priority": 5, "active": false, "capacity_units": null}))]
 pub struct PatchWarehouse {
-    pub name: Option<String>,
-    pub priority: Option<i64>,
-    pub active: Option<bool>,
-    pub latitude: Option<f64>,
-    pub longitude: Option<f64>,
-    pub country: Option<String>,
-    pub capacity_units: Option<i64>,
+    #[serde(default, deserialize_with = "merge_member")]
+    #[schema(value_type = Option<String>)]
+    pub name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "merge_member")]
+    #[schema(value_type = Option<i64>)]
+    pub priority: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "merge_member")]
+    #[schema(value_type = Option<bool>)]
+    pub active: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "merge_member")]
+    #[schema(value_type = Option<f64>, nullable)]
+    pub latitude: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "merge_member")]
+    #[schema(value_type = Option<f64>, nullable)]
+    pub longitude: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "merge_member")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub country: Option<Option<String>>,
+    /// `null`: no limit.
+    #[serde(default, deserialize_with = "merge_member")]
+    #[schema(value_type = Option<i64>, nullable)]
+    pub capacity_units: Option<Option<i64>>,
 }
 
 /// Largest warehouse priority; priorities are small ranks, not arbitrary numbers.
@@ -195,6 +368,7 @@ fn check_site(
     responses((status = 201, body = Warehouse), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn warehouse_create(
+    _query: NoQuery,
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
@@ -236,7 +410,9 @@ pub struct WarehousePage {
     params(("limit" = Option<u32>, Query), ("next" = Option<String>, Query)),
     responses((status = 200, body = WarehousePage)), security(("bearer" = [])))]
 pub async fn warehouse_list(State(state): State<AppState>, query: QueryMap) -> Result<Json<WarehousePage>, ApiError> {
-    let page = query.page()?;
+    let mut query = query.only(&["limit", "next"]);
+    let page = query.page();
+    query.finish()?;
     let rows = warehouse::site::warehouses_list(state.db.reader(), page.after.as_deref(), page.limit).await?;
     let page = kernel::Page::from_rows(rows, page.limit, |w| w.code.clone());
     Ok(Json(WarehousePage { items: page.items, next: page.next }))
@@ -246,17 +422,20 @@ pub async fn warehouse_list(State(state): State<AppState>, query: QueryMap) -> R
 #[utoipa::path(get, path = "/v1/warehouses/{code}", tag = "warehouses", params(("code" = String, Path)),
     responses((status = 200, body = Warehouse), (status = 404, body = crate::error::Problem)), security(("bearer" = [])))]
 pub async fn warehouse_get(
+    _query: NoQuery,
     State(state): State<AppState>,
     Path(code): Path<String>,
 ) -> Result<Json<Warehouse>, ApiError> {
     Ok(Json(warehouse::site::warehouse_get(state.db.reader(), &path_warehouse(&code)?).await?))
 }
 
-/// Changes any of name, priority, active, latitude, longitude, country.
+/// Changes any of name, priority, active, latitude, longitude, country, capacity_units, as a
+/// JSON Merge Patch: `null` clears an optional member.
 #[utoipa::path(patch, path = "/v1/warehouses/{code}", tag = "warehouses", params(("code" = String, Path)), request_body = PatchWarehouse,
     responses((status = 200, body = Warehouse), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn warehouse_patch(
+    _query: NoQuery,
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(code): Path<String>,
@@ -266,25 +445,48 @@ pub async fn warehouse_patch(
     let code = path_warehouse(&code)?;
     let req = body.value;
     let mut errors = Vec::new();
-    check_site(req.name.as_deref(), req.country.as_deref(), req.latitude, req.longitude, req.priority, &mut errors);
-    check_capacity("capacity_units", req.capacity_units, &mut errors);
+    for (field, cleared) in [
+        ("name", req.name == Some(None)),
+        ("priority", req.priority == Some(None)),
+        ("active", req.active == Some(None)),
+    ] {
+        if cleared {
+            field_error(&mut errors, field, "cannot be cleared (null)");
+        }
+    }
+    check_site(
+        req.name.clone().flatten().as_deref(),
+        req.country.clone().flatten().as_deref(),
+        req.latitude.flatten(),
+        req.longitude.flatten(),
+        req.priority.flatten(),
+        &mut errors,
+    );
+    check_capacity("capacity_units", req.capacity_units.flatten(), &mut errors);
     finish(errors)?;
     let patch = WarehousePatch {
-        name: req.name,
-        priority: req.priority,
-        active: req.active,
+        name: req.name.flatten(),
+        priority: req.priority.flatten(),
+        active: req.active.flatten(),
         latitude: req.latitude,
         longitude: req.longitude,
         country: req.country,
         capacity_units: req.capacity_units,
     };
-    run_write(&state, &principal, "PATCH /v1/warehouses", &headers, &body.raw, move |tx, now| {
-        let (code, patch) = (code.clone(), patch.clone());
-        Box::pin(async move {
-            let updated = warehouse::site::warehouse_update(tx, &code, patch, now).await?;
-            Ok(Answer::json(StatusCode::OK, &updated))
-        })
-    })
+    run_write(
+        &state,
+        &principal,
+        "PATCH /v1/warehouses",
+        &headers,
+        &[code.as_str().as_bytes(), b"\0", &body.raw].concat(),
+        move |tx, now| {
+            let (code, patch) = (code.clone(), patch.clone());
+            Box::pin(async move {
+                let updated = warehouse::site::warehouse_update(tx, &code, patch, now).await?;
+                Ok(Answer::json(StatusCode::OK, &updated))
+            })
+        },
+    )
     .await
 }
 
@@ -325,6 +527,7 @@ fn check_date(field: String, raw: &str, errors: &mut Vec<FieldError>) {
     params(("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = ReceiptView), (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
 pub async fn receipt_create(
+    _query: NoQuery,
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
@@ -346,7 +549,10 @@ pub async fn receipt_create(
             check_date(format!("lines[{i}].expires_on"), d, &mut errors);
         }
     }
-    finish(errors)?;
+    if req.lines.len() > LINES_PER_REQUEST_MAX {
+        // Too many lines to look up: the form's errors (among them `lines`) alone.
+        return Err(ApiError::validation_many(errors));
+    }
     let receipt = Receipt {
         warehouse: req.warehouse,
         reference: req.reference,
@@ -356,6 +562,11 @@ pub async fn receipt_create(
             .map(|l| ReceiptLine { sku: l.sku, quantity: l.quantity, lot: l.lot, expires_on: l.expires_on, bin: l.bin })
             .collect(),
     };
+    let checked = receipt.clone();
+    crate::extract::finish_all(&state, errors, move |tx| {
+        Box::pin(async move { warehouse::receipt::receipt_issues(tx, &checked).await })
+    })
+    .await?;
     run_write(&state, &principal, "POST /v1/receipts", &headers, &body.raw, move |tx, now| {
         let receipt = receipt.clone();
         Box::pin(async move {
@@ -391,12 +602,23 @@ pub struct CreateAdjustment {
     responses((status = 201, body = AdjustmentView), (status = 409, body = crate::error::Problem, description = "Would take on hand below reserved"),
               (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
 pub async fn adjustment_create(
+    _query: NoQuery,
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     body: ApiJson<CreateAdjustment>,
 ) -> Result<Response, ApiError> {
-    let adjustment = adjustment_command(body.value, "")?;
+    let (warehouse, sku, with_lot) = (body.value.warehouse.clone(), body.value.sku.clone(), body.value.lot.is_some());
+    let adjustment = match adjustment_command(body.value, "") {
+        Ok(adjustment) => adjustment,
+        Err(refused) => {
+            crate::extract::finish_all(&state, refused.errors.clone(), move |tx| {
+                Box::pin(async move { warehouse::adjustment::adjustment_issues(tx, &warehouse, &sku, with_lot).await })
+            })
+            .await?;
+            return Err(refused);
+        }
+    };
     run_write(&state, &principal, "POST /v1/adjustments", &headers, &body.raw, move |tx, now| {
         let adjustment = adjustment.clone();
         Box::pin(async move {
@@ -492,6 +714,7 @@ pub struct BulkResult {
     responses((status = 200, body = BulkResult), (status = 413, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn bulk_adjustments(
+    _query: NoQuery,
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
@@ -581,6 +804,7 @@ pub struct CreateTransfer {
     responses((status = 201, body = TransferView), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn transfer_create(
+    _query: NoQuery,
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
@@ -592,13 +816,21 @@ pub async fn transfer_create(
     if let Some(r) = &req.reference {
         check_text("reference", r, true, &mut errors);
     }
-    finish(errors)?;
+    if req.lines.len() > LINES_PER_REQUEST_MAX {
+        // Too many lines to look up: the form's errors (among them `lines`) alone.
+        return Err(ApiError::validation_many(errors));
+    }
     let transfer = Transfer {
         from: req.from,
         to: req.to,
         reference: req.reference,
         lines: req.lines.into_iter().map(|l| TransferLine { sku: l.sku, quantity: l.quantity }).collect(),
     };
+    let checked = transfer.clone();
+    crate::extract::finish_all(&state, errors, move |tx| {
+        Box::pin(async move { warehouse::transfer::transfer_issues(tx, &checked).await })
+    })
+    .await?;
     run_write(&state, &principal, "POST /v1/transfers", &headers, &body.raw, move |tx, now| {
         let transfer = transfer.clone();
         Box::pin(async move {
@@ -614,7 +846,11 @@ pub async fn transfer_create(
 /// Stock of one SKU across warehouses; totals count active warehouses only.
 #[utoipa::path(get, path = "/v1/stock/{sku}", tag = "stock", params(("sku" = String, Path)),
     responses((status = 200, body = StockView), (status = 404, body = crate::error::Problem)), security(("bearer" = [])))]
-pub async fn stock_one(State(state): State<AppState>, Path(sku): Path<String>) -> Result<Json<StockView>, ApiError> {
+pub async fn stock_one(
+    _query: NoQuery,
+    State(state): State<AppState>,
+    Path(sku): Path<String>,
+) -> Result<Json<StockView>, ApiError> {
     Ok(Json(warehouse::stock::stock_view(state.db.reader(), &path_sku(&sku)?, state.clock.now()).await?))
 }
 
@@ -628,16 +864,30 @@ pub struct StockBatch {
     params(("skus" = String, Query, description = "Comma-separated SKU codes, 1 to 1000"), ("warehouse" = Option<String>, Query)),
     responses((status = 200, body = StockBatch), (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
 pub async fn stock_batch(State(state): State<AppState>, query: QueryMap) -> Result<Json<StockBatch>, ApiError> {
-    let raw = query.get("skus").ok_or_else(|| ApiError::validation("skus", "is required"))?;
-    let parts: Vec<&str> = raw.split(',').filter(|s| !s.is_empty()).collect();
-    if parts.is_empty() || parts.len() > STOCK_BATCH_SKUS_MAX {
-        return Err(ApiError::validation("skus", format!("must list 1 to {STOCK_BATCH_SKUS_MAX} SKUs")));
+    let mut query = query.only(&["skus", "warehouse"]);
+    let mut skus = Vec::new();
+    match query.get("skus").map(|raw| raw.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect::<Vec<_>>()) {
+        None => query.refuse("skus", "is required"),
+        Some(parts) if parts.is_empty() || parts.len() > STOCK_BATCH_SKUS_MAX => {
+            query.refuse("skus", format!("must list 1 to {STOCK_BATCH_SKUS_MAX} SKUs"))
+        }
+        Some(parts) => {
+            // Every bad code in one message, so the field is named once.
+            let mut bad = Vec::new();
+            for part in parts {
+                match SkuCode::parse(part.clone()) {
+                    Ok(sku) => skus.push(sku),
+                    Err(e) => bad.push(format!("{part}: {e}")),
+                }
+            }
+            if !bad.is_empty() {
+                query.refuse("skus", bad.join("; "));
+            }
+        }
     }
-    let skus = parts
-        .iter()
-        .map(|s| SkuCode::parse(*s).map_err(|e| ApiError::validation("skus", format!("{s}: {e}"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    let warehouse = query.code::<WarehouseCode>("warehouse")?;
+    let warehouse = query.code::<WarehouseCode>("warehouse");
+    query.require_warehouse(state.db.reader(), "warehouse", warehouse.as_ref()).await?;
+    query.finish()?;
     let items =
         warehouse::stock::stock_views_at(state.db.reader(), &skus, warehouse.as_ref(), state.clock.now()).await?;
     Ok(Json(StockBatch { items }))

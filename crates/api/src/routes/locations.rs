@@ -3,7 +3,7 @@
 use crate::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, FieldError};
-use crate::extract::{ApiJson, QueryMap, check_text};
+use crate::extract::{ApiJson, NoQuery, QueryMap, check_text};
 use crate::idempotency::{Answer, run_write};
 use crate::routes::inventory::{check_capacity, path_sku, path_warehouse};
 use axum::extract::{Path, State};
@@ -45,6 +45,7 @@ pub struct CreateBin {
     responses((status = 201, body = Bin), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem),
               (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
 pub async fn bin_create(
+    _query: NoQuery,
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(code): Path<String>,
@@ -107,7 +108,9 @@ pub async fn bin_list(
     query: QueryMap,
 ) -> Result<Json<BinPage>, ApiError> {
     let warehouse = path_warehouse(&code)?;
-    let page = query.page()?;
+    let mut query = query.only(&["limit", "next"]);
+    let page = query.page();
+    query.finish()?;
     let rows = warehouse::bin::bins_list(state.db.reader(), &warehouse, page.after.as_deref(), page.limit).await?;
     let page = kernel::Page::from_rows(rows, page.limit, |b| b.code.clone());
     Ok(Json(BinPage { items: page.items, next: page.next }))
@@ -137,6 +140,7 @@ pub struct BinMoveResult {
     responses((status = 201, body = BinMoveResult), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn bin_move_create(
+    _query: NoQuery,
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(code): Path<String>,
@@ -179,7 +183,11 @@ pub struct LotList {
 /// are never available.
 #[utoipa::path(get, path = "/v1/stock/{sku}/lots", tag = "stock", params(("sku" = String, Path)),
     responses((status = 200, body = LotList), (status = 404, body = crate::error::Problem)), security(("bearer" = [])))]
-pub async fn lots(State(state): State<AppState>, Path(sku): Path<String>) -> Result<Json<LotList>, ApiError> {
+pub async fn lots(
+    _query: NoQuery,
+    State(state): State<AppState>,
+    Path(sku): Path<String>,
+) -> Result<Json<LotList>, ApiError> {
     let sku = path_sku(&sku)?;
     Ok(Json(LotList { items: warehouse::lot::lots_view(state.db.reader(), &sku, state.clock.now()).await? }))
 }
@@ -203,6 +211,7 @@ pub struct LotStateChange {
     responses((status = 200, body = LotView), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn lot_quarantine(
+    _query: NoQuery,
     state: State<AppState>,
     principal: Extension<Principal>,
     path: Path<(String, String)>,
@@ -219,6 +228,7 @@ pub async fn lot_quarantine(
     responses((status = 200, body = LotView), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn lot_release(
+    _query: NoQuery,
     state: State<AppState>,
     principal: Extension<Principal>,
     path: Path<(String, String)>,
@@ -275,8 +285,14 @@ pub async fn bins_of_sku(
     query: QueryMap,
 ) -> Result<Json<BinStockList>, ApiError> {
     let sku = path_sku(&sku)?;
-    let warehouse =
-        query.code::<WarehouseCode>("warehouse")?.ok_or_else(|| ApiError::validation("warehouse", "is required"))?;
+    let mut query = query.only(&["warehouse"]);
+    let warehouse = query.code::<WarehouseCode>("warehouse");
+    if query.get("warehouse").is_none() {
+        query.refuse("warehouse", "is required");
+    }
     warehouse::item::item_get(state.db.reader(), &sku).await?;
+    query.require_warehouse(state.db.reader(), "warehouse", warehouse.as_ref()).await?;
+    query.finish()?;
+    let warehouse = warehouse.ok_or_else(ApiError::internal)?;
     Ok(Json(BinStockList { items: warehouse::bin::bin_stock_of(state.db.reader(), &warehouse, &sku).await? }))
 }

@@ -3,7 +3,7 @@
 use crate::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, FieldError};
-use crate::extract::{ApiJson, check_text};
+use crate::extract::{ApiJson, NoQuery, QueryMap, check_text};
 use crate::idempotency::{Answer, idempotency_key, idempotency_scope, mark_replayed, run_write};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -15,12 +15,13 @@ use kernel::{Quantity, ReservationId, SkuCode, WarehouseCode};
 use serde::Deserialize;
 use store::batch::IdempotencyKey;
 use utoipa::ToSchema;
-use warehouse::reservation::{HoldCommand, HoldLine, Reservation};
+use warehouse::reservation::{HoldCommand, HoldLine, Reservation, ReservationFilter, Status};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/reservations", post(reservation_create))
+        .route("/reservations", post(reservation_create).get(reservation_list))
         .route("/reservations/{id}", get(reservation_get))
+        .route("/reservations/{id}/extend", post(reservation_extend))
         .route("/reservations/{id}/confirm", post(reservation_confirm))
         .route("/reservations/{id}/release", post(reservation_release))
         .route("/reservations/{id}/fulfill", post(reservation_fulfill))
@@ -93,12 +94,29 @@ pub fn hold_command(req: CreateReservation) -> Result<HoldCommand, ApiError> {
                                 "lines": [{"sku": "TSHIRT-RED-M", "requested": 5, "available": 3}]})),
               (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
 pub async fn reservation_create(
+    _query: NoQuery,
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     body: ApiJson<CreateReservation>,
 ) -> Result<Response, ApiError> {
-    let command = hold_command(body.value)?;
+    let lines: Vec<HoldLine> = body
+        .value
+        .lines
+        .iter()
+        .take(LINES_PER_REQUEST_MAX)
+        .map(|l| HoldLine { sku: l.sku.clone(), quantity: l.quantity, warehouse: l.warehouse.clone() })
+        .collect();
+    let command = match hold_command(body.value) {
+        Ok(command) => command,
+        Err(refused) => {
+            crate::extract::finish_all(&state, refused.errors.clone(), move |tx| {
+                Box::pin(async move { warehouse::reservation::hold_issues(tx, &lines).await })
+            })
+            .await?;
+            return Err(refused);
+        }
+    };
     let Some(key) = idempotency_key(&headers)? else {
         let reservation = state.reservations.hold(command).await?;
         return Ok((StatusCode::CREATED, Json(reservation)).into_response());
@@ -129,11 +147,110 @@ fn path_id(raw: &str) -> Result<ReservationId, ApiError> {
 #[utoipa::path(get, path = "/v1/reservations/{id}", tag = "reservations", params(("id" = String, Path)),
     responses((status = 200, body = Reservation), (status = 404, body = crate::error::Problem)), security(("bearer" = [])))]
 pub async fn reservation_get(
+    _query: NoQuery,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Reservation>, ApiError> {
     let id = path_id(&id)?;
     Ok(Json(warehouse::reservation::reservation_get(&state.db, &id, state.clock.now()).await?))
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct ReservationPage {
+    pub items: Vec<Reservation>,
+    pub next: Option<String>,
+}
+
+/// Lists reservations, oldest first: who holds this stock, what a cart or order holds.
+#[utoipa::path(get, path = "/v1/reservations", tag = "reservations",
+    params(("reference" = Option<String>, Query, description = "Only reservations with this reference"),
+           ("status" = Option<String>, Query, description = "active, confirmed, released, expired or fulfilled, as the reservation reads now (an active one past its expiry is expired)"),
+           ("sku" = Option<String>, Query, description = "Only reservations with a line of this SKU"),
+           ("warehouse" = Option<String>, Query, description = "Only reservations with a line in this warehouse (with `sku`: a line of that SKU there)"),
+           ("limit" = Option<u32>, Query, description = "1 to 1000; default 100"),
+           ("next" = Option<String>, Query, description = "The cursor of the previous page")),
+    responses((status = 200, body = ReservationPage), (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
+pub async fn reservation_list(
+    State(state): State<AppState>,
+    query: QueryMap,
+) -> Result<Json<ReservationPage>, ApiError> {
+    let mut query = query.only(&["reference", "status", "sku", "warehouse", "limit", "next"]);
+    let page = query.page();
+    let mut filter = ReservationFilter {
+        sku: query.code::<SkuCode>("sku"),
+        warehouse: query.code::<WarehouseCode>("warehouse"),
+        ..Default::default()
+    };
+    if let Some(reference) = query.get("reference").map(str::to_owned) {
+        let mut errors = Vec::new();
+        check_text("reference", &reference, true, &mut errors);
+        for error in errors {
+            query.refuse(error.field, error.message);
+        }
+        filter.reference = Some(reference);
+    }
+    if let Some(raw) = query.get("status").map(str::to_owned) {
+        match Status::named(&raw) {
+            Some(status) => filter.status = Some(status),
+            None => query.refuse("status", "must be active, confirmed, released, expired or fulfilled"),
+        }
+    }
+    query.require_item(state.db.reader(), "sku", filter.sku.as_ref()).await?;
+    query.require_warehouse(state.db.reader(), "warehouse", filter.warehouse.as_ref()).await?;
+    query.finish()?;
+    let rows = warehouse::reservation::reservations_list(
+        &state.db,
+        &filter,
+        page.after.as_deref(),
+        page.limit,
+        state.clock.now(),
+    )
+    .await?;
+    let page = kernel::Page::from_rows(rows, page.limit, |r| r.id.clone());
+    Ok(Json(ReservationPage { items: page.items, next: page.next }))
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"ttl_seconds": 900}))]
+pub struct ExtendReservation {
+    /// 1 to 604800: the reservation expires this long from now.
+    pub ttl_seconds: i64,
+}
+
+/// An active reservation holds on until `ttl_seconds` from now. Anything but an active
+/// reservation (confirmed ones do not expire): 409 `invalid_state`.
+#[utoipa::path(post, path = "/v1/reservations/{id}/extend", tag = "reservations", params(("id" = String, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for repeats")),
+    request_body = ExtendReservation,
+    responses((status = 200, body = Reservation), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem),
+              (status = 422, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn reservation_extend(
+    _query: NoQuery,
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: ApiJson<ExtendReservation>,
+) -> Result<Response, ApiError> {
+    let id = path_id(&id)?;
+    let ttl_seconds = body.value.ttl_seconds;
+    if !(1..=RESERVATION_TTL_SECONDS_MAX).contains(&ttl_seconds) {
+        return Err(ApiError::validation(
+            "ttl_seconds",
+            format!("must be between 1 and {RESERVATION_TTL_SECONDS_MAX}"),
+        ));
+    }
+    let fingerprint_input = [id.as_str().as_bytes(), b"\0", &body.raw].concat();
+    run_write(&state, &principal, "POST /v1/reservations/extend", &headers, &fingerprint_input, move |tx, now| {
+        let id = id.clone();
+        Box::pin(async move {
+            let reservation = warehouse::reservation::extend(tx, &id, ttl_seconds, now).await?;
+            Ok(Answer::json(StatusCode::OK, &reservation))
+        })
+    })
+    .await
 }
 
 #[derive(Clone, Copy)]
@@ -187,6 +304,7 @@ async fn transition(
     responses((status = 200, body = Reservation), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn reservation_confirm(
+    _query: NoQuery,
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
@@ -200,6 +318,7 @@ pub async fn reservation_confirm(
     responses((status = 200, body = Reservation), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn reservation_release(
+    _query: NoQuery,
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
@@ -213,6 +332,7 @@ pub async fn reservation_release(
     responses((status = 200, body = Reservation), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn reservation_fulfill(
+    _query: NoQuery,
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,

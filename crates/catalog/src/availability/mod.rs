@@ -737,14 +737,17 @@ impl AvailabilityView {
                 let differs =
                     (old.snapshot.known, old.snapshot.available, old.snapshot.backorder, old.snapshot.price_minor)
                         != (new.known, new.available, new.backorder, new.price_minor);
-                if differs && new.seq > old.snapshot.seq {
+                let key = self.inner.keys.key(&code, &new.sku);
+                // An entry an invalidation has dropped (or a read has replaced) since it was
+                // sampled is no drift: only the one still cached can be wrong.
+                let still_cached = self.inner.entries.get(&key).is_some_and(|current| Arc::ptr_eq(&current, old));
+                if differs && new.seq > old.snapshot.seq && still_cached {
                     let served_as_fresh = old.fresh_until_ms > now.millis();
                     // Behind the follower: the invalidation that should have dropped it was lost.
                     if served_as_fresh && applied >= new.seq {
                         report.repaired += 1;
                         tracing::warn!(channel = %code, sku = %new.sku, "availability cache drift repaired");
                     }
-                    let key = self.inner.keys.key(&code, &new.sku);
                     {
                         let _exclusive = self.inner.gate.write().expect("gate lock");
                         self.inner.entries.invalidate(&key);

@@ -8,8 +8,9 @@ use super::keys::CacheKey;
 use redis::aio::ConnectionManager;
 use std::time::Duration;
 
-/// Longest a Redis round trip may take before the tier is skipped for that read.
-const SHARED_TIMEOUT: Duration = Duration::from_millis(50);
+/// Longest a Redis round trip may take before the tier is skipped for that read: well above a
+/// loopback or LAN round trip, well below the database read it would save.
+const SHARED_TIMEOUT: Duration = Duration::from_millis(250);
 
 #[derive(Clone)]
 pub struct SharedTier {

@@ -80,10 +80,19 @@ pub struct LotTake {
 pub struct Reservation {
     pub id: String,
     pub status: Status,
-    pub reference: String,
-    pub expires_at: String,
+    /// The caller's reference; `null` when none was given.
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub reference: Option<String>,
+    /// When an active reservation expires (or an expired one did); `null` once it is
+    /// confirmed (it holds with no expiry), fulfilled or released.
+    pub expires_at: Option<String>,
     pub created_at: String,
     pub lines: Vec<ReservationLine>,
+}
+
+/// Answers stored before references became optional said `""` for none.
+fn empty_as_none<'de, D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(deserializer)?.filter(|r| !r.is_empty()))
 }
 
 impl Reservation {
@@ -93,6 +102,11 @@ impl Reservation {
             self.status = Status::Expired;
         }
         self
+    }
+
+    /// The expiry as shown for a reservation in `status`.
+    fn shown_expiry(status: Status, expires_at: Timestamp) -> Option<String> {
+        matches!(status, Status::Active | Status::Expired).then(|| expires_at.to_rfc3339())
     }
 }
 
@@ -107,6 +121,7 @@ pub struct HoldLine {
 #[derive(Debug, Clone)]
 pub struct HoldCommand {
     pub id: ReservationId,
+    /// `""`: none.
     pub reference: String,
     pub ttl_seconds: i64,
     pub lines: Vec<HoldLine>,
@@ -135,6 +150,7 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
     named.sort();
     named.dedup();
     let known_warehouses = crate::site::warehouses_known(tx, &named).await?;
+    let inactive = crate::site::warehouses_inactive(tx, &named).await?;
 
     let mut journal = Journal::new();
     let mut rows = store::stock_rows_lock(tx, &distinct).await?;
@@ -188,6 +204,16 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
     for (command, plan) in commands.into_iter().zip(plans) {
         let held = match plan {
             Ok(held) => held,
+            Err(rules::HoldRefusal::Short(mut lines)) => {
+                // A line naming an inactive warehouse says so, not just "available 0".
+                for line in &mut lines {
+                    if line.warehouse.as_ref().is_some_and(|w| inactive.contains(w)) {
+                        line.reason = Some("warehouse_inactive".into());
+                    }
+                }
+                outcomes.push(Err(rules::HoldRefusal::Short(lines).into()));
+                continue;
+            }
             Err(refusal) => {
                 outcomes.push(Err(refusal.into()));
                 continue;
@@ -197,8 +223,8 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
         let reservation = Reservation {
             id: command.id.to_string(),
             status: Status::Active,
-            reference: command.reference,
-            expires_at: expires_at.to_rfc3339(),
+            reference: Some(command.reference).filter(|r| !r.is_empty()),
+            expires_at: Some(expires_at.to_rfc3339()),
             created_at: now.to_rfc3339(),
             lines: held
                 .iter()
@@ -245,6 +271,23 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
     journal.flush(tx, now).await?;
     metrics::counter!("stockroom_reservations_held_total").increment(created.len() as u64);
     Ok(outcomes)
+}
+
+/// What the database finds wrong with a hold's lines, every line at once: each unknown SKU and
+/// unknown warehouse. Reads only; [`hold_batch`] refuses a command with the same.
+pub async fn hold_issues(tx: &mut Tx, lines: &[HoldLine]) -> Result<Vec<crate::FieldIssue>> {
+    let mut skus: Vec<&SkuCode> = lines.iter().map(|l| &l.sku).collect();
+    skus.sort();
+    skus.dedup();
+    let mut named: Vec<&WarehouseCode> = lines.iter().filter_map(|l| l.warehouse.as_ref()).collect();
+    named.sort();
+    named.dedup();
+    let figures = rules::Figures {
+        items: crate::item::items_known(tx, &skus).await?.into_iter().collect(),
+        warehouses: crate::site::warehouses_known(tx, &named).await?,
+        ..Default::default()
+    };
+    Ok(rules::unknown_in_lines(&figures, lines))
 }
 
 /// Lots of `skus` by (SKU, warehouse), each list in FEFO order.
@@ -407,7 +450,7 @@ pub async fn confirm(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<
         other => Err(WarehouseError::InvalidState {
             what: "reservation",
             from: other.as_str().to_owned(),
-            action: "confirm",
+            action: "be confirmed",
         }),
     }
 }
@@ -435,7 +478,7 @@ pub async fn release(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<
         other => Err(WarehouseError::InvalidState {
             what: "reservation",
             from: other.as_str().to_owned(),
-            action: "release",
+            action: "be released",
         }),
     }
 }
@@ -458,7 +501,60 @@ pub async fn fulfill(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<
     Err(WarehouseError::InvalidState {
         what: "reservation",
         from: current.status.as_str().to_owned(),
-        action: "fulfill",
+        action: if current.status == Status::Active {
+            "be fulfilled before it is confirmed: confirm it first"
+        } else {
+            "be fulfilled"
+        },
+    })
+}
+
+/// Which reservations a list shows; `None` matches any.
+#[derive(Debug, Clone, Default)]
+pub struct ReservationFilter {
+    pub reference: Option<String>,
+    /// As the reservation reads now: an active one past its expiry is `expired`.
+    pub status: Option<Status>,
+    /// Reservations with a line of this SKU (in `warehouse`, when both are given).
+    pub sku: Option<SkuCode>,
+    pub warehouse: Option<WarehouseCode>,
+}
+
+impl Status {
+    /// The status named `raw`, if it is one.
+    pub fn named(raw: &str) -> Option<Self> {
+        Status::parse(raw).ok()
+    }
+}
+
+/// Reservations by id (so oldest first) after the id `after`, as they read now.
+pub async fn reservations_list(
+    db: &Db,
+    filter: &ReservationFilter,
+    after: Option<&str>,
+    limit: u32,
+    now: Timestamp,
+) -> Result<Vec<Reservation>> {
+    let mut conn = db.reader().acquire().await?;
+    let page = store::reservations_page(&mut conn, filter, after, limit, now).await?;
+    Ok(page.into_iter().map(|(r, expires_at)| r.read_at(expires_at, now)).collect())
+}
+
+/// An active reservation holds on until `ttl_seconds` from now (longer or shorter than
+/// before). Anything but an active, unexpired reservation: `InvalidState`.
+pub async fn extend(tx: &mut Tx, id: &ReservationId, ttl_seconds: i64, now: Timestamp) -> Result<Reservation> {
+    if store::reservation_set_expiry(tx, id, now.plus_seconds(ttl_seconds), now).await? {
+        let reservation = find_in_tx(tx, id, now).await?;
+        let mut journal = Journal::new();
+        journal.event(reservation_event(&reservation, events::ReservationExtended));
+        journal.flush(tx, now).await?;
+        return Ok(reservation);
+    }
+    let current = find_in_tx(tx, id, now).await?;
+    Err(WarehouseError::InvalidState {
+        what: "reservation",
+        from: current.status.as_str().to_owned(),
+        action: "be extended: only an active reservation expires",
     })
 }
 

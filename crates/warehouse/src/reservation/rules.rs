@@ -82,6 +82,7 @@ pub fn plan_hold(
                 warehouse: Some(warehouse.to_string()),
                 requested: line.quantity,
                 available: other.map(|l| *l).unwrap_or(0),
+                reason: None,
             }),
         }
     }
@@ -100,6 +101,7 @@ pub fn plan_hold(
                 warehouse: None,
                 requested: line.quantity,
                 available: total,
+                reason: None,
             });
             continue;
         }
@@ -163,14 +165,15 @@ impl Figures {
 /// Why a hold was refused; nothing was planned for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HoldRefusal {
-    Invalid { field: String, message: String },
+    /// Every line naming an unknown SKU or warehouse.
+    Invalid(Vec<crate::FieldIssue>),
     Short(Vec<ShortLine>),
 }
 
 impl From<HoldRefusal> for WarehouseError {
     fn from(refusal: HoldRefusal) -> Self {
         match refusal {
-            HoldRefusal::Invalid { field, message } => WarehouseError::Invalid { field, message },
+            HoldRefusal::Invalid(issues) => WarehouseError::invalid_all(issues),
             HoldRefusal::Short(lines) => WarehouseError::InsufficientStock { lines },
         }
     }
@@ -208,22 +211,29 @@ pub fn plan_batch<'a>(
     Ok(outcomes)
 }
 
+/// Every line's unknown SKU and unknown warehouse, in line order.
+pub(crate) fn unknown_in_lines(figures: &Figures, lines: &[HoldLine]) -> Vec<crate::FieldIssue> {
+    let mut issues = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if !figures.items.contains_key(line.sku.as_str()) {
+            issues.push(crate::FieldIssue::new(format!("lines[{i}].sku"), format!("unknown SKU {}", line.sku)));
+        }
+        if let Some(w) = line.warehouse.as_ref().filter(|w| !figures.warehouses.contains(w.as_str())) {
+            issues.push(crate::FieldIssue::new(format!("lines[{i}].warehouse"), format!("unknown warehouse {w}")));
+        }
+    }
+    issues
+}
+
 fn plan_one(
     figures: &mut Figures,
     warehouses_of: &HashMap<SkuCode, Vec<WarehouseCode>>,
     lines: &[HoldLine],
     now: Timestamp,
 ) -> crate::Result<Result<Vec<HeldLine>, HoldRefusal>> {
-    if let Some(i) = lines.iter().position(|l| !figures.items.contains_key(l.sku.as_str())) {
-        let (field, message) = (format!("lines[{i}].sku"), format!("unknown SKU {}", lines[i].sku));
-        return Ok(Err(HoldRefusal::Invalid { field, message }));
-    }
-    let unknown_warehouse =
-        lines.iter().position(|l| l.warehouse.as_ref().is_some_and(|w| !figures.warehouses.contains(w.as_str())));
-    if let Some(i) = unknown_warehouse {
-        let code = lines[i].warehouse.as_ref().map(|w| w.to_string()).unwrap_or_default();
-        let (field, message) = (format!("lines[{i}].warehouse"), format!("unknown warehouse {code}"));
-        return Ok(Err(HoldRefusal::Invalid { field, message }));
+    let issues = unknown_in_lines(figures, lines);
+    if !issues.is_empty() {
+        return Ok(Err(HoldRefusal::Invalid(issues)));
     }
     let wanted = merge_lines(lines.iter().map(|l| (l.sku.clone(), l.quantity.get(), l.warehouse.clone())));
     let mut candidates: HashMap<SkuCode, Vec<Candidate>> = HashMap::new();
@@ -442,21 +452,17 @@ mod batch_properties {
 
     /// One command alone against `figures` (a fresh copy): what it holds, or why not.
     fn reference_plan(figures: &Figures, lines: &[HoldLine], now: Timestamp) -> Result<Vec<PlannedLine>, HoldRefusal> {
+        let mut issues = Vec::new();
         for (i, line) in lines.iter().enumerate() {
             if !figures.items.contains_key(line.sku.as_str()) {
-                return Err(HoldRefusal::Invalid {
-                    field: format!("lines[{i}].sku"),
-                    message: format!("unknown SKU {}", line.sku),
-                });
+                issues.push(crate::FieldIssue::new(format!("lines[{i}].sku"), format!("unknown SKU {}", line.sku)));
+            }
+            if let Some(w) = line.warehouse.as_ref().filter(|w| !figures.warehouses.contains(w.as_str())) {
+                issues.push(crate::FieldIssue::new(format!("lines[{i}].warehouse"), format!("unknown warehouse {w}")));
             }
         }
-        for (i, line) in lines.iter().enumerate() {
-            if let Some(w) = line.warehouse.as_ref().filter(|w| !figures.warehouses.contains(w.as_str())) {
-                return Err(HoldRefusal::Invalid {
-                    field: format!("lines[{i}].warehouse"),
-                    message: format!("unknown warehouse {w}"),
-                });
-            }
+        if !issues.is_empty() {
+            return Err(HoldRefusal::Invalid(issues));
         }
         let wanted = merge_lines(lines.iter().map(|l| (l.sku.clone(), l.quantity.get(), l.warehouse.clone())));
         let mut candidates: HashMap<SkuCode, Vec<Candidate>> = HashMap::new();

@@ -104,7 +104,7 @@ pub(crate) async fn reservations_insert(tx: &mut Tx, reservations: &[(Reservatio
             values
                 .row()
                 .text(r.id.as_str())
-                .text(r.reference.as_str())
+                .text(r.reference.as_deref().unwrap_or(""))
                 .text(r.status.as_str())
                 .int(expires_at.millis())
                 .text(r.created_at.as_str())
@@ -247,12 +247,14 @@ pub(crate) async fn reservation_find(
         .collect();
     attach_lots(conn, &[id.to_string()], &mut lines).await?;
     let expires_at = Timestamp::from_millis(row.expires_at_ms);
+    let status = Status::parse(&row.status)?;
     Ok(Some((
         Reservation {
             id: row.id,
-            status: Status::parse(&row.status)?,
-            reference: row.reference,
-            expires_at: expires_at.to_rfc3339(),
+            status,
+            // Stored as "" when none was given.
+            reference: Some(row.reference).filter(|r| !r.is_empty()),
+            expires_at: Reservation::shown_expiry(status, expires_at),
             created_at: row.created_at,
             lines: lines.into_iter().map(|(_, _, line)| line).collect(),
         },
@@ -305,6 +307,10 @@ pub(crate) async fn reservations_expire(tx: &mut Tx, ids: &[String], now: Timest
 
 /// Lines of the reservations `ids`, as (reservation id, line).
 pub(crate) async fn lines_of(tx: &mut Tx, ids: &[String]) -> Result<Vec<(String, ReservationLine)>> {
+    lines_of_conn(tx, ids).await
+}
+
+async fn lines_of_conn(conn: &mut sqlx::AnyConnection, ids: &[String]) -> Result<Vec<(String, ReservationLine)>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -318,7 +324,7 @@ pub(crate) async fn lines_of(tx: &mut Tx, ids: &[String]) -> Result<Vec<(String,
         query = query.bind(id.clone());
     }
     let mut lines: Vec<(String, i64, ReservationLine)> = query
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *conn)
         .await?
         .into_iter()
         .map(|l| {
@@ -326,8 +332,84 @@ pub(crate) async fn lines_of(tx: &mut Tx, ids: &[String]) -> Result<Vec<(String,
             (l.reservation_id, l.line_no, line)
         })
         .collect();
-    attach_lots(tx, ids, &mut lines).await?;
+    attach_lots(conn, ids, &mut lines).await?;
     Ok(lines.into_iter().map(|(id, _, line)| (id, line)).collect())
+}
+
+/// A page of reservations by id after `after`, filtered (status as it reads at `now`), with
+/// their lines: three queries whatever the page size.
+pub(crate) async fn reservations_page(
+    conn: &mut sqlx::AnyConnection,
+    filter: &super::ReservationFilter,
+    after: Option<&str>,
+    limit: u32,
+    now: Timestamp,
+) -> Result<Vec<(Reservation, Timestamp)>> {
+    let status = match filter.status {
+        None => "$5 = $5",
+        Some(Status::Active) => "status = 'active' AND expires_at_ms > $5",
+        Some(Status::Expired) => "(status = 'expired' OR (status = 'active' AND expires_at_ms <= $5))",
+        Some(Status::Confirmed) => "status = 'confirmed' AND $5 = $5",
+        Some(Status::Released) => "status = 'released' AND $5 = $5",
+        Some(Status::Fulfilled) => "status = 'fulfilled' AND $5 = $5",
+    };
+    let sql = format!(
+        "SELECT id, reference, status, expires_at_ms, created_at FROM reservations r \
+         WHERE id > $1 AND ($2 IS NULL OR reference = $2) AND {status} \
+         AND (($3 IS NULL AND $4 IS NULL) OR EXISTS (SELECT 1 FROM reservation_lines l WHERE l.reservation_id = r.id \
+              AND ($3 IS NULL OR l.sku = $3) AND ($4 IS NULL OR l.warehouse = $4))) \
+         ORDER BY id LIMIT $6"
+    );
+    let rows: Vec<ReservationRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(after.unwrap_or("").to_owned())
+        .bind(filter.reference.clone())
+        .bind(filter.sku.as_ref().map(|s| s.as_str().to_owned()))
+        .bind(filter.warehouse.as_ref().map(|w| w.as_str().to_owned()))
+        .bind(now.millis())
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await?;
+    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let mut lines: HashMap<String, Vec<ReservationLine>> = HashMap::new();
+    for (id, line) in lines_of_conn(conn, &ids).await? {
+        lines.entry(id).or_default().push(line);
+    }
+    rows.into_iter()
+        .map(|row| {
+            let expires_at = Timestamp::from_millis(row.expires_at_ms);
+            let status = Status::parse(&row.status)?;
+            let reservation = Reservation {
+                lines: lines.remove(&row.id).unwrap_or_default(),
+                id: row.id,
+                status,
+                reference: Some(row.reference).filter(|r| !r.is_empty()),
+                expires_at: Reservation::shown_expiry(status, expires_at),
+                created_at: row.created_at,
+            };
+            Ok((reservation, expires_at))
+        })
+        .collect()
+}
+
+/// Moves an active, unexpired reservation's expiry to `expires_at`; true if it did.
+pub(crate) async fn reservation_set_expiry(
+    tx: &mut Tx,
+    id: &ReservationId,
+    expires_at: Timestamp,
+    now: Timestamp,
+) -> Result<bool> {
+    let updated = sqlx::query(
+        "UPDATE reservations SET expires_at_ms = $1, updated_at = $2 \
+         WHERE id = $3 AND status = 'active' AND expires_at_ms > $4",
+    )
+    .bind(expires_at.millis())
+    .bind(now.to_rfc3339())
+    .bind(id.as_str().to_owned())
+    .bind(now.millis())
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(updated == 1)
 }
 
 /// Up to `limit` active reservations due at `now`, oldest expiry first. On PostgreSQL, rows
