@@ -101,20 +101,29 @@ pub async fn search(
     let mut sql = String::from("SELECT p.handle, p.name, p.category, o.price_from_minor, o.in_stock");
     // $1 channel, $2 category, $3 category prefix, $4 in_stock, $5 min, $6 max, $7 match, $8 limit, $9 offset
     let text_match = !words.is_empty();
+    // SQLite takes `CROSS JOIN` as "this order": the full-text match drives (a join that
+    // evaluated MATCH per product took seconds), and without words the offers in price order do.
     let (from, rank) = match (backend, text_match) {
         (Backend::Sqlite, true) => (
-            " FROM search_text t JOIN search_products p ON p.rowid = t.rowid",
+            " FROM search_text t CROSS JOIN search_products p ON p.rowid = t.rowid \
+              CROSS JOIN search_offers o ON o.channel = $1 AND o.handle = p.handle",
             // BM25 is lower for better matches; weights: handle, name, description, category, attributes.
             ", bm25(search_text, 0.0, 10.0, 2.0, 4.0, 1.0) AS score",
         ),
-        (Backend::Postgres, true) => {
-            (" FROM search_products p", ", -ts_rank(p.document, to_tsquery('simple', $7)) AS score")
+        (Backend::Postgres, true) => (
+            " FROM search_products p JOIN search_offers o ON o.channel = $1 AND o.handle = p.handle",
+            ", -ts_rank(p.document, to_tsquery('simple', $7)) AS score",
+        ),
+        (Backend::Sqlite, false) => {
+            (" FROM search_offers o CROSS JOIN search_products p ON p.handle = o.handle", ", 0 AS score")
         }
-        (_, false) => (" FROM search_products p", ", 0 AS score"),
+        (Backend::Postgres, false) => {
+            (" FROM search_offers o JOIN search_products p ON p.handle = o.handle", ", 0 AS score")
+        }
     };
     sql.push_str(rank);
     sql.push_str(from);
-    sql.push_str(" JOIN search_offers o ON o.handle = p.handle AND o.channel = $1 WHERE 1 = 1");
+    sql.push_str(" WHERE o.channel = $1");
     if text_match {
         sql.push_str(match backend {
             Backend::Sqlite => " AND search_text MATCH $7",
@@ -128,10 +137,13 @@ pub async fn search(
          AND ($4 = 0 OR o.in_stock = 1) \
          AND ($5 IS NULL OR o.price_from_minor >= $5) AND ($6 IS NULL OR o.price_from_minor <= $6)",
     );
+    // Sorting by price lists what has a price (what has none cannot be bought anyway), in the
+    // index's order: ties by handle, ascending or descending with the price.
     sql.push_str(match query.sort {
-        Sort::Relevance => " ORDER BY score, p.handle",
-        Sort::PriceAsc => " ORDER BY o.price_from_minor IS NULL, o.price_from_minor, p.handle",
-        Sort::PriceDesc => " ORDER BY o.price_from_minor IS NULL, o.price_from_minor DESC, p.handle",
+        Sort::Relevance if text_match => " ORDER BY score, p.handle",
+        Sort::Relevance => " ORDER BY o.handle",
+        Sort::PriceAsc => " AND o.price_from_minor IS NOT NULL ORDER BY o.price_from_minor, o.handle",
+        Sort::PriceDesc => " AND o.price_from_minor IS NOT NULL ORDER BY o.price_from_minor DESC, o.handle DESC",
     });
     sql.push_str(" LIMIT $8 OFFSET $9");
     // Each word as a prefix, all of them required.
