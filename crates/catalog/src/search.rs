@@ -85,6 +85,12 @@ pub struct SearchPage {
     pub as_of_seq: i64,
 }
 
+/// A value bound to a search statement built for its filters.
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
 /// The words of `text` (letters and digits), at most 16.
 fn words(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).take(16).map(str::to_lowercase).collect()
@@ -98,45 +104,60 @@ pub async fn search(
     currency: &kernel::Currency,
 ) -> Result<SearchPage> {
     let words = query.text.as_deref().map(words).unwrap_or_default();
-    let mut sql = String::from("SELECT p.handle, p.name, p.category, o.price_from_minor, o.in_stock");
-    // $1 channel, $2 category, $3 category prefix, $4 in_stock, $5 min, $6 max, $7 match, $8 limit, $9 offset
     let text_match = !words.is_empty();
+    // Only the filters asked for go into the statement (no `$n IS NULL OR ...`): a generic
+    // plan for every combination picked sequential scans on PostgreSQL.
+    let mut binds: Vec<Bind> = Vec::new();
+    let mut param = |value: Bind| {
+        binds.push(value);
+        format!("${}", binds.len())
+    };
+    let channel = param(Bind::Text(query.channel.as_str().to_owned()));
+    // Each word as a prefix, all of them required.
+    let matching = text_match.then(|| {
+        param(Bind::Text(match backend {
+            Backend::Sqlite => words.iter().map(|w| format!("\"{w}\"*")).collect::<Vec<_>>().join(" "),
+            Backend::Postgres => words.iter().map(|w| format!("{w}:*")).collect::<Vec<_>>().join(" & "),
+        }))
+    });
     // SQLite takes `CROSS JOIN` as "this order": the full-text match drives (a join that
     // evaluated MATCH per product took seconds), and without words the offers in price order do.
-    let (from, rank) = match (backend, text_match) {
-        (Backend::Sqlite, true) => (
-            " FROM search_text t CROSS JOIN search_products p ON p.rowid = t.rowid \
-              CROSS JOIN search_offers o ON o.channel = $1 AND o.handle = p.handle",
+    let mut sql = String::from("SELECT p.handle, p.name, p.category, o.price_from_minor, o.in_stock");
+    match (backend, &matching) {
+        (Backend::Sqlite, Some(m)) => sql.push_str(&format!(
             // BM25 is lower for better matches; weights: handle, name, description, category, attributes.
-            ", bm25(search_text, 0.0, 10.0, 2.0, 4.0, 1.0) AS score",
-        ),
-        (Backend::Postgres, true) => (
-            " FROM search_products p JOIN search_offers o ON o.channel = $1 AND o.handle = p.handle",
-            ", -ts_rank(p.document, to_tsquery('simple', $7)) AS score",
-        ),
-        (Backend::Sqlite, false) => {
-            (" FROM search_offers o CROSS JOIN search_products p ON p.handle = o.handle", ", 0 AS score")
-        }
-        (Backend::Postgres, false) => {
-            (" FROM search_offers o JOIN search_products p ON p.handle = o.handle", ", 0 AS score")
-        }
-    };
-    sql.push_str(rank);
-    sql.push_str(from);
-    sql.push_str(" WHERE o.channel = $1");
-    if text_match {
-        sql.push_str(match backend {
-            Backend::Sqlite => " AND search_text MATCH $7",
-            Backend::Postgres => " AND p.document @@ to_tsquery('simple', $7)",
-        });
-    } else {
-        sql.push_str(" AND ($7 IS NULL OR 1 = 1)");
+            ", bm25(search_text, 0.0, 10.0, 2.0, 4.0, 1.0) AS score \
+             FROM search_text t CROSS JOIN search_products p ON p.rowid = t.rowid \
+             CROSS JOIN search_offers o ON o.channel = {channel} AND o.handle = p.handle \
+             WHERE search_text MATCH {m}"
+        )),
+        (Backend::Postgres, Some(m)) => sql.push_str(&format!(
+            ", -ts_rank(p.document, to_tsquery('simple', {m})) AS score \
+             FROM search_products p JOIN search_offers o ON o.channel = {channel} AND o.handle = p.handle \
+             WHERE p.document @@ to_tsquery('simple', {m})"
+        )),
+        (Backend::Sqlite, None) => sql.push_str(&format!(
+            " FROM search_offers o CROSS JOIN search_products p ON p.handle = o.handle WHERE o.channel = {channel}"
+        )),
+        (Backend::Postgres, None) => sql.push_str(&format!(
+            " FROM search_offers o JOIN search_products p ON p.handle = o.handle WHERE o.channel = {channel}"
+        )),
     }
-    sql.push_str(
-        " AND ($2 IS NULL OR p.category = $2 OR p.category LIKE $3 ESCAPE '\\') \
-         AND ($4 = 0 OR o.in_stock = 1) \
-         AND ($5 IS NULL OR o.price_from_minor >= $5) AND ($6 IS NULL OR o.price_from_minor <= $6)",
-    );
+    if let Some(category) = &query.category {
+        let exact = param(Bind::Text(category.clone()));
+        let below =
+            param(Bind::Text(format!("{}/%", category.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))));
+        sql.push_str(&format!(" AND (p.category = {exact} OR p.category LIKE {below} ESCAPE '\\')"));
+    }
+    if query.in_stock {
+        sql.push_str(" AND o.in_stock = 1");
+    }
+    if let Some(min) = query.min_price_minor {
+        sql.push_str(&format!(" AND o.price_from_minor >= {}", param(Bind::Int(min))));
+    }
+    if let Some(max) = query.max_price_minor {
+        sql.push_str(&format!(" AND o.price_from_minor <= {}", param(Bind::Int(max))));
+    }
     // Sorting by price lists what has a price (what has none cannot be bought anyway), in the
     // index's order: ties by handle, ascending or descending with the price.
     sql.push_str(match query.sort {
@@ -145,29 +166,17 @@ pub async fn search(
         Sort::PriceAsc => " AND o.price_from_minor IS NOT NULL ORDER BY o.price_from_minor, o.handle",
         Sort::PriceDesc => " AND o.price_from_minor IS NOT NULL ORDER BY o.price_from_minor DESC, o.handle DESC",
     });
-    sql.push_str(" LIMIT $8 OFFSET $9");
-    // Each word as a prefix, all of them required.
-    let match_text = match backend {
-        Backend::Sqlite => words.iter().map(|w| format!("\"{w}\"*")).collect::<Vec<_>>().join(" "),
-        Backend::Postgres => words.iter().map(|w| format!("{w}:*")).collect::<Vec<_>>().join(" & "),
-    };
-    let rows = store::sql::dynamic(sql)
-        .bind(query.channel.as_str().to_owned())
-        .bind(query.category.clone())
-        .bind(
-            query
-                .category
-                .as_ref()
-                .map(|c| format!("{}/%", c.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))),
-        )
-        .bind(i64::from(query.in_stock))
-        .bind(query.min_price_minor)
-        .bind(query.max_price_minor)
-        .bind(text_match.then_some(match_text))
-        .bind(i64::from(query.limit) + 1)
-        .bind(query.offset as i64)
-        .fetch_all(pool)
-        .await?;
+    let limit = param(Bind::Int(i64::from(query.limit) + 1));
+    let offset = param(Bind::Int(query.offset as i64));
+    sql.push_str(&format!(" LIMIT {limit} OFFSET {offset}"));
+    let mut statement = store::sql::dynamic(sql);
+    for bind in binds {
+        statement = match bind {
+            Bind::Text(t) => statement.bind(t),
+            Bind::Int(i) => statement.bind(i),
+        };
+    }
+    let rows = statement.fetch_all(pool).await?;
     let mut hits = Vec::with_capacity(rows.len());
     for row in &rows {
         let price: Option<i64> = row.try_get(3)?;
