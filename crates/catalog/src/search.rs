@@ -410,6 +410,11 @@ pub async fn rebuild_if_missing(db: &Db, now: Timestamp) -> Result<usize> {
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    // PostgreSQL plans from statistics that autovacuum gathers only a minute or so later; until
+    // then a freshly filled index is planned as if empty (sequential scans, sorts of every row).
+    if db.backend() == Backend::Postgres {
+        sqlx::query("ANALYZE search_products, search_offers").execute(db.reader()).await?;
+    }
     Ok(handles.len())
 }
 

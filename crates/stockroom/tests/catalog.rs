@@ -439,3 +439,31 @@ async fn search_ranks_filters_sorts_pages_and_follows_stock() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_empty_search_index_is_rebuilt_from_the_catalog() {
+    each_backend(|app| async move {
+        shop(&app).await;
+        search_caught_up(&app).await;
+        // As a restored backup without the index would be.
+        let mut tables = vec!["search_offers", "search_products"];
+        if app.backend == store::Backend::Sqlite {
+            tables.push("search_text");
+        }
+        for table in tables {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}"))).execute(app.db.reader()).await.unwrap();
+        }
+        assert_eq!(handles(&search(&app, "q=tee").await), Vec::<String>::new());
+        let now = kernel::Clock::now(&kernel::SystemClock);
+        assert_eq!(catalog::search::rebuild_if_missing(&app.db, now).await.unwrap(), 1, "[{}]", app.label());
+        let page = search(&app, "q=tee").await;
+        assert_eq!(handles(&page), ["tee"], "[{}]", app.label());
+        assert_eq!(page["items"][0]["price_from"], "17.00");
+        // The offset moved to the head with it: nothing is indexed twice.
+        let head = app.all_events().await.last().unwrap()["seq"].as_i64().unwrap();
+        assert_eq!(page["as_of_seq"], head);
+        // A full index is left alone.
+        assert_eq!(catalog::search::rebuild_if_missing(&app.db, now).await.unwrap(), 0);
+    })
+    .await;
+}
