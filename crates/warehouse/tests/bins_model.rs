@@ -233,7 +233,8 @@ impl From<StockRefusal> for Refusal {
 fn refusal_of(e: &WarehouseError) -> Refusal {
     match e {
         WarehouseError::CapacityExceeded(_) => Refusal::Capacity,
-        WarehouseError::Invalid { .. } => Refusal::Invalid,
+        // Several bad fields at once come as one refusal naming each.
+        WarehouseError::Invalid { .. } | WarehouseError::InvalidFields(_) => Refusal::Invalid,
         WarehouseError::InsufficientStock { .. } => Refusal::Short,
         WarehouseError::InvalidState { .. } => Refusal::State,
         other => panic!("unexpected error: {other:?}"),
