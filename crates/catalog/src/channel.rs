@@ -333,13 +333,7 @@ pub async fn channels_list(pool: &AnyPool, after: Option<&str>, limit: u32) -> R
     .bind(i64::from(limit))
     .fetch_all(pool)
     .await?;
-    let mut warehouses = warehouses_of_all(pool).await?;
-    rows.into_iter()
-        .map(|row| {
-            let list = warehouses.remove(&row.code).unwrap_or_default();
-            row.into_config(list)
-        })
-        .collect()
+    with_warehouses(pool, rows).await
 }
 
 /// Every channel with its warehouses: what the availability view sums over. Channels are few
@@ -349,6 +343,11 @@ pub async fn channels_all(pool: &AnyPool) -> Result<Vec<ChannelConfig>> {
         sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM channels ORDER BY code")))
             .fetch_all(pool)
             .await?;
+    with_warehouses(pool, rows).await
+}
+
+/// `rows` with their warehouses, read for all of them in one query.
+async fn with_warehouses(pool: &AnyPool, rows: Vec<ChannelRow>) -> Result<Vec<ChannelConfig>> {
     let mut warehouses = warehouses_of_all(pool).await?;
     rows.into_iter()
         .map(|row| {
