@@ -7,12 +7,17 @@ use std::time::{Duration, Instant};
 use testkit::proxy::TcpProxy;
 use testkit::{AppOptions, TestApp, backends, spawn_app_with};
 
-async fn shop(app: &TestApp) {
+/// A warehouse with TEE-RED and TEE-BLUE, 10 each.
+async fn stock(app: &TestApp) {
     app.create_warehouse("BER-1", 10).await;
     for sku in ["TEE-RED", "TEE-BLUE"] {
         app.create_item(sku).await;
         app.receive("BER-1", sku, 10).await;
     }
+}
+
+/// The channel `web` over BER-1, a product with both SKUs, and TEE-RED's price there.
+async fn catalog(app: &TestApp) {
     app.post(
         "/v1/channels",
         json!({"code": "web", "name": "Web", "currency": "EUR", "country": "DE", "warehouses": ["BER-1"]}),
@@ -28,12 +33,24 @@ async fn shop(app: &TestApp) {
     app.put_json("/v1/prices/TEE-RED", json!({"channel": "web", "amount": "19.99"})).await.expect(200);
 }
 
+/// The shop, with every one of its events applied by the view's follower: an entry read
+/// before that would be dropped when the follower applies an event it already reflects.
+async fn shop(app: &TestApp) {
+    stock(app).await;
+    catalog(app).await;
+    app.availability_caught_up().await;
+}
+
+fn red_path() -> &'static str {
+    "/v1/availability?channel=web&skus=TEE-RED"
+}
+
 /// TEE-RED's availability; a 503 (a read slower than the fetch timeout on a loaded machine) is
 /// retried for up to 10 s.
 async fn red(app: &TestApp) -> Value {
     let started = Instant::now();
     loop {
-        let reply = app.get("/v1/availability?channel=web&skus=TEE-RED").await;
+        let reply = app.get(red_path()).await;
         if reply.status != 503 || started.elapsed() > Duration::from_secs(10) {
             return reply.expect(200)["items"][0].clone();
         }
@@ -41,8 +58,34 @@ async fn red(app: &TestApp) -> Value {
     }
 }
 
+/// With the follower dropping every event (the fail point on), receipts of TEE-RED are lost
+/// invalidations: each time the cached figure is right again within the verifier's bound, and
+/// at least once the repair is counted. (A verifier run that comes between a receipt and the
+/// follower passing it also puts the figure right, but is rightly not counted: the follower
+/// had not passed the change yet. So up to five receipts are tried.)
+async fn lost_receipts_are_repaired(app: &TestApp, mut expected: i64) {
+    assert_eq!(red(app).await["available"], expected, "[{}]", app.label());
+    for _ in 0..5 {
+        let repairs_before = app.get("/v1/availability/status").await.expect(200)["repairs"].as_u64().unwrap();
+        app.receive("BER-1", "TEE-RED", 5).await;
+        expected += 5;
+        // The follower passes the receipt's events over and believes it is caught up.
+        app.availability_caught_up().await;
+        // Within the verifier's bound (one run covers this small cache) the figure is right again.
+        let started = Instant::now();
+        while red(app).await["available"] != expected {
+            assert!(started.elapsed() < Duration::from_secs(3), "[{}] the stale entry was never repaired", app.label());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let status = app.get("/v1/availability/status").await.expect(200);
+        if status["repairs"].as_u64().unwrap() > repairs_before {
+            return;
+        }
+    }
+    panic!("[{}] repaired, but never counted: {}", app.label(), app.get("/v1/availability/status").await.body);
+}
+
 #[tokio::test]
-#[ignore = "since 08:17 on 2026-12-02 fails on this machine on PostgreSQL (the fail point seems not to take), cause not found yet; run with --ignored"]
 async fn a_lost_invalidation_is_repaired_by_the_verifier() {
     let scenario = fail::FailScenario::setup();
     for backend in backends() {
@@ -50,35 +93,29 @@ async fn a_lost_invalidation_is_repaired_by_the_verifier() {
         options.catalog.intervals.verify = Duration::from_millis(100);
         let app = spawn_app_with(backend, options).await;
         shop(&app).await;
-        assert_eq!(red(&app).await["available"], 10);
-
-        // The follower passes the receipt's events over and believes it is caught up.
         fail::cfg("availability-follower-drop", "return").unwrap();
-        app.receive("BER-1", "TEE-RED", 5).await;
-        let head = app.get("/v1/events?after=0&limit=1000").await.expect(200)["items"]
-            .as_array()
-            .unwrap()
-            .last()
-            .unwrap()["seq"]
-            .as_i64()
-            .unwrap();
-        let started = Instant::now();
-        while app.get("/v1/availability/status").await.expect(200)["applied_seq"].as_i64().unwrap() < head {
-            assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "[{}] the follower never passed the receipt",
-                app.label()
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        // Within the verifier's bound (one run covers this small cache) the figure is right again.
-        let started = Instant::now();
-        while red(&app).await["available"] != 15 {
-            assert!(started.elapsed() < Duration::from_secs(3), "[{}] the stale entry was never repaired", app.label());
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let status = app.get("/v1/availability/status").await.expect(200);
-        assert!(status["repairs"].as_u64().unwrap() >= 1, "[{}] repaired without counting: {status}", app.label());
+        lost_receipts_are_repaired(&app, 10).await;
+        fail::remove("availability-follower-drop");
+        app.shutdown().await;
+    }
+    scenario.teardown();
+}
+
+#[tokio::test]
+async fn a_lost_channel_event_does_not_hide_the_channel_from_the_verifier() {
+    let scenario = fail::FailScenario::setup();
+    for backend in backends() {
+        let mut options = AppOptions::default();
+        options.catalog.intervals.verify = Duration::from_millis(100);
+        let app = spawn_app_with(backend, options).await;
+        stock(&app).await;
+        app.availability_caught_up().await;
+        // The channel's creation (and the product's, and the price's) is lost: the follower
+        // never learns the channel; reads find it in the database.
+        fail::cfg("availability-follower-drop", "return").unwrap();
+        catalog(&app).await;
+        app.availability_caught_up().await;
+        lost_receipts_are_repaired(&app, 10).await;
         fail::remove("availability-follower-drop");
         app.shutdown().await;
     }
@@ -97,11 +134,10 @@ fn postgres_addr() -> Option<std::net::SocketAddr> {
 }
 
 #[tokio::test]
-#[ignore = "since 08:17 on 2026-12-02 connections through the proxy fail before the cut (SSLRequest answered 0x00), cause not found yet; run with --ignored"]
 async fn a_database_outage_serves_stale_figures_never_zero() {
     // A real network outage needs a database over the network: PostgreSQL only. (SQLite is a
     // file in the process; its failure modes are the crash suite's.)
-    // Fail points are process-wide: hold the scenario lock so the other test's cannot fire here.
+    // Fail points are process-wide: hold the scenario lock so the other tests' cannot fire here.
     let scenario = fail::FailScenario::setup();
     let Some(target) = postgres_addr() else { return };
     let proxy = TcpProxy::start(target).await;
@@ -117,7 +153,7 @@ async fn a_database_outage_serves_stale_figures_never_zero() {
     // fetch timeout for the first reads through the proxy).
     let started = Instant::now();
     let before = loop {
-        let reply = app.get("/v1/availability?channel=web&skus=TEE-RED").await;
+        let reply = app.get(red_path()).await;
         if reply.status == 200 && reply.body["items"][0]["stale"] == false {
             break reply.body["items"][0].clone();
         }
@@ -128,7 +164,8 @@ async fn a_database_outage_serves_stale_figures_never_zero() {
     tokio::time::sleep(Duration::from_millis(250)).await;
 
     proxy.cut();
-    let during = red(&app).await;
+    // At once, not retried: a cached SKU is never a 503.
+    let during = app.get(red_path()).await.expect(200)["items"][0].clone();
     assert_eq!(during["available"], 10, "an outage must not read as 0: {during}");
     assert_eq!(during["stale"], true, "{during}");
     assert_eq!(during["as_of"], before["as_of"]);

@@ -238,6 +238,27 @@ impl TestApp {
         self.assert_reconciled(&report);
     }
 
+    /// Waits (up to 10 s) until the availability view's follower has applied every event
+    /// committed so far. A read made before that may be dropped from the cache (and from the
+    /// shared tier) a few milliseconds later, when the follower applies an event the read
+    /// already reflected; a test that relies on a cached entry waits for this first.
+    pub async fn availability_caught_up(&self) {
+        let head = self.get("/v1/events/head").await.expect(200)["seq"].as_i64().expect("the head's seq");
+        let started = std::time::Instant::now();
+        loop {
+            let status = self.get("/v1/availability/status").await.expect(200);
+            if status["applied_seq"].as_i64().expect("applied_seq") >= head {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "[{}] the availability follower stayed behind seq {head}: {status}",
+                self.label()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Every event from the feed, following `next` until the end.
     pub async fn all_events(&self) -> Vec<Value> {
         let mut after = 0;

@@ -725,8 +725,15 @@ impl AvailabilityView {
         let mut report = VerifyReport::default();
         let now = self.inner.clock.now();
         for (code, entries) in by_channel {
-            let Some(channel) = self.inner.channels.read().expect("channels lock").get(&code).cloned() else {
-                continue;
+            // The channel as a read finds it: from the follower's list, else from the database.
+            // A channel whose event the follower lost is not in the list, and its entries are
+            // exactly the ones that may have drifted: skipping them would hide the loss.
+            let Ok(parsed) = ChannelCode::parse(code.as_str()) else { continue };
+            let channel = match self.channel(&parsed).await {
+                Ok(channel) => channel,
+                // No such channel (any more): nothing to compare with.
+                Err(CatalogError::Invalid(_)) => continue,
+                Err(error) => return Err(error),
             };
             let skus: Vec<String> = entries.iter().map(|e| e.snapshot.sku.clone()).collect();
             let fresh =
