@@ -21,11 +21,20 @@ pub enum Scope {
     InventoryWrite,
     CatalogRead,
     CatalogWrite,
+    OrdersRead,
+    OrdersWrite,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 5] =
-        [Scope::Admin, Scope::InventoryRead, Scope::InventoryWrite, Scope::CatalogRead, Scope::CatalogWrite];
+    pub const ALL: [Scope; 7] = [
+        Scope::Admin,
+        Scope::InventoryRead,
+        Scope::InventoryWrite,
+        Scope::CatalogRead,
+        Scope::CatalogWrite,
+        Scope::OrdersRead,
+        Scope::OrdersWrite,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -34,6 +43,8 @@ impl Scope {
             Scope::InventoryWrite => "inventory:write",
             Scope::CatalogRead => "catalog:read",
             Scope::CatalogWrite => "catalog:write",
+            Scope::OrdersRead => "orders:read",
+            Scope::OrdersWrite => "orders:write",
         }
     }
 
@@ -120,8 +131,18 @@ fn is_catalog_path(path: &str) -> bool {
         || (path.starts_with("/warehouses/") && path.ends_with("/shipping-rates"))
 }
 
+/// Carts, orders, promotions, sourcing plans and sagas are the order context's: they need
+/// the `orders:*` scopes.
+fn is_order_path(path: &str) -> bool {
+    let path = path.strip_prefix("/v1").unwrap_or(path);
+    ["/carts", "/orders", "/promotions", "/sourcing", "/sagas"]
+        .iter()
+        .any(|prefix| path == *prefix || path.starts_with(&format!("{prefix}/")))
+}
+
 /// Middleware for `/v1`: reads need `inventory:read` (catalog routes `catalog:read`),
-/// everything else `inventory:write` (`catalog:write`); `admin` allows all.
+/// everything else `inventory:write` (`catalog:write`, order routes `orders:read` and
+/// `orders:write`); `admin` allows all.
 pub async fn require_key(
     State(state): State<AppState>,
     mut request: Request,
@@ -139,11 +160,14 @@ pub async fn require_key(
         .ok_or_else(ApiError::unauthorized)?;
     let principal = principal_of(&state, key).await?.ok_or_else(ApiError::unauthorized)?;
     let read = matches!(*request.method(), Method::GET | Method::HEAD);
-    let needed = match (is_catalog_path(request.uri().path()), read) {
-        (true, true) => Scope::CatalogRead,
-        (true, false) => Scope::CatalogWrite,
-        (false, true) => Scope::InventoryRead,
-        (false, false) => Scope::InventoryWrite,
+    let path = request.uri().path();
+    let needed = match (is_catalog_path(path), is_order_path(path), read) {
+        (true, _, true) => Scope::CatalogRead,
+        (true, _, false) => Scope::CatalogWrite,
+        (_, true, true) => Scope::OrdersRead,
+        (_, true, false) => Scope::OrdersWrite,
+        (_, _, true) => Scope::InventoryRead,
+        (_, _, false) => Scope::InventoryWrite,
     };
     if !principal.allows(needed) {
         return Err(ApiError::forbidden(needed.as_str()));

@@ -45,6 +45,8 @@ pub struct AppState {
     pub workers: store::workers::Workers,
     /// The catalog's availability view and its cache.
     pub availability: catalog::AvailabilityView,
+    /// The order context's write path and settings.
+    pub orders: OrderSettings,
     /// Every context's event types (`GET /v1/event-types`).
     pub event_types: Arc<kernel::EventRegistry>,
     /// Cancelled when the server stops: long polls answer at once instead of holding up
@@ -56,6 +58,16 @@ impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState").field("db", &self.db).field("clock", &self.clock).finish_non_exhaustive()
     }
+}
+
+/// What the order routes need besides the database.
+#[derive(Debug, Clone)]
+pub struct OrderSettings {
+    /// Checkouts through the batch executor.
+    pub checkouts: order::Checkouts,
+    /// Stock figures of the availability view older than this are not shown in carts
+    /// (`--max-stale-seconds`).
+    pub max_stale_seconds: i64,
 }
 
 /// The whole HTTP application.

@@ -1,7 +1,7 @@
 //! The OpenAPI document (`/openapi.json`) and the docs page (`/docs`).
 
 use crate::AppState;
-use crate::routes::{alerts, catalog, counts, health, inventory, ledger, locations, reservations};
+use crate::routes::{alerts, catalog, counts, health, inventory, ledger, locations, orders, reservations};
 use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -29,12 +29,17 @@ use utoipa_swagger_ui::SwaggerUi;
         catalog::shipping_rates_put, catalog::shipping_rates_get,
         catalog::product_create, catalog::product_list, catalog::product_get, catalog::product_patch,
         catalog::price_put, catalog::price_get, catalog::price_history, catalog::availability, catalog::availability_status, catalog::search,
+        orders::cart_create, orders::cart_get, orders::cart_line_add, orders::cart_line_patch, orders::cart_line_delete,
+        orders::cart_preview, orders::cart_checkout, orders::sourcing_plan,
+        orders::order_list, orders::order_get, orders::payment_report, orders::order_cancel,
+        orders::promotion_create, orders::promotion_list, orders::promotion_get, orders::promotion_patch,
+        orders::saga_list, orders::saga_get,
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError, warehouse::ShortLine)),
     modifiers(&BearerAuth),
     tags(
         (name = "items"), (name = "warehouses"), (name = "stock"), (name = "reservations"),
-        (name = "ledger"), (name = "alerts"), (name = "counts"), (name = "channels"), (name = "catalog"), (name = "operations")
+        (name = "ledger"), (name = "alerts"), (name = "counts"), (name = "channels"), (name = "catalog"), (name = "carts"), (name = "orders"), (name = "promotions"), (name = "operations")
     )
 )]
 pub struct ApiDoc;

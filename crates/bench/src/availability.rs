@@ -241,6 +241,7 @@ async fn one_run(args: &AvailabilityArgs, backend: Backend, cache: bool) -> anyh
         db: store::DbOptions::default(),
         group_commit: warehouse::reservation::group_commit::GroupCommitConfig::default(),
         catalog,
+        orders: ::stockroom::OrderConfig::default(),
     };
     let running = ::stockroom::start(config, Arc::new(SystemClock), crate::probe::handle()).await?;
     let base = format!("http://{}", running.addr);

@@ -484,3 +484,27 @@ pub async fn shipping_rates_get(pool: &AnyPool, warehouse: &WarehouseCode) -> Re
 pub fn shipping_rates_view(warehouse: &WarehouseCode, rates: &[NewShippingRate]) -> ShippingRates {
     ShippingRates { warehouse: warehouse.to_string(), rates: rates.iter().map(rate_view).collect() }
 }
+
+/// The rate of each of `warehouses` that has one for `country` in `currency`, as
+/// `(base, per_kg)` in minor units; one query on the caller's connection.
+pub async fn shipping_rates_to(
+    conn: &mut sqlx::AnyConnection,
+    warehouses: &[String],
+    country: &str,
+    currency: &Currency,
+) -> Result<std::collections::HashMap<String, (i64, i64)>> {
+    if warehouses.is_empty() {
+        return Ok(Default::default());
+    }
+    let sql = format!(
+        "SELECT warehouse, base_minor, per_kg_minor FROM shipping_rates WHERE country = $1 AND currency = $2 AND warehouse IN ({})",
+        store::sql::list_placeholders(warehouses.len(), 3)
+    );
+    let mut query = sqlx::query_as::<_, (String, i64, i64)>(sqlx::AssertSqlSafe(sql))
+        .bind(country.to_owned())
+        .bind(currency.to_string());
+    for warehouse in warehouses {
+        query = query.bind(warehouse.clone());
+    }
+    Ok(query.fetch_all(conn).await?.into_iter().map(|(w, base, per_kg)| (w, (base, per_kg))).collect())
+}

@@ -141,3 +141,46 @@ pub async fn price_history(
         })
         .collect()
 }
+
+/// What a channel sells a SKU as: its product, category, backorder rule and price there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Offer {
+    pub sku: String,
+    pub product: String,
+    pub category: Option<String>,
+    pub backorder: bool,
+    /// `None`: the SKU is a variant but has no price in the channel.
+    pub price_minor: Option<i64>,
+}
+
+/// The offers of those of `skus` that are variants of a product, in `channel`; one query on
+/// the caller's connection (so an order can read them inside its own transaction).
+pub async fn offers_in(
+    conn: &mut sqlx::AnyConnection,
+    channel: &ChannelCode,
+    skus: &[String],
+) -> Result<std::collections::HashMap<String, Offer>> {
+    if skus.is_empty() {
+        return Ok(Default::default());
+    }
+    let sql = format!(
+        "SELECT v.sku, v.product, p.category, v.backorder, pr.amount_minor FROM product_variants v \
+         JOIN products p ON p.handle = v.product \
+         LEFT JOIN prices pr ON pr.sku = v.sku AND pr.channel = $1 \
+         WHERE v.sku IN ({})",
+        store::sql::list_placeholders(skus.len(), 2)
+    );
+    let mut query = sqlx::query_as::<_, (String, String, Option<String>, i64, Option<i64>)>(sqlx::AssertSqlSafe(sql))
+        .bind(channel.as_str().to_owned());
+    for sku in skus {
+        query = query.bind(sku.clone());
+    }
+    Ok(query
+        .fetch_all(conn)
+        .await?
+        .into_iter()
+        .map(|(sku, product, category, backorder, price_minor)| {
+            (sku.clone(), Offer { sku, product, category, backorder: backorder == 1, price_minor })
+        })
+        .collect())
+}

@@ -30,6 +30,22 @@ pub struct ServeConfig {
     /// `workers: 0` picks the backend's default (1 on SQLite, 4 on PostgreSQL).
     pub group_commit: GroupCommitConfig,
     pub catalog: CatalogConfig,
+    pub orders: OrderConfig,
+}
+
+/// The order context's settings.
+#[derive(Debug, Clone)]
+pub struct OrderConfig {
+    /// Stock figures of the availability view older than this are not shown in carts.
+    pub max_stale_seconds: i64,
+    /// How often the saga worker looks for expired holds and overdue sagas.
+    pub saga_interval: Duration,
+}
+
+impl Default for OrderConfig {
+    fn default() -> Self {
+        Self { max_stale_seconds: 300, saga_interval: Duration::from_secs(1) }
+    }
 }
 
 /// The catalog's availability view: its cache secret, figures and worker periods.
@@ -103,6 +119,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
     let mut event_types = kernel::EventRegistry::default();
     event_types.register(warehouse::events::event_types()).map_err(anyhow::Error::msg)?;
     event_types.register(catalog::events::event_types()).map_err(anyhow::Error::msg)?;
+    event_types.register(order::events::event_types()).map_err(anyhow::Error::msg)?;
     for followed in catalog::availability::FOLLOWED_EVENT_TYPES {
         anyhow::ensure!(
             event_types.get(followed).is_some(),
@@ -144,10 +161,15 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
         tracing::warn!(%error, "could not warm the availability cache");
     }
     context_workers.extend(catalog::workers(&availability, &config.catalog.intervals));
+    context_workers.extend(order::workers(&db, &clock, config.orders.saga_interval));
 
     let shutdown = CancellationToken::new();
     let registry = store::workers::Workers::new();
-    let (reservations, group_workers) = GroupCommit::start(db.clone(), clock.clone(), group_config, registry.clone());
+    let (reservations, mut group_workers) =
+        GroupCommit::start(db.clone(), clock.clone(), group_config.clone(), registry.clone());
+    let (checkouts, checkout_workers) =
+        order::Checkouts::start(db.clone(), clock.clone(), group_config, registry.clone());
+    group_workers.extend(checkout_workers);
     let state = api::AppState {
         db: db.clone(),
         clock: clock.clone(),
@@ -156,6 +178,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
         reservations,
         workers: registry.clone(),
         availability: availability.clone(),
+        orders: api::OrderSettings { checkouts, max_stale_seconds: config.orders.max_stale_seconds },
         event_types: Arc::new(event_types),
         shutdown: shutdown.clone(),
     };

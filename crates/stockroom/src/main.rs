@@ -134,6 +134,27 @@ impl AvailabilityArgs {
     }
 }
 
+/// The order context.
+#[derive(clap::Args, Clone)]
+struct OrderArgs {
+    /// Stock figures the availability view could not refresh for longer than this are not
+    /// shown in carts at all (`available: null, stale: true`), seconds.
+    #[arg(long, env = "STOCKROOM_MAX_STALE_SECONDS", default_value_t = 300)]
+    max_stale_seconds: i64,
+    /// How often the saga worker cancels checkouts whose hold expired unpaid, ms.
+    #[arg(long, env = "STOCKROOM_SAGA_INTERVAL_MS", default_value_t = 1_000)]
+    saga_interval_ms: u64,
+}
+
+impl OrderArgs {
+    fn config(&self) -> stockroom::OrderConfig {
+        stockroom::OrderConfig {
+            max_stale_seconds: self.max_stale_seconds.max(0),
+            saga_interval: Duration::from_millis(self.saga_interval_ms.max(1)),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Serve the HTTP API and run the workers.
@@ -151,6 +172,8 @@ enum Command {
         group_commit: GroupCommitArgs,
         #[command(flatten)]
         availability: AvailabilityArgs,
+        #[command(flatten)]
+        orders: OrderArgs,
     },
     /// Apply pending migrations and exit.
     Migrate {
@@ -232,7 +255,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { listen, database, admin_key, sweep_interval_ms, group_commit, availability } => {
+        Command::Serve { listen, database, admin_key, sweep_interval_ms, group_commit, availability, orders } => {
             let metrics = PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
             let config = stockroom::ServeConfig {
                 listen,
@@ -242,6 +265,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 db: database.options(),
                 group_commit: group_commit.config(),
                 catalog: availability.config(),
+                orders: orders.config(),
             };
             let running = stockroom::start(config, Arc::new(SystemClock), metrics).await?;
             if let Some(key) = &running.bootstrap_key {

@@ -29,6 +29,7 @@ const BIN: &str = "A-01";
 const EMPTY_BIN: &str = "B-01";
 const CHANNEL: &str = "web";
 const PRODUCT: &str = "shirt";
+const PROMO: &str = "SEED10";
 
 // ------------------------------------------------------------------------------ fixtures
 
@@ -76,6 +77,12 @@ struct Seeded {
     reservation: String,
     count: String,
     alert: String,
+    /// An open cart with one SHIRT, and another that the checkout sweep checks out.
+    cart: String,
+    checkout_cart: String,
+    /// An order awaiting payment, and its checkout saga.
+    order: String,
+    saga: String,
 }
 
 /// [`seed`], plus one of everything a path of the API can name: a reservation of 1 SHIRT in
@@ -101,6 +108,29 @@ async fn seed_every_resource(app: &TestApp) -> Seeded {
         .await
         .expect(201);
     app.put_json(&format!("/v1/prices/{SHIRT}"), json!({"channel": CHANNEL, "amount": "19.99"})).await.expect(200);
+    app.post("/v1/promotions", json!({"code": PROMO, "channel": CHANNEL, "kind": "percentage", "value": "10"}))
+        .await
+        .expect(201);
+    let mut carts = Vec::new();
+    for _ in 0..3 {
+        let cart = app.post("/v1/carts", json!({"channel": CHANNEL, "customer": "cust-1"})).await.expect(201);
+        let id = cart["id"].as_str().expect("a cart id").to_owned();
+        app.post(&format!("/v1/carts/{id}/lines"), line(SHIRT, 1)).await.expect(200);
+        carts.push(id);
+    }
+    let order = app
+        .post_with(
+            &format!("/v1/carts/{}/checkout", carts[1]),
+            json!({"shipping_address": {"country": "DE"}}),
+            &[("idempotency-key", "seed")],
+        )
+        .await
+        .expect(201);
+    let order = order["id"].as_str().expect("an order id").to_owned();
+    let saga = app.get(&format!("/v1/sagas?order={order}")).await.expect(200)["items"][0]["id"]
+        .as_str()
+        .expect("a saga")
+        .to_owned();
     // The search index follows the feed: let it catch up, so reads before and after a refused
     // request compare like with like.
     let head = app.all_events().await.last().map(|e| e["seq"].as_i64().expect("a seq")).unwrap_or(0);
@@ -109,7 +139,15 @@ async fn seed_every_resource(app: &TestApp) -> Seeded {
         assert!(std::time::Instant::now() < deadline, "[{}] the search index stayed behind", app.label());
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    Seeded { reservation, count: count["id"].as_str().expect("a count id").to_owned(), alert }
+    Seeded {
+        reservation,
+        count: count["id"].as_str().expect("a count id").to_owned(),
+        alert,
+        cart: carts[0].clone(),
+        checkout_cart: carts[2].clone(),
+        order,
+        saga,
+    }
 }
 
 /// Waits for the alerts worker (it runs every second) to raise an alert on `sku`.
@@ -236,6 +274,12 @@ fn path_value(template: &str, collection: &str, name: &str, seeded: &Seeded) -> 
         ("channels", "code") => CHANNEL.to_owned(),
         ("products", "handle") => PRODUCT.to_owned(),
         ("prices", "sku") => SHIRT.to_owned(),
+        ("carts", "id") if template.ends_with("/checkout") => seeded.checkout_cart.clone(),
+        ("carts", "id") => seeded.cart.clone(),
+        ("lines", "sku") => SHIRT.to_owned(),
+        ("orders", "id") => seeded.order.clone(),
+        ("promotions", "code") => PROMO.to_owned(),
+        ("sagas", "id") => seeded.saga.clone(),
         _ => panic!(
             "{template}: no seeded value for the path parameter {{{name}}} after /{collection}/; \
              seed one in seed_every_resource and map it in path_value"
@@ -298,6 +342,31 @@ fn valid_bodies() -> Vec<(Method, &'static str, Value)> {
         (Method::POST, "/v1/products", json!({"handle": "new-product", "name": "New", "variants": [{"sku": MUG}]})),
         (Method::PATCH, "/v1/products/{handle}", json!({"name": "Renamed"})),
         (Method::PUT, "/v1/prices/{sku}", json!({"channel": CHANNEL, "amount": "1.00"})),
+        (Method::POST, "/v1/carts", json!({"channel": CHANNEL})),
+        (Method::POST, "/v1/carts/{id}/lines", line(SHIRT, 1)),
+        (Method::PATCH, "/v1/carts/{id}/lines/{sku}", json!({"quantity": 1})),
+        (
+            Method::POST,
+            "/v1/carts/{id}/preview",
+            json!({"shipping_address": {"country": "DE"}, "promotion_codes": [PROMO]}),
+        ),
+        (Method::POST, "/v1/carts/{id}/checkout", json!({"shipping_address": {"country": "DE"}, "partial": "reject"})),
+        (
+            Method::POST,
+            "/v1/sourcing/plan",
+            json!({"channel": CHANNEL, "shipping_address": {"country": "DE"}, "lines": [line(SHIRT, 2)]}),
+        ),
+        (
+            Method::POST,
+            "/v1/orders/{id}/payments",
+            json!({"provider": "stripe", "reference": "pi_1", "amount": "1.00", "status": "authorized"}),
+        ),
+        (
+            Method::POST,
+            "/v1/promotions",
+            json!({"code": "NEW-PROMO", "channel": CHANNEL, "kind": "fixed", "value": "5.00", "usage_limit": 10}),
+        ),
+        (Method::PATCH, "/v1/promotions/{code}", json!({"usage_limit": 500})),
     ]
 }
 
@@ -360,9 +429,13 @@ fn body_limit(template: &str) -> usize {
 
 // ------------------------------------------------------------------------------ requests
 
+/// Sends a JSON body; a checkout gets the `Idempotency-Key` it requires (a fresh one each).
 async fn send(app: &TestApp, method: Method, path: &str, body: &Value) -> Reply {
+    static KEYS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let bytes = serde_json::to_vec(body).expect("serialize");
-    app.request(method, path, Some((JSON, bytes)), Some(ADMIN_KEY), &[]).await
+    let key = format!("sweep-{}", KEYS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let headers: &[(&str, &str)] = if path.ends_with("/checkout") { &[("idempotency-key", &key)] } else { &[] };
+    app.request(method, path, Some((JSON, bytes)), Some(ADMIN_KEY), headers).await
 }
 
 async fn send_text(app: &TestApp, method: Method, path: &str, body: &str) -> Reply {
@@ -1475,23 +1548,31 @@ async fn a_key_without_the_scope_is_forbidden_on_every_endpoint() {
             api::auth::key_create(&app.db, &[Scope::CatalogRead], "test", now).await.expect("create a key");
         let catalog_write =
             api::auth::key_create(&app.db, &[Scope::CatalogWrite], "test", now).await.expect("create a key");
+        let orders_read =
+            api::auth::key_create(&app.db, &[Scope::OrdersRead], "test", now).await.expect("create a key");
+        let orders_write =
+            api::auth::key_create(&app.db, &[Scope::OrdersWrite], "test", now).await.expect("create a key");
         let before = snapshot(&app, &reads(&operations)).await;
         let mut v = Verdicts::new(&app);
         for (operation, body) in secured_requests(&operations) {
             let (method, path) = (&operation.method, &operation.path);
             let bytes = body.as_ref().map(|b| (JSON, serde_json::to_vec(b).expect("serialize")));
-            // Catalog routes take the catalog scopes; every other route the inventory ones.
-            let catalog = is_catalog_route(&operation.template);
-            let (read_key, write_key, area) =
-                if catalog { (&catalog_read, &catalog_write, "catalog") } else { (&read, &write, "inventory") };
+            // Catalog routes take the catalog scopes, order routes the order ones, every other
+            // route the inventory ones.
+            let (read_key, write_key, other_read, area) = if is_catalog_route(&operation.template) {
+                (&catalog_read, &catalog_write, &read, "catalog")
+            } else if is_order_route(&operation.template) {
+                (&orders_read, &orders_write, &catalog_read, "orders")
+            } else {
+                (&read, &write, &orders_read, "inventory")
+            };
             let reply = app.request(method.clone(), path, bytes.clone(), Some(&read_key.secret), &[]).await;
             if *method == Method::GET {
                 v.accepted(&format!("{method} {path} with an {area}:read key"), reply, 200);
                 let reply = app.request(method.clone(), path, None, Some(&write_key.secret), &[]).await;
                 v.refused(&format!("{method} {path} with an {area}:write key"), reply, 403, "forbidden", &[]);
-                let other_area = if catalog { &read } else { &catalog_read };
-                let reply = app.request(method.clone(), path, None, Some(&other_area.secret), &[]).await;
-                v.refused(&format!("{method} {path} with a read key of the other area"), reply, 403, "forbidden", &[]);
+                let reply = app.request(method.clone(), path, None, Some(&other_read.secret), &[]).await;
+                v.refused(&format!("{method} {path} with a read key of another area"), reply, 403, "forbidden", &[]);
             } else {
                 v.refused(&format!("{method} {path} with an {area}:read key"), reply, 403, "forbidden", &[]);
             }
@@ -1508,6 +1589,13 @@ fn is_catalog_route(template: &str) -> bool {
         .iter()
         .any(|prefix| template == *prefix || template.starts_with(&format!("{prefix}/")))
         || template.ends_with("/shipping-rates")
+}
+
+/// The order context's routes, which need `orders:*` scopes.
+fn is_order_route(template: &str) -> bool {
+    ["/v1/carts", "/v1/orders", "/v1/promotions", "/v1/sourcing", "/v1/sagas"]
+        .iter()
+        .any(|prefix| template == *prefix || template.starts_with(&format!("{prefix}/")))
 }
 
 // ------------------------------------------------------------------------------ idempotency

@@ -502,3 +502,24 @@ fn decode<B: Batch>(stored: &str) -> Result<Answer<B>, StoreError> {
         StoredOutcome::Refused(refusal) => Err(B::replay_refusal(refusal)),
     })
 }
+
+/// The stored answer of an earlier request under `key`, without queueing anything: for a
+/// caller whose own checks would refuse a retry before it reached the executor (a checkout's
+/// "the cart is still open"). `Some(Err(KeyReused))` when the key holds another request;
+/// `None` when the key is unused (or claimed by a batch not yet committed).
+pub async fn stored_answer<B: Batch>(
+    pool: &sqlx::AnyPool,
+    key: &IdempotencyKey,
+) -> Result<Option<Result<B::Outcome, B::Error>>, StoreError> {
+    let row: Option<(String, Option<String>)> =
+        sqlx::query_as("SELECT fingerprint, outcome FROM idempotency_keys WHERE scope = $1 AND idem_key = $2")
+            .bind(key.scope.clone())
+            .bind(key.key.clone())
+            .fetch_optional(pool)
+            .await?;
+    Ok(match row {
+        None | Some((_, None)) => None,
+        Some((fingerprint, _)) if fingerprint != key.fingerprint => Some(Err(ExecutorError::KeyReused.into())),
+        Some((_, Some(outcome))) => Some(decode::<B>(&outcome)?),
+    })
+}

@@ -25,6 +25,7 @@ pub struct AppOptions {
     pub sweep_interval: Duration,
     pub clock: Arc<dyn Clock>,
     pub catalog: stockroom::CatalogConfig,
+    pub orders: stockroom::OrderConfig,
     /// Connect to the PostgreSQL test database through this address (a [`proxy::TcpProxy`]
     /// in front of it) instead of directly.
     pub database_proxy: Option<std::net::SocketAddr>,
@@ -43,6 +44,7 @@ impl Default for AppOptions {
             sweep_interval: Duration::from_millis(1000),
             clock: Arc::new(SystemClock),
             catalog: stockroom::CatalogConfig::default(),
+            orders: stockroom::OrderConfig::default(),
             database_proxy: None,
         }
     }
@@ -76,6 +78,7 @@ pub async fn spawn_app_with(backend: Backend, options: AppOptions) -> TestApp {
         db: DbOptions { max_connections: 8, ..DbOptions::default() },
         group_commit: GroupCommitConfig { workers: 0, ..GroupCommitConfig::default() },
         catalog: options.catalog,
+        orders: options.orders,
     };
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle();
     let running = stockroom::start(config, options.clock, metrics).await.expect("start the app");
@@ -83,6 +86,20 @@ pub async fn spawn_app_with(backend: Backend, options: AppOptions) -> TestApp {
     let db = running.db.clone();
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("build the HTTP client");
     TestApp { base_url, backend, db, client, database, running: Arc::new(Mutex::new(Some(running))) }
+}
+
+/// [`each_backend`] with apps started with `options()`.
+pub async fn each_backend_with<O, F, Fut>(options: O, test: F)
+where
+    O: Fn() -> AppOptions,
+    F: Fn(TestApp) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for backend in backends() {
+        let app = spawn_app_with(backend, options()).await;
+        test(app.clone()).await;
+        app.shutdown().await;
+    }
 }
 
 /// `url` (`postgres://user@host:port/db`) with its host and port replaced by `proxy`.

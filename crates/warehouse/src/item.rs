@@ -253,3 +253,21 @@ pub(crate) async fn check_items<'a>(
     }
     Ok(known)
 }
+
+/// The unit weight in grams of each of `skus` that exists (`None`: not recorded), for
+/// shipping costs; one query.
+pub async fn weights_of(
+    conn: &mut sqlx::AnyConnection,
+    skus: &[String],
+) -> Result<std::collections::HashMap<String, Option<i64>>> {
+    if skus.is_empty() {
+        return Ok(Default::default());
+    }
+    let sql =
+        format!("SELECT sku, weight_grams FROM items WHERE sku IN ({})", store::sql::list_placeholders(skus.len(), 1));
+    let mut query = sqlx::query_as::<_, (String, Option<i64>)>(sqlx::AssertSqlSafe(sql));
+    for sku in skus {
+        query = query.bind(sku.clone());
+    }
+    Ok(query.fetch_all(conn).await?.into_iter().collect())
+}

@@ -278,3 +278,23 @@ pub(crate) async fn capacity_check(tx: &mut Tx, code: &WarehouseCode, capacity: 
     }
     Ok(())
 }
+
+/// Where each of `codes` is (latitude, longitude; `None` when not recorded) and whether it is
+/// active, for distance sourcing; one query.
+pub async fn locations_of(
+    conn: &mut sqlx::AnyConnection,
+    codes: &[String],
+) -> Result<std::collections::HashMap<String, (Option<f64>, Option<f64>, bool)>> {
+    if codes.is_empty() {
+        return Ok(Default::default());
+    }
+    let sql = format!(
+        "SELECT code, latitude, longitude, active FROM warehouses WHERE code IN ({})",
+        store::sql::list_placeholders(codes.len(), 1)
+    );
+    let mut query = sqlx::query_as::<_, (String, Option<f64>, Option<f64>, i64)>(sqlx::AssertSqlSafe(sql));
+    for code in codes {
+        query = query.bind(code.clone());
+    }
+    Ok(query.fetch_all(conn).await?.into_iter().map(|(c, lat, lon, active)| (c, (lat, lon, active == 1))).collect())
+}

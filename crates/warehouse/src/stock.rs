@@ -325,3 +325,46 @@ pub async fn sellable_in(
     }
     Ok(query.fetch_all(conn).await?.into_iter().collect())
 }
+
+/// Sellable units per SKU and warehouse among `skus` and the active warehouses among
+/// `warehouses` (the figures of [`sellable_in`], not summed), ordered by SKU and warehouse.
+/// With `lock`, the stock rows read are locked until the caller's transaction ends (on
+/// PostgreSQL; a SQLite write transaction excludes other writers anyway), so a checkout plans
+/// its sourcing against figures nobody changes before it holds them.
+pub async fn sellable_by_warehouse(
+    conn: &mut sqlx::AnyConnection,
+    skus: &[String],
+    warehouses: &[String],
+    now: kernel::Timestamp,
+    lock: bool,
+) -> Result<Vec<(String, String, i64)>> {
+    if skus.is_empty() || warehouses.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sku_list = list_placeholders(skus.len(), 2);
+    let warehouse_list = list_placeholders(warehouses.len(), 2 + skus.len());
+    let select = format!(
+        "SELECT s.sku, s.warehouse, CAST(CASE WHEN s.on_hand - s.reserved - COALESCE(b.blocked, 0) > 0 \
+                                 THEN s.on_hand - s.reserved - COALESCE(b.blocked, 0) ELSE 0 END AS BIGINT) \
+         FROM stock_levels s \
+         JOIN warehouses w ON w.code = s.warehouse AND w.active = 1 \
+         LEFT JOIN (SELECT sku, warehouse, SUM(on_hand - reserved) AS blocked FROM stock_lots \
+                    WHERE (quarantined = 1 OR expires_at_ms <= $1) AND sku IN ({sku_list}) \
+                    GROUP BY sku, warehouse) b ON b.sku = s.sku AND b.warehouse = s.warehouse \
+         WHERE s.sku IN ({sku_list}) AND s.warehouse IN ({warehouse_list}) \
+         ORDER BY s.sku, s.warehouse"
+    );
+    let sql = if lock {
+        format!("{select}{}", store::sql::Lock::ForUpdateOf("s").clause(store::db::backend_of(conn)))
+    } else {
+        select
+    };
+    let mut query = sqlx::query_as::<_, (String, String, i64)>(sqlx::AssertSqlSafe(sql)).bind(now.millis());
+    for sku in skus {
+        query = query.bind(sku.clone());
+    }
+    for warehouse in warehouses {
+        query = query.bind(warehouse.clone());
+    }
+    Ok(query.fetch_all(conn).await?)
+}

@@ -7,6 +7,7 @@ pub mod health;
 pub mod inventory;
 pub mod ledger;
 pub mod locations;
+pub mod orders;
 pub mod reservations;
 
 use crate::AppState;
@@ -26,6 +27,7 @@ pub fn v1_routes() -> Router<AppState> {
         .merge(alerts::routes())
         .merge(counts::routes())
         .merge(catalog::routes())
+        .merge(orders::routes())
 }
 
 pub async fn not_found() -> ApiError {

@@ -150,6 +150,7 @@ pub async fn start_server(
         // workers 0: the backend's default, chosen by `stockroom::start`.
         group_commit: overrides.apply(GroupCommitConfig { workers: 0, ..GroupCommitConfig::default() }),
         catalog: ::stockroom::CatalogConfig::default(),
+        orders: ::stockroom::OrderConfig::default(),
     };
     ::stockroom::start(config, Arc::new(SystemClock), crate::probe::handle())
         .await
