@@ -244,9 +244,7 @@ impl From<store::StoreError> for ApiError {
             tracing::warn!(error = %error, "retryable database conflict");
             return ApiError::unavailable("the database is busy; retry");
         }
-        if let store::StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)) =
-            &error
-        {
+        if error.is_unreachable() {
             tracing::error!(error = %error, "database unavailable");
             return ApiError::unavailable("the database is unavailable; retry");
         }

@@ -2,12 +2,14 @@
 //! every failure a problem document naming the field.
 
 use crate::error::ApiError;
+use crate::error::FieldError;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
 use kernel::limits::REQUEST_BODY_BYTES_MAX;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 use std::collections::HashMap;
 
 /// A JSON body: 400 `malformed_request` if it is not JSON (or not declared as JSON), 422
@@ -314,4 +316,19 @@ pub fn check_text(field: &str, value: &str, required: bool, errors: &mut Vec<cra
             message: format!("must be at most {} characters", kernel::limits::TEXT_CHARS_MAX),
         });
     }
+}
+
+/// Adds a field error to those a route gathers before answering.
+pub fn problem(errors: &mut Vec<FieldError>, field: impl Into<String>, message: impl Into<String>) {
+    errors.push(FieldError { field: field.into(), message: message.into() });
+}
+
+/// 422 naming every gathered field error, if there are any.
+pub fn finish(errors: Vec<FieldError>) -> Result<(), ApiError> {
+    if errors.is_empty() { Ok(()) } else { Err(ApiError::validation_many(errors)) }
+}
+
+/// A field that may be absent (`None`), `null` (`Some(None)`) or a value: JSON Merge Patch.
+pub fn explicit<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }

@@ -1,7 +1,7 @@
 //! The catalog context's events: one payload type each, with its type name and version.
 //! [`event_types`] is what the context registers (`GET /v1/event-types`).
 
-use kernel::{Event, EventType};
+use kernel::{EventType, event};
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -14,16 +14,6 @@ pub fn event_types() -> Vec<EventType> {
         EventType::of::<ProductUpdated>(),
         EventType::of::<PriceChanged>(),
     ]
-}
-
-macro_rules! event {
-    ($payload:ty, $name:literal, $version:literal, $description:literal) => {
-        impl Event for $payload {
-            const TYPE: &'static str = $name;
-            const VERSION: u32 = $version;
-            const DESCRIPTION: &'static str = $description;
-        }
-    };
 }
 
 /// A channel as its events show it.

@@ -11,6 +11,18 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
 
+/// Implements [`Event`] for a payload type: `event!(Payload, "type.name", 1, "What happened.")`.
+#[macro_export]
+macro_rules! event {
+    ($payload:ty, $name:literal, $version:literal, $description:literal) => {
+        impl $crate::Event for $payload {
+            const TYPE: &'static str = $name;
+            const VERSION: u32 = $version;
+            const DESCRIPTION: &'static str = $description;
+        }
+    };
+}
+
 /// An event payload.
 pub trait Event: Serialize + JsonSchema {
     /// Dotted type, e.g. `stock.changed`, `reservation.created`.

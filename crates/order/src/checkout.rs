@@ -509,6 +509,8 @@ pub async fn plan_dry_run(
 /// Applies one checkout in the batch's transaction (inside its savepoint).
 async fn apply_one(tx: &mut Tx, p: &Prepared, now: Timestamp) -> Result<Order> {
     cart_check_out(tx, &p.cart.id, p.cart.version, &p.order_id, now).await?;
+    // Its soft hold goes first, so the units it held count for the order read below.
+    crate::cart::release_for_checkout(tx, &p.cart, now).await?;
     let figures = figures_in(tx, &p.cart.skus(), &p.channel, now, true).await?;
     let prior = match &p.cart.customer {
         Some(c) if p.promotions.iter().any(|pr| pr.first_order_only || pr.per_customer_limit.is_some()) => {

@@ -2,7 +2,7 @@
 //! [`event_types`] is what the context registers (`GET /v1/event-types`). Amounts are in the
 //! order's currency's minor units.
 
-use kernel::{Event, EventType};
+use kernel::{EventType, event};
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -18,16 +18,6 @@ pub fn event_types() -> Vec<EventType> {
         EventType::of::<PromotionSaved>(),
         EventType::of::<SagaStuck>(),
     ]
-}
-
-macro_rules! event {
-    ($payload:ty, $name:literal, $version:literal, $description:literal) => {
-        impl Event for $payload {
-            const TYPE: &'static str = $name;
-            const VERSION: u32 = $version;
-            const DESCRIPTION: &'static str = $description;
-        }
-    };
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]

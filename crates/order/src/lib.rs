@@ -12,6 +12,7 @@
 //! guarded update backed by a `CHECK`); an order awaiting payment past its hold's expiry is
 //! cancelled by the saga worker, which releases what it held.
 
+pub mod backorder;
 pub mod cart;
 pub mod checkout;
 pub mod error;
@@ -31,20 +32,50 @@ use kernel::Clock;
 use std::sync::Arc;
 use std::time::Duration;
 use store::Db;
+use store::subscriber::{Subscription, subscription};
 use store::workers::{Progress, Worker};
 
 /// Sagas one worker run moves at most.
 pub const SAGAS_PER_RUN_MAX: i64 = 200;
 
+/// Carts one run of the cart worker cleans at most.
+pub const CARTS_PER_RUN_MAX: i64 = 500;
+
 /// The context's background workers, for the binary to supervise: the saga runner, which
-/// compensates checkouts whose hold expired unpaid and marks overdue sagas stuck.
+/// compensates checkouts whose hold expired unpaid and marks overdue sagas stuck, and the
+/// cart worker, which releases the soft holds of abandoned carts.
 pub fn workers(db: &Db, clock: &Arc<dyn Clock>, interval: Duration) -> Vec<Worker> {
-    let (db, clock) = (db.clone(), clock.clone());
-    vec![Worker::new("order-sagas", interval, move || {
+    let sagas = {
         let (db, clock) = (db.clone(), clock.clone());
-        async move {
-            let moved = lifecycle::run_due(&db, clock.now(), SAGAS_PER_RUN_MAX).await?;
-            Ok::<_, OrderError>(Progress { done: moved, more: moved as i64 >= SAGAS_PER_RUN_MAX })
-        }
-    })]
+        Worker::new("order-sagas", interval, move || {
+            let (db, clock) = (db.clone(), clock.clone());
+            async move {
+                let moved = lifecycle::run_due(&db, clock.now(), SAGAS_PER_RUN_MAX).await?;
+                Ok::<_, OrderError>(Progress { done: moved, more: moved as i64 >= SAGAS_PER_RUN_MAX })
+            }
+        })
+    };
+    let carts = {
+        let (db, clock) = (db.clone(), clock.clone());
+        Worker::new("order-carts", interval, move || {
+            let (db, clock) = (db.clone(), clock.clone());
+            async move {
+                let cleaned = cart::release_abandoned(&db, clock.now(), CARTS_PER_RUN_MAX).await?;
+                Ok::<_, OrderError>(Progress { done: cleaned, more: cleaned as i64 >= CARTS_PER_RUN_MAX })
+            }
+        })
+    };
+    vec![sagas, carts]
+}
+
+/// The context's subscribers: the backorder allocator, which holds arrived stock for
+/// backordered lines.
+pub fn subscriptions(db: &Db, clock: &Arc<dyn Clock>, interval: Duration) -> Vec<Subscription> {
+    vec![subscription(
+        db.clone(),
+        clock.clone(),
+        backorder::BackorderAllocator,
+        interval,
+        kernel::limits::OUTBOX_BATCH_MAX,
+    )]
 }

@@ -120,6 +120,15 @@ async fn cancel(tx: &mut Tx, order: &mut OrderRecord, reason: &str, now: Timesta
     for f in &mut order.fulfillments {
         f.status = "cancelled".into();
     }
+    // What was still backordered will not be allocated now.
+    sqlx::query("UPDATE order_lines SET cancelled = cancelled + backordered, backordered = 0 WHERE order_id = $1 AND backordered > 0")
+        .bind(order.id.clone())
+        .execute(&mut **tx)
+        .await?;
+    for l in &mut order.lines {
+        l.cancelled += l.backordered;
+        l.backordered = 0;
+    }
     for (_, _, status) in &mut order.promotions {
         *status = "released".into();
     }

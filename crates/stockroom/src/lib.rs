@@ -131,6 +131,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
     let mut context_workers = warehouse::workers(&db, &clock, config.sweep_interval);
     let mut subscriptions = warehouse::subscriptions(&db, &clock, config.sweep_interval);
     subscriptions.extend(catalog::subscriptions(&db, &clock, &config.catalog.intervals));
+    subscriptions.extend(order::subscriptions(&db, &clock, config.orders.saga_interval));
     let rebuilt = catalog::search::rebuild_if_missing(&db, clock.now()).await.context("rebuilding the search index")?;
     if rebuilt > 0 {
         tracing::info!(products = rebuilt, "rebuilt the search index");

@@ -319,6 +319,212 @@ async fn short_lines_are_rejected_cut_or_backordered_and_sourcing_explains_itsel
     .await;
 }
 
+/// Waits until the backorder allocator has handled every committed event.
+async fn backorders_caught_up(app: &TestApp) {
+    let started = Instant::now();
+    loop {
+        let offsets = store::subscriber::offsets(&app.db).await.unwrap();
+        if offsets.iter().any(|o| o.subscriber == "order-backorders" && o.lag == 0) {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "[{}] backorders lag: {offsets:?}", app.label());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn line<'a>(order: &'a Value, sku: &str) -> &'a Value {
+    order["lines"].as_array().unwrap().iter().find(|l| l["sku"] == sku).unwrap_or_else(|| panic!("{sku} in {order}"))
+}
+
+#[tokio::test]
+async fn arriving_stock_goes_to_backorders_in_order_of_placement() {
+    let options = || AppOptions {
+        orders: stockroom::OrderConfig { saga_interval: Duration::from_millis(50), ..Default::default() },
+        ..Default::default()
+    };
+    each_backend_with(options, |app| async move {
+        shop(&app, "priority", 900).await;
+        app.post("/v1/items", json!({"sku": "PRE", "name": "Preorder", "weight_grams": 300})).await.expect(201);
+        app.post(
+            "/v1/products",
+            json!({"handle": "pre", "name": "Preorder", "category": "home", "variants": [{"sku": "PRE", "options": {}, "backorder": true}]}),
+        )
+        .await
+        .expect(201);
+        app.put_json("/v1/prices/PRE", json!({"channel": "web-de", "amount": "30.00"})).await.expect(200);
+        app.receive("BER-1", "PRE", 1).await;
+        app.availability_caught_up().await;
+        let backorder = json!({"shipping_address": address(), "partial": "backorder"});
+
+        // First placed: 1 of 3 held, 2 backordered; paid at once.
+        let id = cart(&app, "cust-b1", &[("PRE", 3)]).await;
+        let first = checkout(&app, &id, "b-1", backorder.clone()).await.expect(201);
+        assert_eq!(allocated(&first, "PRE"), vec![("BER-1".to_owned(), 1)], "{first}");
+        assert_eq!(line(&first, "PRE")["backordered"], 2, "{first}");
+        let first_id = first["id"].as_str().unwrap().to_owned();
+        let paid = app
+            .post(&format!("/v1/orders/{first_id}/payments"), json!({"provider": "stripe", "reference": "pi_b1", "amount": first["totals"]["total"], "status": "captured"}))
+            .await
+            .expect(200);
+        assert_eq!(paid["status"], "paid", "{paid}");
+        assert_eq!(paid["fulfillments"].as_array().unwrap().len(), 1, "{paid}");
+        // Second placed: nothing there, all backordered, nothing held.
+        let id = cart(&app, "cust-b2", &[("PRE", 2)]).await;
+        let second = checkout(&app, &id, "b-2", backorder.clone()).await.expect(201);
+        assert_eq!(line(&second, "PRE")["backordered"], 2, "{second}");
+        assert!(allocated(&second, "PRE").is_empty(), "{second}");
+        let second_id = second["id"].as_str().unwrap().to_owned();
+        assert_eq!(reserved(&app, "PRE").await, 1);
+
+        // Three arrive in MUC-1: the first order's two, then one of the second's.
+        app.receive("MUC-1", "PRE", 3).await;
+        backorders_caught_up(&app).await;
+        let first = app.get(&format!("/v1/orders/{first_id}")).await.expect(200);
+        assert_eq!(line(&first, "PRE")["backordered"], 0, "{first}");
+        assert_eq!(allocated(&first, "PRE"), vec![("BER-1".to_owned(), 1), ("MUC-1".to_owned(), 2)], "{first}");
+        // Paid: the arrived units are confirmed and asked to ship from MUC-1.
+        let fulfillments = first["fulfillments"].as_array().unwrap();
+        assert_eq!(fulfillments.len(), 2, "{first}");
+        assert!(fulfillments.iter().any(|f| f["warehouse"] == "MUC-1" && f["lines"][0]["quantity"] == 2), "{first}");
+        let second = app.get(&format!("/v1/orders/{second_id}")).await.expect(200);
+        assert_eq!(line(&second, "PRE")["backordered"], 1, "{second}");
+        assert_eq!(allocated(&second, "PRE"), vec![("MUC-1".to_owned(), 1)], "{second}");
+        assert_eq!(reserved(&app, "PRE").await, 4);
+        let events = app.all_events().await;
+        let allocations: Vec<&Value> = events.iter().filter(|e| e["type"] == "order.backorder_allocated").collect();
+        assert_eq!(allocations.len(), 2, "{allocations:?}");
+        assert_eq!(allocations[0]["data"]["order"], first_id.as_str());
+        assert_eq!(allocations[1]["data"]["order"], second_id.as_str());
+
+        // Cancelled: its hold goes back and its backorder with it, so later stock stays free.
+        let cancelled = app.post(&format!("/v1/orders/{second_id}/cancel"), json!({})).await.expect(200);
+        assert_eq!(line(&cancelled, "PRE")["backordered"], 0, "{cancelled}");
+        assert_eq!(line(&cancelled, "PRE")["cancelled"], 1, "{cancelled}");
+        app.receive("BER-1", "PRE", 5).await;
+        backorders_caught_up(&app).await;
+        assert_eq!(reserved(&app, "PRE").await, 3);
+        app.reconcile().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn carts_soft_hold_their_lines_until_checkout_or_abandonment() {
+    let options = || AppOptions {
+        orders: stockroom::OrderConfig { saga_interval: Duration::from_millis(50), ..Default::default() },
+        ..Default::default()
+    };
+    each_backend_with(options, |app| async move {
+        shop(&app, "priority", 900).await;
+        app.patch("/v1/channels/web-de", json!({"cart_hold_ttl_seconds": 60})).await.expect(200);
+        app.availability_caught_up().await;
+        // 4 of the 5 TEE held by the first cart, in the channel's order: BER-1's 2, then MUC-1.
+        let first = cart(&app, "cust-h1", &[("TEE", 4)]).await;
+        let view = app.get(&format!("/v1/carts/{first}")).await.expect(200);
+        assert_eq!(view["lines"][0]["held"], 4, "{view}");
+        assert!(view["hold_expires_at"].is_string(), "{view}");
+        assert_eq!(reserved(&app, "TEE").await, 4);
+        app.availability_caught_up().await;
+        // Another cart sees only what is left.
+        let second = cart(&app, "cust-h2", &[]).await;
+        let p = app
+            .post(&format!("/v1/carts/{second}/lines"), json!({"sku": "TEE", "quantity": 2}))
+            .await
+            .expect_problem(409, "insufficient_stock");
+        assert_eq!(p["lines"][0]["available"], 1, "{p}");
+        // Its own hold counts for the cart that has it: 4 held + 1 free.
+        let view = app.patch(&format!("/v1/carts/{first}/lines/TEE"), json!({"quantity": 5})).await.expect(200);
+        assert_eq!(view["lines"][0]["held"], 5, "{view}");
+        assert_eq!(reserved(&app, "TEE").await, 5, "the renewed hold replaces the old one");
+        // Checkout turns the soft hold into the order's hold in one transaction.
+        let order = checkout(&app, &first, "h-1", json!({"shipping_address": address()})).await.expect(201);
+        assert_eq!(allocated(&order, "TEE").iter().map(|(_, q)| q).sum::<i64>(), 5, "{order}");
+        assert_eq!(reserved(&app, "TEE").await, 5);
+        let view = app.get(&format!("/v1/carts/{first}")).await.expect(200);
+        assert_eq!(view["hold_expires_at"], Value::Null, "{view}");
+
+        // A cart left alone past its hold is cleaned by the cart worker.
+        app.patch("/v1/channels/web-de", json!({"cart_hold_ttl_seconds": 1})).await.expect(200);
+        let third = cart(&app, "cust-h3", &[("MUG", 3)]).await;
+        assert_eq!(reserved(&app, "MUG").await, 3);
+        let started = Instant::now();
+        loop {
+            let view = app.get(&format!("/v1/carts/{third}")).await.expect(200);
+            let cleaned: Option<Option<String>> =
+                sqlx::query_scalar("SELECT hold_reservation FROM carts WHERE id = $1")
+                    .bind(third.clone())
+                    .fetch_optional(app.db.reader())
+                    .await
+                    .unwrap();
+            if cleaned == Some(None) {
+                assert_eq!(view["lines"][0]["held"], 0, "{view}");
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "[{}] hold never released: {view}", app.label());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(reserved(&app, "MUG").await, 0);
+        // Still a cart: a change holds again.
+        let view = app.patch(&format!("/v1/carts/{third}/lines/MUG"), json!({"quantity": 2})).await.expect(200);
+        assert_eq!(view["lines"][0]["held"], 2, "{view}");
+        app.reconcile().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_refund_never_reported_leaves_its_saga_stuck_and_announced() {
+    let clock = kernel::FakeClock::at(kernel::Clock::now(&kernel::SystemClock));
+    let options = {
+        let clock = clock.clone();
+        move || AppOptions {
+            clock: std::sync::Arc::new(clock.clone()),
+            orders: stockroom::OrderConfig { saga_interval: Duration::from_millis(50), ..Default::default() },
+            ..Default::default()
+        }
+    };
+    each_backend_with(options, |app| {
+        let clock = clock.clone();
+        async move {
+            shop(&app, "priority", 900).await;
+            let id = cart(&app, "cust-r", &[("MUG", 1)]).await;
+            let order = checkout(&app, &id, "r-1", json!({"shipping_address": address()})).await.expect(201);
+            let order_id = order["id"].as_str().unwrap().to_owned();
+            app.post(&format!("/v1/orders/{order_id}/payments"), json!({"provider": "stripe", "reference": "pi_r", "amount": order["totals"]["total"], "status": "captured"}))
+                .await
+                .expect(200);
+            app.post(&format!("/v1/orders/{order_id}/cancel"), json!({})).await.expect(200);
+            // A day and a second later, no refund reported: stuck.
+            clock.advance_seconds(24 * 3600 + 1);
+            let started = Instant::now();
+            let saga = loop {
+                let sagas = app.get(&format!("/v1/sagas?order={order_id}&kind=cancellation")).await.expect(200);
+                if sagas["items"][0]["stuck"] == true {
+                    break sagas["items"][0].clone();
+                }
+                assert!(started.elapsed() < Duration::from_secs(10), "[{}] never stuck: {sagas}", app.label());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            assert_eq!(saga["step"], "await_refund", "{saga}");
+            let events = app.all_events().await;
+            let stuck: Vec<&Value> = events.iter().filter(|e| e["type"] == "saga.stuck").collect();
+            assert_eq!(stuck.len(), 1, "announced once: {stuck:?}");
+            let listed = app.get("/v1/event-types").await.expect(200);
+            let schema = listed["items"].as_array().unwrap().iter().find(|t| t["type"] == "saga.stuck").unwrap()["schema"].clone();
+            let validator = jsonschema::validator_for(&schema).unwrap();
+            assert!(validator.is_valid(&stuck[0]["data"]), "{}", stuck[0]);
+            // The refund, late, still finishes it.
+            app.post(&format!("/v1/orders/{order_id}/payments"), json!({"provider": "stripe", "reference": "pi_r", "amount": order["totals"]["total"], "status": "refunded"}))
+                .await
+                .expect(200);
+            let saga = app.get(&format!("/v1/sagas/{}", saga["id"].as_str().unwrap())).await.expect(200);
+            assert_eq!(saga["status"], "done", "{saga}");
+            assert_eq!(saga["outcome"], "refunded", "{saga}");
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn an_unpaid_checkout_expires_and_a_failed_payment_cancels() {
     let options = || AppOptions {

@@ -34,6 +34,30 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// The database could not be reached or the connection broke: nothing was committed by
+    /// this request, and it may be retried once the database is back.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            StoreError::Database(e) => is_unreachable(e),
+            _ => false,
+        }
+    }
+}
+
+/// A connection that could not be made or was lost: pool timeouts, I/O and TLS failures, and
+/// the protocol errors a connection cut mid-handshake gives (e.g. the server's side closing
+/// before it answers the SSL request).
+pub fn is_unreachable(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed
+    )
 }
 
 /// The constraint named by a database error. SQLite reports CHECK failures as

@@ -10,7 +10,7 @@ use crate::item::Item;
 use crate::ledger::NewMovement;
 use crate::reservation::{Reservation, Status};
 use crate::site::Warehouse;
-use kernel::{Event, EventType};
+use kernel::{EventType, event};
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -36,16 +36,6 @@ pub fn event_types() -> Vec<EventType> {
         EventType::of::<AlertAcknowledged>(),
         EventType::of::<AlertResolved>(),
     ]
-}
-
-macro_rules! event {
-    ($payload:ty, $name:literal, $version:literal, $description:literal) => {
-        impl Event for $payload {
-            const TYPE: &'static str = $name;
-            const VERSION: u32 = $version;
-            const DESCRIPTION: &'static str = $description;
-        }
-    };
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]

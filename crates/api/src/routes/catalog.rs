@@ -3,7 +3,7 @@
 use crate::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, FieldError};
-use crate::extract::{ApiJson, NoQuery, QueryMap, check_text};
+use crate::extract::{ApiJson, NoQuery, QueryMap, check_text, explicit, finish, problem};
 use crate::idempotency::{Answer, run_write};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -16,7 +16,7 @@ use catalog::price::{NewPrice, Price};
 use catalog::product::{NewProduct, NewVariant, Product, ProductPatch, VARIANTS_MAX};
 use kernel::limits::{RESERVATION_TTL_SECONDS_MAX, STOCK_BATCH_SKUS_MAX};
 use kernel::{ChannelCode, Currency, ProductHandle, SkuCode, WarehouseCode};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
@@ -32,33 +32,6 @@ pub fn routes() -> Router<AppState> {
         .route("/availability", get(availability))
         .route("/availability/status", get(availability_status))
         .route("/search", get(search))
-}
-
-/// A field that may be absent (`None`), `null` (`Some(None)`) or a value: JSON Merge Patch.
-fn explicit<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
-fn problem(errors: &mut Vec<FieldError>, field: impl Into<String>, message: impl Into<String>) {
-    errors.push(FieldError { field: field.into(), message: message.into() });
-}
-
-fn finish(errors: Vec<FieldError>) -> Result<(), ApiError> {
-    if errors.is_empty() { Ok(()) } else { Err(ApiError::validation_many(errors)) }
-}
-
-/// Refuses query parameters the route does not take, naming each.
-fn only_params(query: &QueryMap, allowed: &[&str]) -> Result<(), ApiError> {
-    let mut unknown: Vec<&String> = query.0.keys().filter(|k| !allowed.contains(&k.as_str())).collect();
-    unknown.sort();
-    let errors = unknown
-        .into_iter()
-        .map(|k| FieldError {
-            field: k.clone(),
-            message: format!("is not a parameter of this route ({})", allowed.join(", ")),
-        })
-        .collect();
-    finish(errors)
 }
 
 fn check_country(field: &str, value: &str, errors: &mut Vec<FieldError>) {
@@ -211,7 +184,7 @@ pub struct ChannelPage {
               (status = 422, body = crate::error::Problem, description = "Bad parameter")),
     security(("bearer" = [])))]
 pub async fn channel_list(State(state): State<AppState>, query: QueryMap) -> Result<Json<ChannelPage>, ApiError> {
-    only_params(&query, &["limit", "next"])?;
+    query.only(&["limit", "next"]).finish()?;
     let page = query.page()?;
     let rows = catalog::channel::channels_list(state.db.reader(), page.after.as_deref(), page.limit).await?;
     let page = kernel::Page::from_rows(rows, page.limit, |c| c.code.clone());
@@ -566,7 +539,7 @@ pub struct ProductPage {
               (status = 422, body = crate::error::Problem, description = "Bad parameter")),
     security(("bearer" = [])))]
 pub async fn product_list(State(state): State<AppState>, query: QueryMap) -> Result<Json<ProductPage>, ApiError> {
-    only_params(&query, &["category", "limit", "next"])?;
+    query.only(&["category", "limit", "next"]).finish()?;
     let page = query.page()?;
     let rows =
         catalog::product::products_list(state.db.reader(), query.get("category"), page.after.as_deref(), page.limit)
@@ -768,7 +741,7 @@ pub async fn price_history(
     Path(sku): Path<String>,
     query: QueryMap,
 ) -> Result<Json<PriceHistoryPage>, ApiError> {
-    only_params(&query, &["channel", "limit", "next"])?;
+    query.only(&["channel", "limit", "next"]).finish()?;
     let sku = path_sku(&sku)?;
     let channel: Option<ChannelCode> = query.code("channel")?;
     let page = query.page()?;
@@ -793,7 +766,7 @@ pub async fn availability(
     State(state): State<AppState>,
     query: QueryMap,
 ) -> Result<Json<AvailabilityAnswer>, ApiError> {
-    only_params(&query, &["channel", "skus"])?;
+    query.only(&["channel", "skus"]).finish()?;
     let mut errors = Vec::new();
     let channel = match query.get("channel") {
         None => {
@@ -833,7 +806,7 @@ pub async fn availability_status(
     State(state): State<AppState>,
     query: QueryMap,
 ) -> Result<Json<catalog::availability::ViewStatus>, ApiError> {
-    only_params(&query, &[])?;
+    query.only(&[]).finish()?;
     Ok(Json(state.availability.status()))
 }
 
@@ -857,7 +830,9 @@ pub async fn search(
     query: QueryMap,
 ) -> Result<Json<catalog::search::SearchPage>, ApiError> {
     use catalog::search::{QUERY_CHARS_MAX, SEARCH_OFFSET_MAX, SearchQuery, Sort};
-    only_params(&query, &["channel", "q", "category", "in_stock", "min_price", "max_price", "sort", "limit", "next"])?;
+    query
+        .only(&["channel", "q", "category", "in_stock", "min_price", "max_price", "sort", "limit", "next"])
+        .finish()?;
     let mut errors = Vec::new();
     let channel = match query.get("channel").map(ChannelCode::parse) {
         None => {

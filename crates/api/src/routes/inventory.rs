@@ -3,7 +3,7 @@
 use crate::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, FieldError};
-use crate::extract::{ApiJson, NoQuery, QueryMap, check_text};
+use crate::extract::{ApiJson, NoQuery, QueryMap, check_text, finish, problem as field_error};
 use crate::idempotency::{Answer, run_write};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -36,14 +36,6 @@ pub fn routes() -> Router<AppState> {
         .route("/transfers", post(transfer_create))
         .route("/stock", get(stock_batch))
         .route("/stock/{sku}", get(stock_one))
-}
-
-fn finish(errors: Vec<FieldError>) -> Result<(), ApiError> {
-    if errors.is_empty() { Ok(()) } else { Err(ApiError::validation_many(errors)) }
-}
-
-fn field_error(errors: &mut Vec<FieldError>, field: impl Into<String>, message: impl Into<String>) {
-    errors.push(FieldError { field: field.into(), message: message.into() });
 }
 
 fn check_lines<T>(lines: &[T], errors: &mut Vec<FieldError>) {

@@ -3,7 +3,7 @@
 use crate::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, FieldError};
-use crate::extract::{ApiJson, NoQuery, QueryMap, check_text};
+use crate::extract::{ApiJson, NoQuery, QueryMap, check_text, explicit, finish, problem};
 use crate::idempotency::{Answer, idempotency_key, idempotency_scope, mark_replayed, run_write};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -20,7 +20,7 @@ use order::promotion::{Kind, NewPromotion, PromotionPatch, PromotionView, Target
 use order::record::{Address, Order, OrderFilter, OrderStatus, Partial};
 use order::saga::{Saga, SagaFilter, SagaKind, SagaStatus};
 use order::sourcing::Plan;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use store::batch::IdempotencyKey;
 use utoipa::ToSchema;
 
@@ -54,28 +54,6 @@ impl From<OrderError> for ApiError {
             OrderError::Catalog(e) => ApiError::from(e),
         }
     }
-}
-
-fn problem(errors: &mut Vec<FieldError>, field: impl Into<String>, message: impl Into<String>) {
-    errors.push(FieldError { field: field.into(), message: message.into() });
-}
-
-fn finish(errors: Vec<FieldError>) -> Result<(), ApiError> {
-    if errors.is_empty() { Ok(()) } else { Err(ApiError::validation_many(errors)) }
-}
-
-fn only_params(query: &QueryMap, allowed: &[&str]) -> Result<(), ApiError> {
-    let mut unknown: Vec<&String> = query.0.keys().filter(|k| !allowed.contains(&k.as_str())).collect();
-    unknown.sort();
-    finish(
-        unknown
-            .into_iter()
-            .map(|k| FieldError {
-                field: k.clone(),
-                message: format!("is not a parameter of this route ({})", allowed.join(", ")),
-            })
-            .collect(),
-    )
 }
 
 fn path_cart(raw: &str) -> Result<String, ApiError> {
@@ -271,14 +249,17 @@ async fn change_line(
         let mut probe = cart.clone();
         probe.lines = vec![(sku.to_string(), wanted)];
         let stock = stock_of(state, &probe).await;
-        if let Some(item) = stock.shown(sku.as_str(), state.clock.now())
-            && item.available < wanted
+        let now = state.clock.now();
+        // Units this cart soft-holds are its own, not someone else's.
+        let own = if cart.live_hold(now).is_some() { cart.held_of(sku.as_str()) } else { 0 };
+        if let Some(item) = stock.shown(sku.as_str(), now)
+            && item.available + own < wanted
         {
             return Err(OrderError::insufficient(vec![warehouse::ShortLine {
                 sku: sku.to_string(),
                 warehouse: None,
                 requested: wanted,
-                available: item.available,
+                available: item.available + own,
                 reason: None,
             }])
             .into());
@@ -595,7 +576,7 @@ pub struct OrderPage {
            ("limit" = Option<u32>, Query, description = "1 to 1000 (default 100)"), ("next" = Option<String>, Query)),
     responses((status = 200, body = OrderPage), (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
 pub async fn order_list(State(state): State<AppState>, query: QueryMap) -> Result<Json<OrderPage>, ApiError> {
-    only_params(&query, &["customer", "status", "limit", "next"])?;
+    query.only(&["customer", "status", "limit", "next"]).finish()?;
     let page = query.page()?;
     let mut errors = Vec::new();
     let status = query.get("status").and_then(|s| {
@@ -713,10 +694,6 @@ pub async fn order_cancel(
 }
 
 // ---------------------------------------------------------------- promotions
-
-fn explicit<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
 
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -915,7 +892,7 @@ pub struct PromotionPage {
     params(("channel" = Option<String>, Query), ("limit" = Option<u32>, Query), ("next" = Option<String>, Query)),
     responses((status = 200, body = PromotionPage), (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
 pub async fn promotion_list(State(state): State<AppState>, query: QueryMap) -> Result<Json<PromotionPage>, ApiError> {
-    only_params(&query, &["channel", "limit", "next"])?;
+    query.only(&["channel", "limit", "next"]).finish()?;
     let page = query.page()?;
     let rows =
         order::promotion::promotions_list(state.db.reader(), query.get("channel"), page.after.as_deref(), page.limit)
@@ -1036,7 +1013,7 @@ pub struct SagaPage {
            ("limit" = Option<u32>, Query), ("next" = Option<String>, Query)),
     responses((status = 200, body = SagaPage), (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
 pub async fn saga_list(State(state): State<AppState>, query: QueryMap) -> Result<Json<SagaPage>, ApiError> {
-    only_params(&query, &["status", "kind", "order", "limit", "next"])?;
+    query.only(&["status", "kind", "order", "limit", "next"]).finish()?;
     let page = query.page()?;
     let mut errors = Vec::new();
     let status = query.get("status").and_then(|s| {
