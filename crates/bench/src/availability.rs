@@ -147,7 +147,7 @@ pub fn run(args: &AvailabilityArgs) -> anyhow::Result<()> {
     })
 }
 
-fn label(backend: Backend) -> &'static str {
+pub(crate) fn label(backend: Backend) -> &'static str {
     match backend {
         Backend::Sqlite => "sqlite-full",
         Backend::Postgres => "postgres",
@@ -167,9 +167,15 @@ struct Report {
     search: Vec<(&'static str, Recorder, f64)>,
 }
 
-/// Seeds the catalog tables beside the warehouse's: one product per SKU, priced in one channel
-/// over both warehouses.
-async fn seed_catalog(db: &store::Db, skus: usize) -> anyhow::Result<()> {
+/// Seeds the catalog tables beside the warehouse's: one product per SKU `{prefix}{n}`, priced
+/// in `channel` (priority sourcing) over the first `warehouses` warehouses.
+pub(crate) async fn seed_catalog(
+    db: &store::Db,
+    channel: &str,
+    warehouses: usize,
+    prefix: &str,
+    skus: usize,
+) -> anyhow::Result<()> {
     let at = SystemClock.now().to_rfc3339();
     let backend = db.backend();
     let mut tx = db.begin().await?;
@@ -177,13 +183,13 @@ async fn seed_catalog(db: &store::Db, skus: usize) -> anyhow::Result<()> {
         "INSERT INTO channels (code, name, currency, country, sourcing, split_penalty_minor, cart_hold_ttl_seconds, \
          checkout_hold_ttl_seconds, created_at, updated_at) VALUES ($1, 'Web', 'EUR', 'DE', 'priority', 0, 0, 900, $2, $2)",
     )
-    .bind(CHANNEL)
+    .bind(channel.to_owned())
     .bind(at.clone())
     .execute(&mut *tx)
     .await?;
-    for i in 0..WAREHOUSES {
+    for i in 0..warehouses {
         sqlx::query("INSERT INTO channel_warehouses (channel, warehouse, position) VALUES ($1, $2, $3)")
-            .bind(CHANNEL)
+            .bind(channel.to_owned())
             .bind(crate::seed::warehouse_code(i))
             .bind(i as i64)
             .execute(&mut *tx)
@@ -197,11 +203,11 @@ async fn seed_catalog(db: &store::Db, skus: usize) -> anyhow::Result<()> {
         ),
         format!(
             "INSERT INTO product_variants (sku, product, position, options, backorder) \
-             SELECT '{PREFIX}' || CAST(g.n AS TEXT), 'p' || CAST(g.n AS TEXT), 0, '{{}}', 0 FROM {from}"
+             SELECT '{prefix}' || CAST(g.n AS TEXT), 'p' || CAST(g.n AS TEXT), 0, '{{}}', 0 FROM {from}"
         ),
         format!(
             "INSERT INTO prices (sku, channel, currency, amount_minor, compare_at_minor, updated_at) \
-             SELECT '{PREFIX}' || CAST(g.n AS TEXT), '{CHANNEL}', 'EUR', 1000 + g.n % 5000, NULL, $1 FROM {from}"
+             SELECT '{prefix}' || CAST(g.n AS TEXT), '{channel}', 'EUR', 1000 + g.n % 5000, NULL, $1 FROM {from}"
         ),
     ] {
         sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -228,7 +234,7 @@ async fn one_run(args: &AvailabilityArgs, backend: Backend, cache: bool) -> anyh
             ..SeedPlan::default()
         };
         crate::seed::seed(&db, &plan, SystemClock.now()).await?;
-        seed_catalog(&db, skus).await?;
+        seed_catalog(&db, CHANNEL, WAREHOUSES, PREFIX, skus).await?;
         db.close().await;
     }
     let mut catalog = ::stockroom::CatalogConfig::default();

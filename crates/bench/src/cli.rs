@@ -28,6 +28,9 @@ pub enum Command {
     /// The catalog's availability view over HTTP with its cache and without it (straight to
     /// the database), side by side; freshness of a change; cached batches in process.
     Availability(crate::availability::AvailabilityArgs),
+    /// Order checkout over HTTP with the group commit and with one checkout per transaction,
+    /// side by side, then a flash sale; the books are checked after each.
+    Orders(crate::orders::OrdersArgs),
 }
 
 #[derive(Debug, Args)]

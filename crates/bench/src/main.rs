@@ -16,6 +16,7 @@ mod database;
 mod env;
 mod load;
 mod orchestrate;
+mod orders;
 mod probe;
 mod report;
 mod rng;
@@ -38,6 +39,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(cli::Command::Job { spec }) => orchestrate::job_process(&spec),
         Some(cli::Command::Availability(args)) => availability::run(&args),
+        Some(cli::Command::Orders(args)) => orders::run(&args),
         None => orchestrate::run(&cli.run),
     }
 }

@@ -33,7 +33,9 @@ pub fn batch_totals() -> (f64, f64) {
         rendered
             .lines()
             .filter_map(|l| l.strip_prefix(name))
-            .filter_map(|rest| rest.strip_prefix(' '))
+            // `name value` or, labelled by executor, `name{executor="..."} value`.
+            .filter(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            .filter_map(|rest| rest.rsplit(' ').next())
             .filter_map(|v| v.trim().parse::<f64>().ok())
             .sum()
     };
