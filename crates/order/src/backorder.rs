@@ -42,14 +42,15 @@ impl Subscriber for BackorderAllocator {
         events: &'a [StoredEvent],
         now: Timestamp,
     ) -> impl std::future::Future<Output = Result<()>> + Send + 'a {
-        async move {
-            let skus = freed_skus(events)?;
-            for sku in skus {
-                allocate_sku(tx, &sku, now).await?;
-            }
-            Ok(())
-        }
+        allocate_freed(tx, events, now)
     }
+}
+
+async fn allocate_freed(tx: &mut Tx, events: &[StoredEvent], now: Timestamp) -> Result<()> {
+    for sku in freed_skus(events)? {
+        allocate_sku(tx, &sku, now).await?;
+    }
+    Ok(())
 }
 
 /// SKUs whose sellable units grew in these events. A payload without its fields is corrupt:

@@ -18,9 +18,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 const ADMIN_KEY: &str = "crash-admin-key";
-/// The fast channel's `checkout_hold_ttl_seconds` (a channel accepts 1 and up): 2 leaves
+/// The fast channel's `checkout_hold_ttl_seconds` (a channel accepts 1 and up): 4 leaves
 /// room for a checkout under load on a busy machine before the kill.
-const FAST_TTL_SECONDS: u64 = 2;
+const FAST_TTL_SECONDS: u64 = 4;
 const WAREHOUSES: [&str; 2] = ["CW1", "CW2"];
 /// Sold on the slow channel, whose holds outlast the test.
 const SLOW_SKUS: [&str; 3] = ["CR-A", "CR-B", "CR-C"];
