@@ -9,7 +9,7 @@
 
 use crate::Result;
 use crate::error::OrderError;
-use crate::events::{BackorderAllocated, FulfillmentLineState, FulfillmentRequested};
+use crate::events::BackorderAllocated;
 use crate::record::{OrderStatus, order_in};
 use kernel::{ChannelCode, NewEvent, Quantity, ReservationId, SkuCode, Timestamp, WarehouseCode};
 use std::collections::{BTreeSet, HashSet};
@@ -217,29 +217,10 @@ async fn allocate_line(tx: &mut Tx, order_id: &str, sku: &str, now: Timestamp) -
     if order.status == OrderStatus::Paid {
         // Paid: the hold is kept with no expiry, and the warehouse is asked to ship it.
         warehouse::reservation::confirm(tx, &reservation_id, now).await?;
-        let at = now.to_rfc3339();
         for (warehouse, quantity) in &takes {
-            let id = format!("ful_{}", uuid::Uuid::now_v7().simple());
             let lines = vec![crate::record::FulfillmentLine { sku: sku.to_owned(), quantity: *quantity }];
-            sqlx::query(
-                "INSERT INTO order_fulfillments (id, order_id, warehouse, status, lines, created_at) VALUES ($1, $2, $3, 'requested', $4, $5)",
-            )
-            .bind(id.clone())
-            .bind(order.id.clone())
-            .bind(warehouse.clone())
-            .bind(serde_json::to_string(&lines).unwrap_or_default())
-            .bind(at.clone())
-            .execute(&mut **tx)
-            .await?;
-            events.push(NewEvent::of(
-                format!("order:{}", order.id),
-                &FulfillmentRequested {
-                    fulfillment: id,
-                    order: order.id.clone(),
-                    warehouse: warehouse.clone(),
-                    lines: vec![FulfillmentLineState { sku: sku.to_owned(), quantity: *quantity }],
-                },
-            ));
+            let (_, event) = crate::lifecycle::request_fulfillment(tx, &order.id, warehouse, lines, now).await?;
+            events.push(event);
         }
     }
     sqlx::query("UPDATE orders SET updated_at = $2 WHERE id = $1")

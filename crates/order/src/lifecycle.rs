@@ -181,6 +181,37 @@ async fn cancel(tx: &mut Tx, order: &mut OrderRecord, reason: &str, now: Timesta
     Ok(())
 }
 
+/// Asks `warehouse` to ship `lines` of a paid order: the request row and its
+/// `fulfillment.requested` event, for the caller to append with its others.
+pub(crate) async fn request_fulfillment(
+    tx: &mut Tx,
+    order_id: &str,
+    warehouse: &str,
+    lines: Vec<FulfillmentLine>,
+    now: Timestamp,
+) -> Result<(Fulfillment, NewEvent)> {
+    let id = format!("ful_{}", uuid::Uuid::now_v7().simple());
+    let at = now.to_rfc3339();
+    sqlx::query("INSERT INTO order_fulfillments (id, order_id, warehouse, status, lines, created_at) VALUES ($1, $2, $3, 'requested', $4, $5)")
+        .bind(id.clone())
+        .bind(order_id.to_owned())
+        .bind(warehouse.to_owned())
+        .bind(serde_json::to_string(&lines).unwrap_or_default())
+        .bind(at.clone())
+        .execute(&mut **tx)
+        .await?;
+    let event = NewEvent::of(
+        format!("order:{order_id}"),
+        &FulfillmentRequested {
+            fulfillment: id.clone(),
+            order: order_id.to_owned(),
+            warehouse: warehouse.to_owned(),
+            lines: lines.iter().map(|l| FulfillmentLineState { sku: l.sku.clone(), quantity: l.quantity }).collect(),
+        },
+    );
+    Ok((Fulfillment { id, warehouse: warehouse.to_owned(), status: "requested".into(), lines, created_at: at }, event))
+}
+
 /// Pays an order whose payments cover its total: holds confirmed, one fulfilment requested
 /// per warehouse of its allocations, promotion uses kept, the checkout saga done.
 async fn pay(tx: &mut Tx, order: &mut OrderRecord, now: Timestamp) -> Result<()> {
@@ -203,36 +234,10 @@ async fn pay(tx: &mut Tx, order: &mut OrderRecord, now: Timestamp) -> Result<()>
         format!("order:{}", order.id),
         &OrderPaid { order: order.id.clone(), paid_minor: order.paid_minor, total_minor: order.total_minor },
     )];
-    let at = now.to_rfc3339();
     for (warehouse, lines) in by_warehouse {
-        let id = format!("ful_{}", uuid::Uuid::now_v7().simple());
-        sqlx::query("INSERT INTO order_fulfillments (id, order_id, warehouse, status, lines, created_at) VALUES ($1, $2, $3, 'requested', $4, $5)")
-            .bind(id.clone())
-            .bind(order.id.clone())
-            .bind(warehouse.clone())
-            .bind(serde_json::to_string(&lines).unwrap_or_default())
-            .bind(at.clone())
-            .execute(&mut **tx)
-            .await?;
-        events.push(NewEvent::of(
-            format!("order:{}", order.id),
-            &FulfillmentRequested {
-                fulfillment: id.clone(),
-                order: order.id.clone(),
-                warehouse: warehouse.clone(),
-                lines: lines
-                    .iter()
-                    .map(|l| FulfillmentLineState { sku: l.sku.clone(), quantity: l.quantity })
-                    .collect(),
-            },
-        ));
-        order.fulfillments.push(Fulfillment {
-            id,
-            warehouse,
-            status: "requested".into(),
-            lines,
-            created_at: at.clone(),
-        });
+        let (fulfillment, event) = request_fulfillment(tx, &order.id, &warehouse, lines, now).await?;
+        events.push(event);
+        order.fulfillments.push(fulfillment);
     }
     set_status(tx, order, OrderStatus::Paid, None, now).await?;
     if let Some((saga_id, _)) = saga::open_of(tx, &order.id, SagaKind::Checkout).await? {

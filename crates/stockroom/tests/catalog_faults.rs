@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use testkit::proxy::TcpProxy;
-use testkit::{AppOptions, TestApp, backends, spawn_app_with};
+use testkit::{AppOptions, TestApp, backends, postgres_addr, spawn_app_with};
 
 /// A warehouse with TEE-RED and TEE-BLUE, 10 each.
 async fn stock(app: &TestApp) {
@@ -120,17 +120,6 @@ async fn a_lost_channel_event_does_not_hide_the_channel_from_the_verifier() {
         app.shutdown().await;
     }
     scenario.teardown();
-}
-
-/// The host and port of the PostgreSQL test server.
-fn postgres_addr() -> Option<std::net::SocketAddr> {
-    let url = std::env::var("STOCKROOM_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty())?;
-    let start = url.find('@')? + 1;
-    let end = url[start..].find('/').map(|i| start + i).unwrap_or(url.len());
-    let authority = &url[start..end];
-    let authority = if authority.contains(':') { authority.to_owned() } else { format!("{authority}:5432") };
-    use std::net::ToSocketAddrs;
-    authority.to_socket_addrs().ok()?.next()
 }
 
 #[tokio::test]

@@ -5,18 +5,7 @@
 use serde_json::json;
 use std::time::{Duration, Instant};
 use testkit::proxy::TcpProxy;
-use testkit::{AppOptions, TestApp, spawn_app_with};
-
-/// The host and port of the PostgreSQL test server.
-fn postgres_addr() -> Option<std::net::SocketAddr> {
-    let url = std::env::var("STOCKROOM_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty())?;
-    let start = url.find('@')? + 1;
-    let end = url[start..].find('/').map(|i| start + i).unwrap_or(url.len());
-    let authority = &url[start..end];
-    let authority = if authority.contains(':') { authority.to_owned() } else { format!("{authority}:5432") };
-    use std::net::ToSocketAddrs;
-    authority.to_socket_addrs().ok()?.next()
-}
+use testkit::{AppOptions, TestApp, postgres_addr, spawn_app_with};
 
 async fn shop(app: &TestApp) {
     app.create_warehouse("BER-1", 10).await;

@@ -102,6 +102,18 @@ where
     }
 }
 
+/// The host and port of the PostgreSQL test server (`STOCKROOM_TEST_POSTGRES_URL`), for a
+/// [`proxy::TcpProxy`] in front of it; `None` when PostgreSQL tests are off.
+pub fn postgres_addr() -> Option<std::net::SocketAddr> {
+    let url = std::env::var("STOCKROOM_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty())?;
+    let start = url.find('@')? + 1;
+    let end = url[start..].find('/').map(|i| start + i).unwrap_or(url.len());
+    let authority = &url[start..end];
+    let authority = if authority.contains(':') { authority.to_owned() } else { format!("{authority}:5432") };
+    use std::net::ToSocketAddrs;
+    authority.to_socket_addrs().ok()?.next()
+}
+
 /// `url` (`postgres://user@host:port/db`) with its host and port replaced by `proxy`.
 fn through(url: &str, proxy: std::net::SocketAddr) -> String {
     let start = url.find('@').map(|i| i + 1).expect("a PostgreSQL URL with a user");
