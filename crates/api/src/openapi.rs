@@ -24,6 +24,7 @@ use utoipa_swagger_ui::SwaggerUi;
         alerts::rules, alerts::rule_default, alerts::rule_item, alerts::rule_item_warehouse, alerts::alerts, alerts::acknowledge,
         counts::count_open, counts::count_get, counts::count_submit, counts::count_approve, counts::count_cancel,
         locations::bin_create, locations::bin_list, locations::bin_move_create, locations::lots, locations::lot_quarantine, locations::lot_release,
+        locations::quarantine_create, locations::quarantine_list, locations::quarantine_release, locations::quarantine_scrap,
         locations::bins_of_sku,
         catalog::channel_create, catalog::channel_list, catalog::channel_get, catalog::channel_patch,
         catalog::shipping_rates_put, catalog::shipping_rates_get,

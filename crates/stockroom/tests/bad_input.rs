@@ -83,6 +83,8 @@ struct Seeded {
     /// An order awaiting payment, and its checkout saga.
     order: String,
     saga: String,
+    /// A held quarantine entry of 1 SHIRT in BER-1.
+    quarantine: String,
 }
 
 /// [`seed`], plus one of everything a path of the API can name: a reservation of 1 SHIRT in
@@ -102,6 +104,8 @@ async fn seed_every_resource(app: &TestApp) -> Seeded {
     let rule = format!("/v1/alert-rules/items/{MILK}/warehouses/{BER}");
     app.put_json(&rule, json!({"low_stock_units": 10})).await.expect(200);
     let alert = raised_alert(app, MILK).await;
+    let quarantine = json!({"warehouse": BER, "quantity": 1, "reason": "damaged"});
+    let quarantine = app.post(&format!("/v1/stock/{SHIRT}/quarantine"), quarantine).await.expect(201);
     let channel = json!({"code": CHANNEL, "name": "Web", "currency": "EUR", "country": "DE", "warehouses": [BER]});
     app.post("/v1/channels", channel).await.expect(201);
     app.post("/v1/products", json!({"handle": PRODUCT, "name": "Shirt", "variants": [{"sku": SHIRT}]}))
@@ -147,6 +151,7 @@ async fn seed_every_resource(app: &TestApp) -> Seeded {
         checkout_cart: carts[2].clone(),
         order,
         saga,
+        quarantine: quarantine["id"].as_str().expect("a quarantine id").to_owned(),
     }
 }
 
@@ -265,6 +270,8 @@ fn fill(template: &str, required_query: &[&str], seeded: &Seeded) -> String {
 /// of escaping the sweeps.
 fn path_value(template: &str, collection: &str, name: &str, seeded: &Seeded) -> String {
     match (collection, name) {
+        // Items with lots quarantine whole lots; units of an item without them.
+        ("stock", "sku") if template.ends_with("/{sku}/quarantine") => SHIRT.to_owned(),
         ("items" | "stock", "sku") => MILK.to_owned(),
         ("warehouses", "code") => BER.to_owned(),
         ("lots", "lot") => LOT.to_owned(),
@@ -280,6 +287,7 @@ fn path_value(template: &str, collection: &str, name: &str, seeded: &Seeded) -> 
         ("orders", "id") => seeded.order.clone(),
         ("promotions", "code") => PROMO.to_owned(),
         ("sagas", "id") => seeded.saga.clone(),
+        ("quarantine", "id") => seeded.quarantine.clone(),
         _ => panic!(
             "{template}: no seeded value for the path parameter {{{name}}} after /{collection}/; \
              seed one in seed_every_resource and map it in path_value"
@@ -323,6 +331,7 @@ fn valid_bodies() -> Vec<(Method, &'static str, Value)> {
         (Method::POST, "/v1/reservations/{id}/extend", json!({"ttl_seconds": 600})),
         (Method::POST, "/v1/stock/{sku}/lots/{lot}/quarantine", json!({"warehouse": BER, "reason": "recall"})),
         (Method::POST, "/v1/stock/{sku}/lots/{lot}/release", json!({"warehouse": BER})),
+        (Method::POST, "/v1/stock/{sku}/quarantine", json!({"warehouse": BER, "quantity": 1, "reason": "damaged"})),
         (Method::PUT, "/v1/alert-rules/default", json!({"out_of_stock": true})),
         (Method::PUT, "/v1/alert-rules/items/{sku}", rule.clone()),
         (Method::PUT, "/v1/alert-rules/items/{sku}/warehouses/{code}", rule),

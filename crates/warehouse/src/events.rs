@@ -27,6 +27,7 @@ pub fn event_types() -> Vec<EventType> {
         EventType::of::<ReservationConfirmed>(),
         EventType::of::<ReservationReleased>(),
         EventType::of::<ReservationFulfilled>(),
+        EventType::of::<ReservationReduced>(),
         EventType::of::<ReservationExpired>(),
         EventType::of::<LotQuarantined>(),
         EventType::of::<LotReleased>(),
@@ -242,6 +243,23 @@ event!(ReservationReleased, "reservation.released", 2, "A reservation was releas
 pub struct ReservationFulfilled(pub ReservationState);
 event!(ReservationFulfilled, "reservation.fulfilled", 2, "A reservation was fulfilled: its stock left the warehouse.");
 
+/// Part of a reservation was shipped or given back; the rest still holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct ReservationReduced {
+    pub id: String,
+    pub status: Status,
+    /// `fulfill` (the units left the warehouse) or `release` (they are available again).
+    pub kind: String,
+    /// What was settled: (SKU, warehouse, units).
+    pub settled: Vec<(String, String, i64)>,
+}
+event!(
+    ReservationReduced,
+    "reservation.reduced",
+    1,
+    "Part of a reservation was shipped or given back; the rest of it still holds."
+);
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct ReservationExpired {
     pub id: String,
@@ -376,7 +394,7 @@ mod tests {
     fn every_type_is_registered_once_with_a_schema_of_an_object() {
         let mut registry = kernel::EventRegistry::default();
         registry.register(super::event_types()).unwrap();
-        assert_eq!(registry.types().len(), 18);
+        assert_eq!(registry.types().len(), 19);
         for t in registry.types() {
             let schema = t.schema();
             assert_eq!(schema["type"], "object", "{}: {schema}", t.name);

@@ -30,6 +30,15 @@ pub enum MovementKind {
     LotQuarantined,
     /// A lot left quarantine: its free units are available again (unless expired).
     LotReleased,
+    /// Units came back from a customer into available stock.
+    Return,
+    /// Units were set aside as not for sale (on hand stays; a returned damaged unit comes
+    /// onto on hand set aside).
+    Quarantine,
+    /// Quarantined units were found fit and are available again.
+    QuarantineRelease,
+    /// Units were written off (failed quality control, defective, scrapped from quarantine).
+    Scrap,
 }
 
 impl MovementKind {
@@ -48,6 +57,10 @@ impl MovementKind {
             MovementKind::LotExpired => "lot_expired",
             MovementKind::LotQuarantined => "lot_quarantined",
             MovementKind::LotReleased => "lot_released",
+            MovementKind::Return => "return",
+            MovementKind::Quarantine => "quarantine",
+            MovementKind::QuarantineRelease => "quarantine_release",
+            MovementKind::Scrap => "scrap",
         }
     }
 }

@@ -3,11 +3,13 @@
 //! It owns items (SKUs as physical goods), warehouses, stock levels, reservations and the
 //! movement ledger. Its invariants, held at every instant on both databases:
 //!
-//! - `0 <= reserved <= on_hand` for every stock level (checked in the guarded `UPDATE`s and
-//!   backed by the `stock_reserved_*` CHECK constraints);
+//! - `0 <= reserved`, `0 <= quarantined` and `reserved + quarantined <= on_hand` for every
+//!   stock level (checked in the guarded `UPDATE`s and backed by the `stock_reserved_*` and
+//!   `stock_quarantined_*` CHECK constraints);
 //! - for every warehouse and SKU, the sums of the ledger's deltas equal the stock level
 //!   (every change writes its movement in the same transaction, see [`ledger::Journal`]);
-//! - reserved equals the sum of the lines of active and confirmed reservations.
+//! - reserved equals the sum of the lines of active and confirmed reservations, and
+//!   quarantined the sum of the held quarantine entries ([`quarantine`]).
 //!
 //! Use cases take the caller's [`store::Tx`] and the current time; reads take a pool. Nothing
 //! here knows about HTTP.
@@ -22,6 +24,7 @@ pub mod import;
 pub mod item;
 pub mod ledger;
 pub mod lot;
+pub mod quarantine;
 pub mod receipt;
 pub mod reconcile;
 pub mod reservation;

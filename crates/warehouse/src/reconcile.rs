@@ -12,7 +12,8 @@ pub struct Mismatch {
     pub sku: String,
     /// `ledger`: the level differs from the sum of its movements; `reservations`: reserved
     /// differs from the lines of active and confirmed reservations; `lots`: a lot-tracked
-    /// level differs from the sum of its lots; `movement_after`: a movement's `on_hand_after`
+    /// level differs from the sum of its lots; `quarantine`: quarantined (shown as `reserved`)
+    /// differs from the held quarantine entries; `movement_after`: a movement's `on_hand_after`
     /// and `reserved_after` (here `on_hand`, `reserved`) differ from the running sums of the
     /// deltas up to it (the first such movement of the level).
     pub check: String,
@@ -70,6 +71,19 @@ pub async fn reconcile(pool: &AnyPool) -> Result<Reconciliation> {
     .fetch_all(&mut *tx)
     .await?;
     mismatches.extend(lots);
+    // Quarantined units against the held quarantine entries (here `reserved` stands for
+    // quarantined).
+    let quarantined: Vec<Mismatch> = sqlx::query_as(
+        "SELECT s.warehouse, s.sku, 'quarantine' AS \"check\", s.on_hand, s.quarantined AS reserved, \
+                s.on_hand AS expected_on_hand, COALESCE(q.held, 0) AS expected_reserved \
+         FROM stock_levels s \
+         LEFT JOIN (SELECT warehouse, sku, CAST(SUM(units) AS BIGINT) AS held FROM stock_quarantine \
+                    WHERE status = 'held' GROUP BY warehouse, sku) q ON q.warehouse = s.warehouse AND q.sku = s.sku \
+         WHERE s.quarantined <> COALESCE(q.held, 0) ORDER BY s.warehouse, s.sku",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    mismatches.extend(quarantined);
     // Every movement states the level after it: those must be the running sums of the deltas
     // (the first movement that breaks this, per level).
     let after: Vec<Mismatch> = sqlx::query_as(

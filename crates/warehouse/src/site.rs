@@ -188,7 +188,7 @@ pub(crate) async fn warehouse_in_tx(tx: &mut Tx, code: &WarehouseCode) -> Result
 }
 
 /// Fails with [`WarehouseError::Invalid`] on `field` when the warehouse does not exist.
-pub(crate) async fn require_warehouse(tx: &mut Tx, field: &str, code: &WarehouseCode) -> Result<Warehouse> {
+pub async fn require_warehouse(tx: &mut Tx, field: &str, code: &WarehouseCode) -> Result<Warehouse> {
     match warehouse_in_tx(tx, code).await {
         Err(WarehouseError::NotFound { .. }) => {
             Err(WarehouseError::invalid(field, format!("unknown warehouse {code}")))

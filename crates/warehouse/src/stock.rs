@@ -60,7 +60,7 @@ pub async fn stock_level_take(
     let (sku, warehouse) = key(sku, warehouse);
     Ok(sqlx::query_as(
         "UPDATE stock_levels SET on_hand = on_hand - $1 \
-         WHERE sku = $2 AND warehouse = $3 AND on_hand - reserved >= $1 RETURNING on_hand, reserved",
+         WHERE sku = $2 AND warehouse = $3 AND on_hand - reserved - quarantined >= $1 RETURNING on_hand, reserved",
     )
     .bind(units)
     .bind(sku)
@@ -80,7 +80,7 @@ pub async fn stock_level_set_counted(
     let (sku, warehouse) = key(sku, warehouse);
     Ok(sqlx::query_as(
         "UPDATE stock_levels SET on_hand = $1 \
-         WHERE sku = $2 AND warehouse = $3 AND on_hand = $4 AND reserved <= $1 RETURNING on_hand, reserved",
+         WHERE sku = $2 AND warehouse = $3 AND on_hand = $4 AND reserved + quarantined <= $1 RETURNING on_hand, reserved",
     )
     .bind(counted)
     .bind(sku)
@@ -100,7 +100,7 @@ pub async fn stock_level_hold(
     let (sku, warehouse) = key(sku, warehouse);
     Ok(sqlx::query_as(
         "UPDATE stock_levels SET reserved = reserved + $1 \
-         WHERE sku = $2 AND warehouse = $3 AND on_hand - reserved >= $1 RETURNING on_hand, reserved",
+         WHERE sku = $2 AND warehouse = $3 AND on_hand - reserved - quarantined >= $1 RETURNING on_hand, reserved",
     )
     .bind(units)
     .bind(sku)
@@ -184,6 +184,9 @@ pub struct WarehouseStock {
     pub warehouse: String,
     pub on_hand: i64,
     pub reserved: i64,
+    /// On hand but not for sale: quarantined units and the free units of expired or
+    /// quarantined lots.
+    pub unavailable: i64,
     pub available: i64,
     /// Inactive warehouses are listed but not counted in the totals.
     pub active: bool,
@@ -195,19 +198,21 @@ pub struct StockView {
     pub sku: String,
     pub on_hand: i64,
     pub reserved: i64,
+    pub unavailable: i64,
     pub available: i64,
     pub warehouses: Vec<WarehouseStock>,
 }
 
 impl StockView {
     fn empty(sku: String) -> Self {
-        Self { sku, on_hand: 0, reserved: 0, available: 0, warehouses: Vec::new() }
+        Self { sku, on_hand: 0, reserved: 0, unavailable: 0, available: 0, warehouses: Vec::new() }
     }
 
     fn add(&mut self, row: WarehouseStock) {
         if row.active {
             self.on_hand += row.on_hand;
             self.reserved += row.reserved;
+            self.unavailable += row.unavailable;
             self.available += row.available;
         }
         self.warehouses.push(row);
@@ -220,6 +225,7 @@ struct StockRow {
     warehouse: Option<String>,
     on_hand: Option<i64>,
     reserved: Option<i64>,
+    quarantined: Option<i64>,
     active: Option<i64>,
 }
 
@@ -245,7 +251,7 @@ pub async fn stock_views_at(
         return Ok(Vec::new());
     }
     let sql = format!(
-        "SELECT i.sku AS item_sku, s.warehouse, s.on_hand, s.reserved, w.active \
+        "SELECT i.sku AS item_sku, s.warehouse, s.on_hand, s.reserved, s.quarantined, w.active \
          FROM items i \
          LEFT JOIN stock_levels s ON s.sku = i.sku AND ($1 IS NULL OR s.warehouse = $1) \
          LEFT JOIN warehouses w ON w.code = s.warehouse \
@@ -266,11 +272,14 @@ pub async fn stock_views_at(
         }
         let view = views.last_mut().expect("pushed above");
         if let (Some(warehouse), Some(on_hand), Some(reserved)) = (row.warehouse, row.on_hand, row.reserved) {
-            let unavailable = blocked.get(&(view.sku.clone(), warehouse.clone())).copied().unwrap_or(0);
+            let unavailable = (blocked.get(&(view.sku.clone(), warehouse.clone())).copied().unwrap_or(0)
+                + row.quarantined.unwrap_or(0))
+            .min(on_hand - reserved);
             view.add(WarehouseStock {
                 warehouse,
                 on_hand,
                 reserved,
+                unavailable,
                 available: (on_hand - reserved - unavailable).max(0),
                 active: row.active == Some(1),
             });
@@ -290,8 +299,8 @@ pub async fn stock_view(pool: &AnyPool, sku: &SkuCode, now: kernel::Timestamp) -
 }
 
 /// Sellable units of each SKU among `skus`, summed over the active warehouses among
-/// `warehouses`: per warehouse `on_hand - reserved` less the free units of expired or
-/// quarantined lots, never below 0. One query, on the caller's connection, so a caller can
+/// `warehouses`: per warehouse `on_hand - reserved - quarantined` less the free units of
+/// expired or quarantined lots, never below 0. One query, on the caller's connection, so a caller can
 /// read it inside its own snapshot (the catalog reads prices in the same one). SKUs with no
 /// stock in those warehouses are left out.
 pub async fn sellable_in(
@@ -306,8 +315,8 @@ pub async fn sellable_in(
     let sku_list = list_placeholders(skus.len(), 2);
     let warehouse_list = list_placeholders(warehouses.len(), 2 + skus.len());
     let sql = format!(
-        "SELECT s.sku, CAST(SUM(CASE WHEN s.on_hand - s.reserved - COALESCE(b.blocked, 0) > 0 \
-                                 THEN s.on_hand - s.reserved - COALESCE(b.blocked, 0) ELSE 0 END) AS BIGINT) \
+        "SELECT s.sku, CAST(SUM(CASE WHEN s.on_hand - s.reserved - s.quarantined - COALESCE(b.blocked, 0) > 0 \
+                                 THEN s.on_hand - s.reserved - s.quarantined - COALESCE(b.blocked, 0) ELSE 0 END) AS BIGINT) \
          FROM stock_levels s \
          JOIN warehouses w ON w.code = s.warehouse AND w.active = 1 \
          LEFT JOIN (SELECT sku, warehouse, SUM(on_hand - reserved) AS blocked FROM stock_lots \
@@ -344,8 +353,8 @@ pub async fn sellable_by_warehouse(
     let sku_list = list_placeholders(skus.len(), 2);
     let warehouse_list = list_placeholders(warehouses.len(), 2 + skus.len());
     let select = format!(
-        "SELECT s.sku, s.warehouse, CAST(CASE WHEN s.on_hand - s.reserved - COALESCE(b.blocked, 0) > 0 \
-                                 THEN s.on_hand - s.reserved - COALESCE(b.blocked, 0) ELSE 0 END AS BIGINT) \
+        "SELECT s.sku, s.warehouse, CAST(CASE WHEN s.on_hand - s.reserved - s.quarantined - COALESCE(b.blocked, 0) > 0 \
+                                 THEN s.on_hand - s.reserved - s.quarantined - COALESCE(b.blocked, 0) ELSE 0 END AS BIGINT) \
          FROM stock_levels s \
          JOIN warehouses w ON w.code = s.warehouse AND w.active = 1 \
          LEFT JOIN (SELECT sku, warehouse, SUM(on_hand - reserved) AS blocked FROM stock_lots \

@@ -25,6 +25,10 @@ pub fn routes() -> Router<AppState> {
         .route("/stock/{sku}/lots/{lot}/quarantine", post(lot_quarantine))
         .route("/stock/{sku}/lots/{lot}/release", post(lot_release))
         .route("/stock/{sku}/bins", get(bins_of_sku))
+        .route("/stock/{sku}/quarantine", post(quarantine_create))
+        .route("/quarantine", get(quarantine_list))
+        .route("/quarantine/{id}/release", post(quarantine_release))
+        .route("/quarantine/{id}/scrap", post(quarantine_scrap))
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -295,4 +299,160 @@ pub async fn bins_of_sku(
     query.finish()?;
     let warehouse = warehouse.ok_or_else(ApiError::internal)?;
     Ok(Json(BinStockList { items: warehouse::bin::bin_stock_of(state.db.reader(), &warehouse, &sku).await? }))
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"warehouse": "BER-1", "quantity": 2, "reason": "crushed box"}))]
+pub struct QuarantineRequest {
+    #[schema(value_type = String)]
+    pub warehouse: WarehouseCode,
+    /// Free units to set aside, at least 1.
+    pub quantity: i64,
+    /// Why, for the ledger (the movement's reason).
+    pub reason: String,
+}
+
+/// Sets free units of an item that does not track lots aside: they stay on hand but count as
+/// `unavailable`, not `available`, until the entry is released or scrapped. A `quarantine`
+/// movement records it. Fewer free units than asked: 409 `insufficient_stock`; a lot-tracked
+/// item: 422 (quarantine its lot instead).
+#[utoipa::path(post, path = "/v1/stock/{sku}/quarantine", tag = "stock", params(("sku" = String, Path)),
+    request_body = QuarantineRequest,
+    responses((status = 201, body = warehouse::quarantine::QuarantineEntry), (status = 404, body = crate::error::Problem),
+        (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn quarantine_create(
+    _query: NoQuery,
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(sku): Path<String>,
+    headers: HeaderMap,
+    body: ApiJson<QuarantineRequest>,
+) -> Result<Response, ApiError> {
+    let sku = path_sku(&sku)?;
+    let req = body.value;
+    let mut errors = Vec::new();
+    if !(1..=kernel::limits::QUANTITY_MAX).contains(&req.quantity) {
+        errors.push(FieldError {
+            field: "quantity".into(),
+            message: format!("must be 1 to {}", kernel::limits::QUANTITY_MAX),
+        });
+    }
+    check_text("reason", &req.reason, true, &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::validation_many(errors));
+    }
+    warehouse::item::item_get(state.db.reader(), &sku).await?;
+    let key = [sku.as_str().as_bytes(), b"\0", &body.raw].concat();
+    run_write(&state, &principal, "POST /v1/stock/quarantine", &headers, &key, move |tx, now| {
+        let (sku, req) = (sku.clone(), req.clone());
+        Box::pin(async move {
+            let mut issues = Vec::new();
+            if let Err(e) = warehouse::site::require_warehouse(tx, "warehouse", &req.warehouse).await {
+                match e {
+                    warehouse::WarehouseError::Invalid { field, message } => issues.push(FieldError { field, message }),
+                    other => return Err(other.into()),
+                }
+            }
+            if !issues.is_empty() {
+                return Err(ApiError::validation_many(issues));
+            }
+            let entry = warehouse::quarantine::quarantine_units(
+                tx,
+                &sku,
+                &req.warehouse,
+                req.quantity,
+                warehouse::quarantine::Source::Available,
+                None,
+                &req.reason,
+                now,
+            )
+            .await?;
+            Ok(Answer::json(StatusCode::CREATED, &entry))
+        })
+    })
+    .await
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuarantineList {
+    pub items: Vec<warehouse::quarantine::QuarantineEntry>,
+}
+
+/// Quarantine entries, oldest first (`?warehouse=`, `?status=held|released|scrapped`, `?limit=`).
+#[utoipa::path(get, path = "/v1/quarantine", tag = "stock",
+    params(("warehouse" = Option<String>, Query), ("status" = Option<String>, Query), ("limit" = Option<u32>, Query)),
+    responses((status = 200, body = QuarantineList), (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
+pub async fn quarantine_list(State(state): State<AppState>, query: QueryMap) -> Result<Json<QuarantineList>, ApiError> {
+    let mut query = query.only(&["warehouse", "status", "limit"]);
+    let warehouse = query.code::<WarehouseCode>("warehouse");
+    let status = query.get("status").map(str::to_owned);
+    if let Some(s) = &status
+        && !["held", "released", "scrapped"].contains(&s.as_str())
+    {
+        query.refuse("status", "must be held, released or scrapped");
+    }
+    let page = query.page();
+    query.require_warehouse(state.db.reader(), "warehouse", warehouse.as_ref()).await?;
+    query.finish()?;
+    let items =
+        warehouse::quarantine::quarantine_list(state.db.reader(), warehouse.as_ref(), status.as_deref(), page.limit)
+            .await?;
+    Ok(Json(QuarantineList { items }))
+}
+
+/// Releases a held quarantine entry: its units are available again (`quarantine_release`
+/// movement). An entry already released or scrapped: 409 `invalid_state`.
+#[utoipa::path(post, path = "/v1/quarantine/{id}/release", tag = "stock", params(("id" = String, Path)),
+    responses((status = 200, body = warehouse::quarantine::QuarantineEntry), (status = 404, body = crate::error::Problem),
+        (status = 409, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn quarantine_release(
+    query: NoQuery,
+    state: State<AppState>,
+    principal: Extension<Principal>,
+    path: Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    quarantine_settle(query, state, principal, path, headers, warehouse::quarantine::Settle::Release).await
+}
+
+/// Scraps a held quarantine entry: its units leave on hand (`scrap` movement). An entry
+/// already released or scrapped: 409 `invalid_state`.
+#[utoipa::path(post, path = "/v1/quarantine/{id}/scrap", tag = "stock", params(("id" = String, Path)),
+    responses((status = 200, body = warehouse::quarantine::QuarantineEntry), (status = 404, body = crate::error::Problem),
+        (status = 409, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn quarantine_scrap(
+    query: NoQuery,
+    state: State<AppState>,
+    principal: Extension<Principal>,
+    path: Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    quarantine_settle(query, state, principal, path, headers, warehouse::quarantine::Settle::Scrap).await
+}
+
+async fn quarantine_settle(
+    _query: NoQuery,
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    settle: warehouse::quarantine::Settle,
+) -> Result<Response, ApiError> {
+    let route = match settle {
+        warehouse::quarantine::Settle::Release => "POST /v1/quarantine/release",
+        warehouse::quarantine::Settle::Scrap => "POST /v1/quarantine/scrap",
+    };
+    let key = id.clone().into_bytes();
+    run_write(&state, &principal, route, &headers, &key, move |tx, now| {
+        let id = id.clone();
+        Box::pin(async move {
+            let entry = warehouse::quarantine::quarantine_settle(tx, &id, settle, now).await?;
+            Ok(Answer::json(StatusCode::OK, &entry))
+        })
+    })
+    .await
 }

@@ -166,8 +166,11 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
         .iter()
         .copied()
         .filter(|sku| {
-            let available: i64 =
-                rows.iter().filter(|r| r.sku == sku.as_str() && r.active).map(|r| r.on_hand - r.reserved).sum();
+            let available: i64 = rows
+                .iter()
+                .filter(|r| r.sku == sku.as_str() && r.active)
+                .map(|r| r.on_hand - r.reserved - r.quarantined)
+                .sum();
             demand.get(sku).copied().unwrap_or(0) > available
         })
         .collect();
@@ -191,8 +194,13 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
         let sku = SkuCode::parse(row.sku.clone()).map_err(|e| corrupt(format!("stock row SKU {:?}: {e}", row.sku)))?;
         let warehouse = WarehouseCode::parse(row.warehouse.clone())
             .map_err(|e| corrupt(format!("stock row warehouse {:?}: {e}", row.warehouse)))?;
-        let level =
-            rules::Level { on_hand: row.on_hand, reserved: row.reserved, priority: row.priority, active: row.active };
+        let level = rules::Level {
+            on_hand: row.on_hand,
+            reserved: row.reserved,
+            quarantined: row.quarantined,
+            priority: row.priority,
+            active: row.active,
+        };
         figures.levels.insert((sku, warehouse), level);
     }
     let plans = rules::plan_batch(&mut figures, commands.iter().map(|c| c.lines.as_slice()), now)?;
@@ -507,6 +515,166 @@ pub async fn fulfill(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<
             "be fulfilled"
         },
     })
+}
+
+/// Units of one SKU in one warehouse that a reservation holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    pub sku: SkuCode,
+    pub warehouse: WarehouseCode,
+    pub quantity: i64,
+}
+
+/// How held units are settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Shipped: on hand and reserved both go down (`fulfill` movements). Confirmed only.
+    Fulfill,
+    /// Given back to available stock (`release` movements). Active or confirmed.
+    Release,
+}
+
+/// Ships or gives back `parts` of a reservation and keeps the rest held: a fulfilment
+/// shipping one warehouse of an order, or units that failed quality control. Lot-tracked
+/// lines give up their lots first expiry first. Settling everything the reservation still
+/// holds is [`fulfill`] or [`release`]. Asking for more than a line holds is `Invalid`; a
+/// reservation in another state is `InvalidState`.
+pub async fn settle_part(
+    tx: &mut Tx,
+    id: &ReservationId,
+    parts: &[Part],
+    settlement: Settlement,
+    now: Timestamp,
+) -> Result<Reservation> {
+    let current = find_in_tx(tx, id, now).await?;
+    let allowed = match settlement {
+        Settlement::Fulfill => current.status == Status::Confirmed,
+        Settlement::Release => matches!(current.status, Status::Active | Status::Confirmed),
+    };
+    if !allowed {
+        return Err(WarehouseError::InvalidState {
+            what: "reservation",
+            from: current.status.as_str().to_owned(),
+            action: match settlement {
+                Settlement::Fulfill => "ship part of it: only a confirmed reservation ships",
+                Settlement::Release => "give part of it back: it holds nothing",
+            },
+        });
+    }
+    let mut wanted: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for part in parts.iter().filter(|p| p.quantity > 0) {
+        *wanted.entry((part.sku.to_string(), part.warehouse.to_string())).or_default() += part.quantity;
+    }
+    let held_total: i64 = current.lines.iter().map(|l| l.quantity).sum();
+    for ((sku, warehouse), units) in &wanted {
+        let held: i64 =
+            current.lines.iter().filter(|l| &l.sku == sku && &l.warehouse == warehouse).map(|l| l.quantity).sum();
+        if held < *units {
+            return Err(WarehouseError::invalid(
+                "quantity",
+                format!("reservation {id} holds {held} of {sku} in {warehouse}; {units} cannot be settled"),
+            ));
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(current);
+    }
+    if wanted.values().sum::<i64>() == held_total {
+        return match settlement {
+            Settlement::Fulfill => fulfill(tx, id, now).await,
+            Settlement::Release => release(tx, id, now).await,
+        };
+    }
+    let line_rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
+        "SELECT line_no, sku, warehouse, quantity FROM reservation_lines WHERE reservation_id = $1 ORDER BY line_no",
+    )
+    .bind(id.as_str().to_owned())
+    .fetch_all(&mut **tx)
+    .await?;
+    let lot_rows: Vec<(i64, String, i64)> = sqlx::query_as(
+        "SELECT line_no, lot, quantity FROM reservation_lots WHERE reservation_id = $1 ORDER BY line_no, position",
+    )
+    .bind(id.as_str().to_owned())
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut journal = Journal::new();
+    let kind = match settlement {
+        Settlement::Fulfill => MovementKind::Fulfill,
+        Settlement::Release => MovementKind::Release,
+    };
+    let mut settled = Vec::new();
+    for ((sku, warehouse), units) in &wanted {
+        let mut need = *units;
+        for (line_no, _, _, quantity) in line_rows.iter().filter(|(_, s, w, _)| s == sku && w == warehouse) {
+            if need == 0 {
+                break;
+            }
+            let take = need.min(*quantity);
+            need -= take;
+            let mut lot_need = take;
+            for (_, lot, lot_quantity) in lot_rows.iter().filter(|(n, _, _)| n == line_no) {
+                if lot_need == 0 {
+                    break;
+                }
+                let lot_take = lot_need.min(*lot_quantity);
+                lot_need -= lot_take;
+                let shipped = if settlement == Settlement::Fulfill { -lot_take } else { 0 };
+                crate::lot::lot_change_held(tx, sku, warehouse, lot, shipped, -lot_take).await?;
+                let sql = if lot_take == *lot_quantity {
+                    "DELETE FROM reservation_lots WHERE reservation_id = $2 AND line_no = $3 AND lot = $4 AND $1 > 0"
+                } else {
+                    "UPDATE reservation_lots SET quantity = quantity - $1 WHERE reservation_id = $2 AND line_no = $3 AND lot = $4"
+                };
+                sqlx::query(sql)
+                    .bind(lot_take)
+                    .bind(id.as_str().to_owned())
+                    .bind(*line_no)
+                    .bind(lot.clone())
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            let sql = if take == *quantity {
+                "DELETE FROM reservation_lines WHERE reservation_id = $2 AND line_no = $3 AND $1 > 0"
+            } else {
+                "UPDATE reservation_lines SET quantity = quantity - $1 WHERE reservation_id = $2 AND line_no = $3"
+            };
+            sqlx::query(sql).bind(take).bind(id.as_str().to_owned()).bind(*line_no).execute(&mut **tx).await?;
+        }
+        let sku_code = SkuCode::parse(sku.clone()).map_err(|e| corrupt(format!("stored SKU: {e}")))?;
+        let warehouse_code =
+            WarehouseCode::parse(warehouse.clone()).map_err(|e| corrupt(format!("stored warehouse: {e}")))?;
+        let (level, on_hand_delta) = match settlement {
+            Settlement::Fulfill => (stock_level_ship(tx, &sku_code, &warehouse_code, *units).await?, -units),
+            Settlement::Release => (stock_level_unhold(tx, &sku_code, &warehouse_code, *units).await?, 0),
+        };
+        if settlement == Settlement::Fulfill {
+            crate::bin::bins_shrink_to(tx, &warehouse_code, &sku_code, level.on_hand).await?;
+        }
+        journal.stock_changed(NewMovement {
+            warehouse: warehouse_code,
+            sku: sku_code,
+            kind,
+            on_hand_delta,
+            reserved_delta: -units,
+            on_hand_after: level.on_hand,
+            reserved_after: level.reserved,
+            reference: Some(id.to_string()),
+            reason: None,
+        });
+        settled.push((sku.clone(), warehouse.clone(), *units));
+    }
+    let reservation = find_in_tx(tx, id, now).await?;
+    journal.event(NewEvent::of(
+        format!("reservation:{id}"),
+        &events::ReservationReduced {
+            id: id.to_string(),
+            status: reservation.status,
+            kind: kind.as_str().to_owned(),
+            settled,
+        },
+    ));
+    journal.flush(tx, now).await?;
+    Ok(reservation)
 }
 
 /// Which reservations a list shows; `None` matches any.

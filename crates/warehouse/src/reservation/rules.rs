@@ -128,6 +128,8 @@ pub fn plan_hold(
 pub struct Level {
     pub on_hand: i64,
     pub reserved: i64,
+    /// On hand but not for sale (failed quality control, damaged returns).
+    pub quarantined: i64,
     /// The warehouse's priority and whether it is active.
     pub priority: i64,
     pub active: bool,
@@ -146,10 +148,10 @@ pub struct Figures {
 }
 
 impl Figures {
-    /// Units of a level that may be held now: on hand minus reserved, and for a lot-tracked
+    /// Units of a level that may be held now: on hand minus reserved and quarantined, and for a lot-tracked
     /// item no more than its unexpired, unquarantined lots have free.
     fn free(&self, sku: &SkuCode, warehouse: &WarehouseCode, level: &Level, now: Timestamp) -> i64 {
-        let free = level.on_hand - level.reserved;
+        let free = level.on_hand - level.reserved - level.quarantined;
         if !self.items.get(sku.as_str()).copied().unwrap_or(false) {
             return free;
         }
@@ -399,7 +401,7 @@ mod batch_properties {
             let Some((on_hand, reserved, lots)) = generated else { continue };
             let (s, w) = (i / WAREHOUSES.len(), i % WAREHOUSES.len());
             let (priority, active) = sites[w];
-            let mut level = Level { on_hand, reserved: reserved % (on_hand + 1), priority, active };
+            let mut level = Level { on_hand, reserved: reserved % (on_hand + 1), quarantined: 0, priority, active };
             if lot_tracked[s] {
                 let mut rows: Vec<LotRow> = lots
                     .into_iter()
@@ -470,7 +472,7 @@ mod batch_properties {
             if !level.active || !wanted.iter().any(|w| &w.sku == sku) {
                 continue;
             }
-            let mut available = level.on_hand - level.reserved;
+            let mut available = level.on_hand - level.reserved - level.quarantined;
             if figures.items[sku.as_str()] {
                 let lots = figures.lots.get(&(sku.to_string(), warehouse.to_string()));
                 let in_lots: i64 = lots

@@ -16,6 +16,7 @@ pub(crate) struct StockRow {
     pub warehouse: String,
     pub on_hand: i64,
     pub reserved: i64,
+    pub quarantined: i64,
     pub priority: i64,
     #[sqlx(try_from = "store::sql::IntFlag")]
     pub active: bool,
@@ -30,7 +31,7 @@ pub(crate) async fn stock_rows_lock(tx: &mut Tx, skus: &[&SkuCode]) -> Result<Ve
     }
     let lock = Lock::ForUpdateOf("s").clause(::store::db::backend_of(tx));
     let sql = format!(
-        "SELECT s.sku, s.warehouse, s.on_hand, s.reserved, w.priority, w.active \
+        "SELECT s.sku, s.warehouse, s.on_hand, s.reserved, s.quarantined, w.priority, w.active \
          FROM stock_levels s JOIN warehouses w ON w.code = s.warehouse \
          WHERE s.sku IN ({}) ORDER BY s.sku, s.warehouse{lock}",
         list_placeholders(skus.len(), 1)
@@ -47,7 +48,7 @@ pub(crate) async fn stock_rows_add_reserved(tx: &mut Tx, deltas: &[(&SkuCode, &W
     for (sku, warehouse, net) in deltas {
         let updated = sqlx::query(
             "UPDATE stock_levels SET reserved = reserved + $1 \
-             WHERE sku = $2 AND warehouse = $3 AND on_hand - reserved >= $1",
+             WHERE sku = $2 AND warehouse = $3 AND on_hand - reserved - quarantined >= $1",
         )
         .bind(*net)
         .bind(sku.as_str().to_owned())
