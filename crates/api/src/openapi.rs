@@ -1,7 +1,7 @@
 //! The OpenAPI document (`/openapi.json`) and the docs page (`/docs`).
 
 use crate::AppState;
-use crate::routes::{alerts, catalog, counts, health, inventory, ledger, locations, orders, reservations};
+use crate::routes::{alerts, catalog, counts, fulfillment, health, inventory, ledger, locations, orders, reservations};
 use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -35,12 +35,13 @@ use utoipa_swagger_ui::SwaggerUi;
         orders::order_list, orders::order_get, orders::payment_report, orders::order_cancel,
         orders::promotion_create, orders::promotion_list, orders::promotion_get, orders::promotion_patch,
         orders::saga_list, orders::saga_get,
+        fulfillment::fulfillment_list, fulfillment::fulfillment_get, fulfillment::fulfillment_ship, fulfillment::fulfillment_deliver,
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError, warehouse::ShortLine)),
     modifiers(&BearerAuth),
     tags(
         (name = "items"), (name = "warehouses"), (name = "stock"), (name = "reservations"),
-        (name = "ledger"), (name = "alerts"), (name = "counts"), (name = "channels"), (name = "catalog"), (name = "carts"), (name = "orders"), (name = "promotions"), (name = "operations")
+        (name = "ledger"), (name = "alerts"), (name = "counts"), (name = "channels"), (name = "catalog"), (name = "carts"), (name = "orders"), (name = "promotions"), (name = "fulfillment"), (name = "operations")
     )
 )]
 pub struct ApiDoc;

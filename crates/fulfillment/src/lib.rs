@@ -1,7 +1,30 @@
-//! The fulfillment context. So far it holds the pure rules of picking: [`route`] plans the
-//! walk of a pick list over the bins' coordinates from the warehouse's dock. Fulfillments,
-//! pick lists, packing, quality control, shipping and returns (issue 10) build on it; the
-//! warehouse primitives they need (`warehouse::reservation::settle_part`,
-//! `warehouse::quarantine`) are in place.
+//! The fulfillment context: a paid order's fulfilments (one per warehouse it is allocated
+//! from), taken from `fulfillment.requested` by the [`intake`] subscriber, then shipped and
+//! delivered ([`shipping`]). Shipping consumes exactly the fulfilment's share of the order's
+//! holds (`warehouse::reservation::settle_part`) in the transaction of the status change.
+//! [`route`] plans a pick list's walk over the bins; pick lists, packing, quality control and
+//! returns (issue 10) are still to come.
+//!
+//! It reads orders only through `order`'s public API and moves stock only through
+//! `warehouse`'s. Its refusals take the order context's error type: they are the same
+//! refusals (not found, invalid state), rendered the same way.
 
+pub mod events;
+pub mod intake;
+pub mod record;
 pub mod route;
+pub mod shipping;
+
+use kernel::Clock;
+use std::sync::Arc;
+use std::time::Duration;
+use store::Db;
+use store::subscriber::{Subscription, subscription};
+
+pub use order::OrderError as FulfillmentError;
+pub type Result<T> = std::result::Result<T, FulfillmentError>;
+
+/// The context's subscribers: the intake of requested fulfilments.
+pub fn subscriptions(db: &Db, clock: &Arc<dyn Clock>, interval: Duration) -> Vec<Subscription> {
+    vec![subscription(db.clone(), clock.clone(), intake::Intake, interval, kernel::limits::OUTBOX_BATCH_MAX)]
+}

@@ -120,6 +120,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
     event_types.register(warehouse::events::event_types()).map_err(anyhow::Error::msg)?;
     event_types.register(catalog::events::event_types()).map_err(anyhow::Error::msg)?;
     event_types.register(order::events::event_types()).map_err(anyhow::Error::msg)?;
+    event_types.register(fulfillment::events::event_types()).map_err(anyhow::Error::msg)?;
     for followed in catalog::availability::FOLLOWED_EVENT_TYPES {
         anyhow::ensure!(
             event_types.get(followed).is_some(),
@@ -132,6 +133,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
     let mut subscriptions = warehouse::subscriptions(&db, &clock, config.sweep_interval);
     subscriptions.extend(catalog::subscriptions(&db, &clock, &config.catalog.intervals));
     subscriptions.extend(order::subscriptions(&db, &clock, config.orders.saga_interval));
+    subscriptions.extend(fulfillment::subscriptions(&db, &clock, config.orders.saga_interval));
     let rebuilt = catalog::search::rebuild_if_missing(&db, clock.now()).await.context("rebuilding the search index")?;
     if rebuilt > 0 {
         tracing::info!(products = rebuilt, "rebuilt the search index");

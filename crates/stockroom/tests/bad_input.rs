@@ -85,6 +85,8 @@ struct Seeded {
     saga: String,
     /// A held quarantine entry of 1 SHIRT in BER-1.
     quarantine: String,
+    /// The pending fulfilment of a paid order of 1 SHIRT.
+    fulfillment: String,
 }
 
 /// [`seed`], plus one of everything a path of the API can name: a reservation of 1 SHIRT in
@@ -135,6 +137,30 @@ async fn seed_every_resource(app: &TestApp) -> Seeded {
         .as_str()
         .expect("a saga")
         .to_owned();
+    let paid_cart = app.post("/v1/carts", json!({"channel": CHANNEL, "customer": "cust-2"})).await.expect(201);
+    let paid_cart = paid_cart["id"].as_str().expect("a cart id").to_owned();
+    app.post(&format!("/v1/carts/{paid_cart}/lines"), line(SHIRT, 1)).await.expect(200);
+    let paid = app
+        .post_with(
+            &format!("/v1/carts/{paid_cart}/checkout"),
+            json!({"shipping_address": {"country": "DE"}}),
+            &[("idempotency-key", "seed-paid")],
+        )
+        .await
+        .expect(201);
+    let paid_id = paid["id"].as_str().expect("an order id").to_owned();
+    let payment =
+        json!({"provider": "stripe", "reference": "pi_seed", "amount": paid["totals"]["total"], "status": "captured"});
+    app.post(&format!("/v1/orders/{paid_id}/payments"), payment).await.expect(200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let fulfillment = loop {
+        let page = app.get(&format!("/v1/fulfillments?order={paid_id}")).await.expect(200);
+        if let Some(id) = page["items"][0]["id"].as_str() {
+            break id.to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "[{}] the paid order got no fulfilment", app.label());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     // The search index follows the feed: let it catch up, so reads before and after a refused
     // request compare like with like.
     let head = app.all_events().await.last().map(|e| e["seq"].as_i64().expect("a seq")).unwrap_or(0);
@@ -152,6 +178,7 @@ async fn seed_every_resource(app: &TestApp) -> Seeded {
         order,
         saga,
         quarantine: quarantine["id"].as_str().expect("a quarantine id").to_owned(),
+        fulfillment,
     }
 }
 
@@ -288,6 +315,7 @@ fn path_value(template: &str, collection: &str, name: &str, seeded: &Seeded) -> 
         ("promotions", "code") => PROMO.to_owned(),
         ("sagas", "id") => seeded.saga.clone(),
         ("quarantine", "id") => seeded.quarantine.clone(),
+        ("fulfillments", "id") => seeded.fulfillment.clone(),
         _ => panic!(
             "{template}: no seeded value for the path parameter {{{name}}} after /{collection}/; \
              seed one in seed_every_resource and map it in path_value"
@@ -376,6 +404,7 @@ fn valid_bodies() -> Vec<(Method, &'static str, Value)> {
             json!({"code": "NEW-PROMO", "channel": CHANNEL, "kind": "fixed", "value": "5.00", "usage_limit": 10}),
         ),
         (Method::PATCH, "/v1/promotions/{code}", json!({"usage_limit": 500})),
+        (Method::POST, "/v1/fulfillments/{id}/ship", json!({"carrier": "dhl", "tracking": "JJD1"})),
     ]
 }
 

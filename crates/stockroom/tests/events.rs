@@ -145,6 +145,23 @@ async fn orders(app: &TestApp) {
         json!({"provider": "stripe", "reference": "pi_e1", "amount": order["totals"]["total"], "status": "captured"});
     app.post(&format!("/v1/orders/{id}/payments"), payment).await.expect(200);
     app.post(&format!("/v1/orders/{id}/cancel"), json!({})).await.expect(200);
+    // A paid order shipped and delivered: `fulfillment.shipped`, `fulfillment.delivered`.
+    let order = checkout("MUG", "e-3", json!({"shipping_address": address})).await;
+    let id = order["id"].as_str().unwrap();
+    let payment =
+        json!({"provider": "stripe", "reference": "pi_e3", "amount": order["totals"]["total"], "status": "captured"});
+    app.post(&format!("/v1/orders/{id}/payments"), payment).await.expect(200);
+    let fulfillment = loop {
+        let page = app.get(&format!("/v1/fulfillments?order={id}")).await.expect(200);
+        if let Some(f) = page["items"][0]["id"].as_str() {
+            break f.to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    app.post(&format!("/v1/fulfillments/{fulfillment}/ship"), json!({"carrier": "dhl", "tracking": "1"}))
+        .await
+        .expect(200);
+    app.post(&format!("/v1/fulfillments/{fulfillment}/deliver"), json!({})).await.expect(200);
     checkout("POSTER", "e-2", json!({"shipping_address": address, "partial": "backorder"})).await;
     app.receive("BER-1", "POSTER", 2).await;
 }

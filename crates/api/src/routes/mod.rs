@@ -3,6 +3,7 @@
 pub mod alerts;
 pub mod catalog;
 pub mod counts;
+pub mod fulfillment;
 pub mod health;
 pub mod inventory;
 pub mod ledger;
@@ -28,6 +29,7 @@ pub fn v1_routes() -> Router<AppState> {
         .merge(counts::routes())
         .merge(catalog::routes())
         .merge(orders::routes())
+        .merge(fulfillment::routes())
 }
 
 pub async fn not_found() -> ApiError {

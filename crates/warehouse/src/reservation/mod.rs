@@ -438,6 +438,11 @@ fn not_found(id: &ReservationId) -> WarehouseError {
     WarehouseError::NotFound { what: "reservation", key: id.to_string() }
 }
 
+/// Reads a reservation inside `tx` (what a caller is about to settle part of).
+pub async fn reservation_in_tx(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<Reservation> {
+    find_in_tx(tx, id, now).await
+}
+
 async fn find_in_tx(tx: &mut Tx, id: &ReservationId, now: Timestamp) -> Result<Reservation> {
     let (reservation, expires_at) = store::reservation_find(tx, id).await?.ok_or_else(|| not_found(id))?;
     Ok(reservation.read_at(expires_at, now))

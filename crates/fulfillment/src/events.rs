@@ -1,0 +1,47 @@
+//! The fulfillment context's events, aggregate `fulfillment:<id>`.
+
+use kernel::{EventType, event};
+use schemars::JsonSchema;
+use serde::Serialize;
+
+pub fn event_types() -> Vec<EventType> {
+    vec![EventType::of::<FulfillmentShipped>(), EventType::of::<FulfillmentDelivered>()]
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct ShippedLine {
+    pub sku: String,
+    pub quantity: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct FulfillmentShipped {
+    pub fulfillment: String,
+    pub order: String,
+    pub warehouse: String,
+    pub carrier: String,
+    pub tracking: String,
+    pub lines: Vec<ShippedLine>,
+}
+event!(FulfillmentShipped, "fulfillment.shipped", 1, "A fulfilment left its warehouse: its stock was consumed.");
+
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct FulfillmentDelivered {
+    pub fulfillment: String,
+    pub order: String,
+    pub warehouse: String,
+}
+event!(FulfillmentDelivered, "fulfillment.delivered", 1, "A shipped fulfilment reached the customer.");
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_type_is_registered_once_with_a_schema_of_an_object() {
+        let mut registry = kernel::EventRegistry::default();
+        registry.register(super::event_types()).unwrap();
+        assert_eq!(registry.types().len(), 2);
+        for t in registry.types() {
+            assert_eq!(t.schema()["type"], "object", "{}", t.name);
+        }
+    }
+}
