@@ -11,6 +11,8 @@ pub fn event_types() -> Vec<EventType> {
         EventType::of::<OrderCreated>(),
         EventType::of::<OrderPaid>(),
         EventType::of::<OrderCancelled>(),
+        EventType::of::<OrderFulfilled>(),
+        EventType::of::<OrderDelivered>(),
         EventType::of::<BackorderAllocated>(),
         EventType::of::<PaymentRecorded>(),
         EventType::of::<RefundRequested>(),
@@ -55,6 +57,18 @@ event!(
     1,
     "Payments cover an order's total: its holds are confirmed and fulfilment requested."
 );
+
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct OrderFulfilled {
+    pub order: String,
+}
+event!(OrderFulfilled, "order.fulfilled", 1, "Every requested fulfilment of a paid order has shipped.");
+
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct OrderDelivered {
+    pub order: String,
+}
+event!(OrderDelivered, "order.delivered", 1, "Every fulfilment of an order has been delivered.");
 
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct OrderCancelled {

@@ -18,6 +18,7 @@ pub mod checkout;
 pub mod error;
 pub mod events;
 pub mod lifecycle;
+pub mod progress;
 pub mod promotion;
 pub mod record;
 pub mod saga;
@@ -71,11 +72,20 @@ pub fn workers(db: &Db, clock: &Arc<dyn Clock>, interval: Duration) -> Vec<Worke
 /// The context's subscribers: the backorder allocator, which holds arrived stock for
 /// backordered lines.
 pub fn subscriptions(db: &Db, clock: &Arc<dyn Clock>, interval: Duration) -> Vec<Subscription> {
-    vec![subscription(
-        db.clone(),
-        clock.clone(),
-        backorder::BackorderAllocator,
-        interval,
-        kernel::limits::OUTBOX_BATCH_MAX,
-    )]
+    vec![
+        subscription(
+            db.clone(),
+            clock.clone(),
+            backorder::BackorderAllocator,
+            interval,
+            kernel::limits::OUTBOX_BATCH_MAX,
+        ),
+        subscription(
+            db.clone(),
+            clock.clone(),
+            progress::FulfillmentProgress,
+            interval,
+            kernel::limits::OUTBOX_BATCH_MAX,
+        ),
+    ]
 }

@@ -69,7 +69,7 @@ async fn paid_of(tx: &mut Tx, order_id: &str) -> Result<i64> {
     Ok(covered - refunded)
 }
 
-async fn set_status(
+pub(crate) async fn set_status(
     tx: &mut Tx,
     order: &mut OrderRecord,
     status: OrderStatus,

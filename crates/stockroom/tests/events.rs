@@ -89,7 +89,12 @@ async fn every_kind_of_change(app: &TestApp) {
     for _ in 0..100 {
         let events = app.all_events().await;
         let has = |t: &str| events.iter().any(|e| e["type"] == t);
-        if has("reservation.expired") && has("alert.raised") && has("lot.expired") && has("order.backorder_allocated") {
+        if has("reservation.expired")
+            && has("alert.raised")
+            && has("lot.expired")
+            && has("order.backorder_allocated")
+            && has("order.delivered")
+        {
             let alert = events.iter().find(|e| e["type"] == "alert.raised" && e["data"]["sku"] == "SHIRT").unwrap();
             let alert_id = alert["data"]["id"].as_str().unwrap();
             app.post(&format!("/v1/alerts/{alert_id}/acknowledge"), json!({})).await.expect(200);

@@ -72,6 +72,19 @@ async fn fulfillments_of(app: &TestApp, order: &str, count: usize) -> Vec<Value>
     }
 }
 
+/// Waits until the order's status follows its fulfilments to `status`.
+async fn order_reaches(app: &TestApp, order: &str, status: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = app.get(&format!("/v1/orders/{order}")).await.expect(200);
+        if now["status"] == status {
+            return;
+        }
+        assert!(Instant::now() < deadline, "[{}] the order stayed {} instead of {status}", app.label(), now["status"]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// `(warehouse, sku) → units` of an order's allocations.
 fn allocations(order: &Value) -> BTreeMap<(String, String), i64> {
     let mut by = BTreeMap::new();
@@ -152,6 +165,7 @@ async fn a_paid_order_gets_a_fulfilment_per_warehouse_and_shipping_consumes_exac
         assert_eq!(app.stock("TEE").await["on_hand"], 1);
         assert_eq!(app.stock("MUG").await["on_hand"], 3);
 
+        order_reaches(&app, order_id, "fulfilled").await;
         let delivered = app.post(&format!("/v1/fulfillments/{id}/deliver"), json!({})).await.expect(200);
         assert_eq!(delivered["status"], "delivered");
         assert!(delivered["delivered_at"].is_string());
@@ -163,8 +177,18 @@ async fn a_paid_order_gets_a_fulfilment_per_warehouse_and_shipping_consumes_exac
         app.get("/v1/fulfillments?colour=red").await.expect_problem(422, "validation_failed");
         app.get("/v1/fulfillments/ful_nope").await.expect_problem(404, "not_found");
 
+        assert_eq!(
+            app.get(&format!("/v1/orders/{order_id}")).await.expect(200)["status"],
+            "fulfilled",
+            "one delivered of two"
+        );
+        app.post(&format!("/v1/fulfillments/{second}/deliver"), json!({})).await.expect(200);
+        order_reaches(&app, order_id, "delivered").await;
+        app.post(&format!("/v1/orders/{order_id}/cancel"), json!({})).await.expect_problem(409, "invalid_state");
         let events = app.all_events().await;
-        for (kind, count) in [("fulfillment.shipped", 2), ("fulfillment.delivered", 1)] {
+        for (kind, count) in
+            [("fulfillment.shipped", 2), ("fulfillment.delivered", 2), ("order.fulfilled", 1), ("order.delivered", 1)]
+        {
             assert_eq!(events.iter().filter(|e| e["type"] == kind).count(), count, "{kind}");
         }
         app.reconcile().await;
