@@ -18,6 +18,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 const ADMIN_KEY: &str = "crash-admin-key";
+/// The detail of a 503 whose request never reached the database (`api::error`).
+const BUSY: &str = "the database is busy; retry";
 /// The fast channel's `checkout_hold_ttl_seconds` (a channel accepts 1 and up): 4 leaves
 /// room for a checkout under load on a busy machine before the kill.
 const FAST_TTL_SECONDS: u64 = 4;
@@ -106,18 +108,29 @@ impl Api {
         Self { http, url }
     }
 
+    /// Sends a request; a 503 for a busy database (no connection to the single SQLite writer
+    /// in time, so nothing was done) is retried a few times, as a client is told to.
     async fn call(&self, method: Method, path: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> Answer {
-        let mut request = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(ADMIN_KEY);
-        if let Some(body) = body {
-            request = request.json(body);
+        let mut attempt = 0;
+        loop {
+            let mut request = self.http.request(method.clone(), format!("{}{path}", self.url)).bearer_auth(ADMIN_KEY);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let response = request.send().await?;
+            let status = response.status().as_u16();
+            let bytes = response.bytes().await?;
+            let answer = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            attempt += 1;
+            if status == 503 && answer["detail"] == BUSY && attempt < 5 {
+                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+                continue;
+            }
+            return Ok((status, answer));
         }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await?;
-        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
     }
 
     async fn post(&self, path: &str, body: &Value) -> Answer {
