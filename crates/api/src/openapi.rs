@@ -1,7 +1,9 @@
 //! The OpenAPI document (`/openapi.json`) and the docs page (`/docs`).
 
 use crate::AppState;
-use crate::routes::{alerts, catalog, counts, fulfillment, health, inventory, ledger, locations, orders, reservations};
+use crate::routes::{
+    alerts, catalog, counts, fulfillment, health, inventory, ledger, locations, orders, reservations, reviews,
+};
 use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -36,12 +38,15 @@ use utoipa_swagger_ui::SwaggerUi;
         orders::promotion_create, orders::promotion_list, orders::promotion_get, orders::promotion_patch,
         orders::saga_list, orders::saga_get,
         fulfillment::fulfillment_list, fulfillment::fulfillment_get, fulfillment::fulfillment_ship, fulfillment::fulfillment_deliver,
+        fulfillment::fulfillment_pack, fulfillment::fulfillment_qc, fulfillment::picklist_create, fulfillment::picklist_get, fulfillment::picklist_complete,
+        fulfillment::return_create, fulfillment::return_get, fulfillment::return_receive, fulfillment::settings_put, fulfillment::settings_get,
+        reviews::review_create, reviews::review_list,
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError, warehouse::ShortLine)),
     modifiers(&BearerAuth),
     tags(
         (name = "items"), (name = "warehouses"), (name = "stock"), (name = "reservations"),
-        (name = "ledger"), (name = "alerts"), (name = "counts"), (name = "channels"), (name = "catalog"), (name = "carts"), (name = "orders"), (name = "promotions"), (name = "fulfillment"), (name = "operations")
+        (name = "ledger"), (name = "alerts"), (name = "counts"), (name = "channels"), (name = "catalog"), (name = "carts"), (name = "orders"), (name = "promotions"), (name = "fulfillment"), (name = "reviews"), (name = "operations")
     )
 )]
 pub struct ApiDoc;

@@ -31,6 +31,9 @@ pub enum Command {
     /// Order checkout over HTTP with the group commit and with one checkout per transaction,
     /// side by side, then a flash sale; the books are checked after each.
     Orders(crate::orders::OrdersArgs),
+    /// Fulfilments from pick to ship over HTTP, batched pick lists against one walk per
+    /// fulfilment, side by side; every fulfilment shipped and the books reconciled after each.
+    Fulfillment(crate::fulfilment::FulfilmentArgs),
 }
 
 #[derive(Debug, Args)]

@@ -14,6 +14,7 @@ mod check;
 mod cli;
 mod database;
 mod env;
+mod fulfilment;
 mod load;
 mod orchestrate;
 mod orders;
@@ -40,6 +41,7 @@ fn main() -> anyhow::Result<()> {
         Some(cli::Command::Job { spec }) => orchestrate::job_process(&spec),
         Some(cli::Command::Availability(args)) => availability::run(&args),
         Some(cli::Command::Orders(args)) => orders::run(&args),
+        Some(cli::Command::Fulfillment(args)) => fulfilment::run(&args),
         None => orchestrate::run(&cli.run),
     }
 }

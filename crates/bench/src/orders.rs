@@ -31,12 +31,12 @@ use std::time::{Duration, Instant};
 use store::Backend;
 use warehouse::reservation::group_commit::GroupCommitConfig;
 
-const CHANNEL: &str = "shop";
-const WAREHOUSES: usize = 5;
-const PREFIX: &str = "OR-";
+pub(crate) const CHANNEL: &str = "shop";
+pub(crate) const WAREHOUSES: usize = 5;
+pub(crate) const PREFIX: &str = "OR-";
 /// SKUs of the throughput carts; a multiple of 25, so that line `j` of every cart lands on a
 /// different first warehouse (see `cart_line_sku`).
-const POOL_SKUS: usize = 1_000;
+pub(crate) const POOL_SKUS: usize = 1_000;
 const LINES_PER_CART: usize = 5;
 /// Units of every stock row of the pool: far more than any run sells.
 const POOL_STOCK: i64 = 100_000_000;
@@ -311,7 +311,7 @@ fn flash_sku() -> String {
 }
 
 /// The pool's stock rows: SKU `s` in warehouse `s % 5`, and even SKUs also in the next one.
-fn pool_rows() -> Vec<(String, usize, i64)> {
+pub(crate) fn pool_rows() -> Vec<(String, usize, i64)> {
     let mut rows = Vec::new();
     for s in 0..POOL_SKUS {
         rows.push((format!("{PREFIX}{s}"), s % WAREHOUSES, POOL_STOCK));
@@ -332,7 +332,7 @@ fn flash_rows(units: i64) -> Vec<(String, usize, i64)> {
 /// Writes open carts as the cart routes would (`cart_create`, then `cart_set_line` per line):
 /// `carts` throughput carts `cart_a{n}` of 5 lines and `buyers` flash carts `cart_f{n}` of one
 /// unit of the flash SKU, each with its own customer.
-async fn seed_carts(db: &store::Db, carts: usize, buyers: usize) -> anyhow::Result<()> {
+pub(crate) async fn seed_carts(db: &store::Db, carts: usize, buyers: usize) -> anyhow::Result<()> {
     let backend = db.backend();
     let now = SystemClock.now();
     let mut tx = db.begin().await?;
@@ -601,14 +601,14 @@ async fn flash_sale(api: &Api, db: &store::Db, buyers: usize, units: i64) -> any
 
 /// The server's HTTP API over loopback, with the admin key.
 #[derive(Clone)]
-struct Api {
+pub(crate) struct Api {
     client: reqwest::Client,
     base: String,
     authorization: String,
 }
 
 impl Api {
-    fn new(running: &::stockroom::Running, connections: usize) -> anyhow::Result<Self> {
+    pub(crate) fn new(running: &::stockroom::Running, connections: usize) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(connections)
             .tcp_nodelay(true)
@@ -621,7 +621,7 @@ impl Api {
         })
     }
 
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    pub(crate) async fn get(&self, path: &str) -> anyhow::Result<Value> {
         let response = self
             .client
             .get(format!("{}{path}", self.base))
@@ -634,7 +634,7 @@ impl Api {
         Ok(serde_json::from_slice(&body).unwrap_or(Value::Null))
     }
 
-    async fn post(&self, path: &str, body: Value, expected: u16) -> anyhow::Result<Value> {
+    pub(crate) async fn post(&self, path: &str, body: Value, expected: u16) -> anyhow::Result<Value> {
         let response = self
             .client
             .post(format!("{}{path}", self.base))
@@ -648,8 +648,21 @@ impl Api {
         Ok(body)
     }
 
+    /// POSTs and answers the status and body, whatever the status.
+    pub(crate) async fn post_any(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header(reqwest::header::AUTHORIZATION, &self.authorization)
+            .json(body)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
     /// "clean (N checked)" or the mismatches.
-    async fn reconciliation(&self) -> anyhow::Result<String> {
+    pub(crate) async fn reconciliation(&self) -> anyhow::Result<String> {
         let report = self.get("/v1/reconciliation").await?;
         let mismatches = report["mismatches"].as_array().map(Vec::len).unwrap_or(usize::MAX);
         Ok(if mismatches == 0 {

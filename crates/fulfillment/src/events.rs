@@ -1,11 +1,15 @@
-//! The fulfillment context's events, aggregate `fulfillment:<id>`.
+//! The fulfillment context's events, aggregate `fulfillment:<id>` (returns: `return:<id>`).
 
 use kernel::{EventType, event};
 use schemars::JsonSchema;
 use serde::Serialize;
 
 pub fn event_types() -> Vec<EventType> {
-    vec![EventType::of::<FulfillmentShipped>(), EventType::of::<FulfillmentDelivered>()]
+    vec![
+        EventType::of::<FulfillmentShipped>(),
+        EventType::of::<FulfillmentDelivered>(),
+        EventType::of::<ReturnReceived>(),
+    ]
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
@@ -33,13 +37,37 @@ pub struct FulfillmentDelivered {
 }
 event!(FulfillmentDelivered, "fulfillment.delivered", 1, "A shipped fulfilment reached the customer.");
 
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct ReturnedLine {
+    pub sku: String,
+    pub quantity: i64,
+    /// `sellable`, `damaged` or `defective`.
+    pub condition: String,
+}
+
+/// Aggregate `return:<id>`.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct ReturnReceived {
+    pub r#return: String,
+    pub order: String,
+    pub customer: Option<String>,
+    pub warehouse: String,
+    pub lines: Vec<ReturnedLine>,
+}
+event!(
+    ReturnReceived,
+    "return.received",
+    1,
+    "A customer's return arrived: its units went back to stock, to quarantine or to scrap, and their refund was requested."
+);
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn every_type_is_registered_once_with_a_schema_of_an_object() {
         let mut registry = kernel::EventRegistry::default();
         registry.register(super::event_types()).unwrap();
-        assert_eq!(registry.types().len(), 2);
+        assert_eq!(registry.types().len(), 3);
         for t in registry.types() {
             assert_eq!(t.schema()["type"], "object", "{}", t.name);
         }

@@ -1,9 +1,9 @@
 //! The fulfillment context: a paid order's fulfilments (one per warehouse it is allocated
-//! from), taken from `fulfillment.requested` by the [`intake`] subscriber, then shipped and
-//! delivered ([`shipping`]). Shipping consumes exactly the fulfilment's share of the order's
-//! holds (`warehouse::reservation::settle_part`) in the transaction of the status change.
-//! [`route`] plans a pick list's walk over the bins; pick lists, packing, quality control and
-//! returns (issue 10) are still to come.
+//! from), taken from `fulfillment.requested` by the [`intake`] subscriber, picked in batches
+//! on routes [`route`] plans ([`picking`]), packed and weighed ([`packing`]), then shipped and
+//! delivered ([`shipping`]), and returned ([`returns`]). Shipping consumes exactly the
+//! fulfilment's share of the order's holds (`warehouse::reservation::settle_part`) in the
+//! transaction of the status change.
 //!
 //! It reads orders only through `order`'s public API and moves stock only through
 //! `warehouse`'s. Its refusals take the order context's error type: they are the same
@@ -11,8 +11,13 @@
 
 pub mod events;
 pub mod intake;
+pub mod packing;
+pub mod picking;
+pub mod quality;
 pub mod record;
+pub mod returns;
 pub mod route;
+pub mod settings;
 pub mod shipping;
 
 use kernel::Clock;

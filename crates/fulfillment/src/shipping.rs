@@ -10,16 +10,16 @@ use order::record::OrderStatus;
 use store::Tx;
 use warehouse::reservation::{Part, Settlement};
 
-/// Ships a `pending` or `packed` fulfilment of a paid order: its units leave on hand
-/// (`fulfill` movements) and it is `shipped`. Another state, or an order that is not paid
+/// Ships a `packed` fulfilment of a paid order: its units leave on hand (`fulfill` movements)
+/// and it is `shipped`. Another state (an unpacked one), or an order that is not paid
 /// (cancelled meanwhile), is `invalid_state`.
 pub async fn ship(tx: &mut Tx, id: &str, carrier: &str, tracking: &str, now: Timestamp) -> Result<Fulfillment> {
     let fulfillment = fulfillment_locked(tx, id).await?;
-    if !matches!(fulfillment.status, FulfillmentStatus::Pending | FulfillmentStatus::Packed) {
+    if fulfillment.status != FulfillmentStatus::Packed {
         return Err(FulfillmentError::invalid_state(
             "fulfillment",
             fulfillment.status.as_str(),
-            "ship: only a pending or packed fulfilment ships",
+            "ship: only a packed fulfilment ships",
         ));
     }
     let order = order::record::order_in(tx, &fulfillment.order, true).await?;
@@ -36,20 +36,22 @@ pub async fn ship(tx: &mut Tx, id: &str, carrier: &str, tracking: &str, now: Tim
         let sku =
             SkuCode::parse(&line.sku).map_err(|_| store::StoreError::Corrupt(format!("fulfillment {id}: bad sku")))?;
         let mut need = line.quantity;
-        let mut reservations: Vec<&str> = order
+        let reservations = order
             .allocations
             .iter()
             .filter(|a| a.sku == line.sku && a.warehouse == fulfillment.warehouse)
-            .map(|a| a.reservation_id.as_str())
-            .collect();
-        reservations.dedup();
+            .map(|a| a.reservation_id.as_str());
         for reservation in reservations {
             if need == 0 {
                 break;
             }
             let reservation = ReservationId::from_stored(reservation.to_owned());
-            let held: i64 = warehouse::reservation::reservation_in_tx(tx, &reservation, now)
-                .await?
+            let current = warehouse::reservation::reservation_in_tx(tx, &reservation, now).await?;
+            // A hold another fulfilment of the order shipped in full holds nothing any more.
+            if current.status != warehouse::reservation::Status::Confirmed {
+                continue;
+            }
+            let held: i64 = current
                 .lines
                 .iter()
                 .filter(|l| l.sku == line.sku && l.warehouse == fulfillment.warehouse)

@@ -114,7 +114,7 @@ event!(
     RefundRequested,
     "payment.refund_requested",
     1,
-    "A paid order was cancelled: the payment integration should refund it."
+    "A paid order was cancelled, or units of it came back: the payment integration should refund the amount."
 );
 
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]

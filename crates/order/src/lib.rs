@@ -21,7 +21,9 @@ pub mod lifecycle;
 pub mod progress;
 pub mod promotion;
 pub mod record;
+pub mod returns;
 pub mod saga;
+pub mod shortfall;
 pub mod sourcing;
 
 pub use checkout::Checkouts;

@@ -134,6 +134,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
     subscriptions.extend(catalog::subscriptions(&db, &clock, &config.catalog.intervals));
     subscriptions.extend(order::subscriptions(&db, &clock, config.orders.saga_interval));
     subscriptions.extend(fulfillment::subscriptions(&db, &clock, config.orders.saga_interval));
+    subscriptions.extend(review::subscriptions(&db, &clock, config.orders.saga_interval));
     let rebuilt = catalog::search::rebuild_if_missing(&db, clock.now()).await.context("rebuilding the search index")?;
     if rebuilt > 0 {
         tracing::info!(products = rebuilt, "rebuilt the search index");

@@ -85,8 +85,37 @@ struct Seeded {
     saga: String,
     /// A held quarantine entry of 1 SHIRT in BER-1.
     quarantine: String,
-    /// The pending fulfilment of a paid order of 1 SHIRT.
+    /// The picked fulfilment of a paid order of 1 SHIRT, and another for quality control.
     fulfillment: String,
+    checked_fulfillment: String,
+    /// An open pick list of BER-1.
+    picklist: String,
+    /// A paid order of 2 SHIRT that has shipped; 1 is asked back by `return_id`, 1 may be.
+    shipped_order: String,
+    return_id: String,
+}
+
+/// Checks out `quantity` SHIRT, pays and waits for the order's fulfilment; answers the order's
+/// and the fulfilment's ids.
+async fn paid_fulfillment(app: &TestApp, key: &str, quantity: i64) -> (String, String) {
+    let cart = app.post("/v1/carts", json!({"channel": CHANNEL, "customer": "cust-2"})).await.expect(201);
+    let cart = cart["id"].as_str().expect("a cart id").to_owned();
+    app.post(&format!("/v1/carts/{cart}/lines"), line(SHIRT, quantity)).await.expect(200);
+    let body = json!({"shipping_address": {"country": "DE"}});
+    let paid =
+        app.post_with(&format!("/v1/carts/{cart}/checkout"), body, &[("idempotency-key", key)]).await.expect(201);
+    let order = paid["id"].as_str().expect("an order id").to_owned();
+    let payment = json!({"provider": "stripe", "reference": format!("pi_{key}"), "amount": paid["totals"]["total"], "status": "captured"});
+    app.post(&format!("/v1/orders/{order}/payments"), payment).await.expect(200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let page = app.get(&format!("/v1/fulfillments?order={order}")).await.expect(200);
+        if let Some(id) = page["items"][0]["id"].as_str() {
+            return (order, id.to_owned());
+        }
+        assert!(std::time::Instant::now() < deadline, "[{}] the paid order got no fulfilment", app.label());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// [`seed`], plus one of everything a path of the API can name: a reservation of 1 SHIRT in
@@ -137,30 +166,34 @@ async fn seed_every_resource(app: &TestApp) -> Seeded {
         .as_str()
         .expect("a saga")
         .to_owned();
-    let paid_cart = app.post("/v1/carts", json!({"channel": CHANNEL, "customer": "cust-2"})).await.expect(201);
-    let paid_cart = paid_cart["id"].as_str().expect("a cart id").to_owned();
-    app.post(&format!("/v1/carts/{paid_cart}/lines"), line(SHIRT, 1)).await.expect(200);
-    let paid = app
-        .post_with(
-            &format!("/v1/carts/{paid_cart}/checkout"),
-            json!({"shipping_address": {"country": "DE"}}),
-            &[("idempotency-key", "seed-paid")],
-        )
-        .await
-        .expect(201);
-    let paid_id = paid["id"].as_str().expect("an order id").to_owned();
-    let payment =
-        json!({"provider": "stripe", "reference": "pi_seed", "amount": paid["totals"]["total"], "status": "captured"});
-    app.post(&format!("/v1/orders/{paid_id}/payments"), payment).await.expect(200);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let fulfillment = loop {
-        let page = app.get(&format!("/v1/fulfillments?order={paid_id}")).await.expect(200);
-        if let Some(id) = page["items"][0]["id"].as_str() {
-            break id.to_owned();
-        }
-        assert!(std::time::Instant::now() < deadline, "[{}] the paid order got no fulfilment", app.label());
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    // Enough for the four paid orders below and the valid bodies after them.
+    app.receive(BER, SHIRT, 10).await;
+    let (_, fulfillment) = paid_fulfillment(app, "seed-paid", 1).await;
+    let (_, checked_fulfillment) = paid_fulfillment(app, "seed-qc", 1).await;
+    // The seeded fulfilment is picked (ready to pack), and so is the one for quality control;
+    // another waits on an open pick list; another is pending (for a new pick list); an order of
+    // 2 has shipped, 1 of it asked back.
+    let two = json!({"warehouse": BER, "max_fulfillments": 2});
+    let list = app.post("/v1/picklists", two).await.expect(201);
+    let stops: Vec<Value> = list["stops"]
+        .as_array()
+        .expect("stops")
+        .iter()
+        .map(|s| json!({"bin": s["bin"], "sku": s["sku"], "quantity": s["quantity"], "lot": s["lot"]}))
+        .collect();
+    let list = list["id"].as_str().expect("a pick list id");
+    app.post(&format!("/v1/picklists/{list}/complete"), json!({"picked": stops})).await.expect(200);
+    paid_fulfillment(app, "seed-picking", 1).await;
+    let one = json!({"warehouse": BER, "max_fulfillments": 1});
+    let picklist = app.post("/v1/picklists", one).await.expect(201)["id"].as_str().expect("an id").to_owned();
+    let (shipped_order, _) = paid_fulfillment(app, "seed-shipped", 2).await;
+    app.pick_and_pack(BER).await;
+    let packed = app.get("/v1/fulfillments?status=packed").await.expect(200);
+    let packed = packed["items"][0]["id"].as_str().expect("a packed fulfilment").to_owned();
+    app.post(&format!("/v1/fulfillments/{packed}/ship"), json!({"carrier": "dhl", "tracking": "S1"})).await.expect(200);
+    paid_fulfillment(app, "seed-pending", 1).await;
+    let asked = json!({"order": shipped_order, "lines": [{"sku": SHIRT, "quantity": 1, "reason": "too small"}]});
+    let return_id = app.post("/v1/returns", asked).await.expect(201)["id"].as_str().expect("an id").to_owned();
     // The search index follows the feed: let it catch up, so reads before and after a refused
     // request compare like with like.
     let head = app.all_events().await.last().map(|e| e["seq"].as_i64().expect("a seq")).unwrap_or(0);
@@ -179,6 +212,10 @@ async fn seed_every_resource(app: &TestApp) -> Seeded {
         saga,
         quarantine: quarantine["id"].as_str().expect("a quarantine id").to_owned(),
         fulfillment,
+        checked_fulfillment,
+        picklist,
+        shipped_order,
+        return_id,
     }
 }
 
@@ -315,7 +352,10 @@ fn path_value(template: &str, collection: &str, name: &str, seeded: &Seeded) -> 
         ("promotions", "code") => PROMO.to_owned(),
         ("sagas", "id") => seeded.saga.clone(),
         ("quarantine", "id") => seeded.quarantine.clone(),
+        ("fulfillments", "id") if template.ends_with("/qc") => seeded.checked_fulfillment.clone(),
         ("fulfillments", "id") => seeded.fulfillment.clone(),
+        ("picklists", "id") => seeded.picklist.clone(),
+        ("returns", "id") => seeded.return_id.clone(),
         _ => panic!(
             "{template}: no seeded value for the path parameter {{{name}}} after /{collection}/; \
              seed one in seed_every_resource and map it in path_value"
@@ -337,7 +377,7 @@ fn query_value(template: &str, name: &str) -> String {
 /// Bodies the seeded app accepts, keyed by method and template, for every documented operation
 /// that takes JSON. Adjustments have two, one per form. Each is accepted whichever of the
 /// others were sent before it.
-fn valid_bodies() -> Vec<(Method, &'static str, Value)> {
+fn valid_bodies(seeded: &Seeded) -> Vec<(Method, &'static str, Value)> {
     let rule = json!({"low_stock_units": 1});
     vec![
         (Method::POST, "/v1/items", json!({"sku": "NEW-ITEM", "name": "New item"})),
@@ -404,14 +444,46 @@ fn valid_bodies() -> Vec<(Method, &'static str, Value)> {
             json!({"code": "NEW-PROMO", "channel": CHANNEL, "kind": "fixed", "value": "5.00", "usage_limit": 10}),
         ),
         (Method::PATCH, "/v1/promotions/{code}", json!({"usage_limit": 500})),
+        (
+            Method::POST,
+            "/v1/fulfillments/{id}/pack",
+            json!({"packages": [{"weight_grams": 30, "lines": [line(SHIRT, 1)]}]}),
+        ),
+        (
+            Method::POST,
+            "/v1/fulfillments/{id}/qc",
+            json!({"lines": [{"sku": SHIRT, "quantity": 1, "result": "fail", "disposition": "quarantine"}]}),
+        ),
         (Method::POST, "/v1/fulfillments/{id}/ship", json!({"carrier": "dhl", "tracking": "JJD1"})),
+        (Method::POST, "/v1/picklists", json!({"warehouse": BER, "max_fulfillments": 5})),
+        (
+            Method::POST,
+            "/v1/products/{handle}/reviews",
+            json!({"customer": "cust-7", "rating": 4, "title": "Good shirt", "body": ""}),
+        ),
+        (Method::POST, "/v1/picklists/{id}/complete", json!({"picked": []})),
+        (
+            Method::PUT,
+            "/v1/warehouses/{code}/fulfillment-settings",
+            json!({"dock_x": 0.0, "dock_y": 1.5, "packaging_grams": 100, "tolerance_percent": 5.0, "tolerance_grams": 50}),
+        ),
+        (
+            Method::POST,
+            "/v1/returns",
+            json!({"order": seeded.shipped_order, "lines": [{"sku": SHIRT, "quantity": 1, "reason": "late"}]}),
+        ),
+        (
+            Method::POST,
+            "/v1/returns/{id}/receive",
+            json!({"warehouse": BER, "lines": [{"sku": SHIRT, "quantity": 1, "condition": "sellable"}]}),
+        ),
     ]
 }
 
 /// Each documented operation that takes JSON, with each of its valid bodies. Fails if one has
 /// none in [`valid_bodies`], or if the table names an operation the document does not.
-fn writes(operations: &[Operation]) -> Vec<(Operation, Value)> {
-    let table = valid_bodies();
+fn writes(operations: &[Operation], seeded: &Seeded) -> Vec<(Operation, Value)> {
+    let table = valid_bodies(seeded);
     for (method, template, _) in &table {
         assert!(
             operations.iter().any(|o| o.takes_json && o.method == method && o.template == *template),
@@ -437,8 +509,8 @@ fn writes(operations: &[Operation]) -> Vec<(Operation, Value)> {
 }
 
 /// Every secured operation, with a valid body where it takes one.
-fn secured_requests(operations: &[Operation]) -> Vec<(Operation, Option<Value>)> {
-    let writes = writes(operations);
+fn secured_requests(operations: &[Operation], seeded: &Seeded) -> Vec<(Operation, Option<Value>)> {
+    let writes = writes(operations, seeded);
     operations
         .iter()
         .filter(|o| o.secured)
@@ -648,7 +720,7 @@ async fn bodies_that_are_not_json_objects_are_refused_on_every_write_endpoint() 
     each_backend(|app| async move {
         let seeded = seed_every_resource(&app).await;
         let operations = documented_operations(&app, &seeded).await;
-        let writes = writes(&operations);
+        let writes = writes(&operations, &seeded);
         let before = snapshot(&app, &reads(&operations)).await;
         let mut v = Verdicts::new(&app);
         for (operation, valid) in &writes {
@@ -1466,7 +1538,7 @@ async fn unknown_query_parameters_are_refused_naming_each_on_every_endpoint() {
         let operations = documented_operations(&app, &seeded).await;
         let before = snapshot(&app, &reads(&operations)).await;
         let mut v = Verdicts::new(&app);
-        for (operation, body) in secured_requests(&operations) {
+        for (operation, body) in secured_requests(&operations, &seeded) {
             let (method, path) = (&operation.method, &operation.path);
             let separator = if path.contains('?') { '&' } else { '?' };
             let with_unknown = format!("{path}{separator}dry_run=true&zz_typo=1");
@@ -1495,7 +1567,7 @@ async fn bodies_over_the_size_limit_are_refused_as_payload_too_large() {
         let operations = documented_operations(&app, &seeded).await;
         let before = snapshot(&app, &reads(&operations)).await;
         let mut v = Verdicts::new(&app);
-        for (operation, valid) in writes(&operations) {
+        for (operation, valid) in writes(&operations, &seeded) {
             let (method, path) = (&operation.method, &operation.path);
             let size = body_limit(&operation.template) + 1024;
             let body = with(valid, "padding", json!("x".repeat(size)));
@@ -1530,7 +1602,7 @@ async fn requests_without_a_valid_key_are_unauthorized_on_every_endpoint() {
             ("the key without a scheme", None, Some(ADMIN_KEY)),
             ("a 10000-character key", Some(long_key.as_str()), None),
         ];
-        let requests = secured_requests(&operations);
+        let requests = secured_requests(&operations, &seeded);
         let mut swept = std::collections::BTreeSet::new();
         for (operation, body) in &requests {
             let (method, path) = (&operation.method, &operation.path);
@@ -1592,7 +1664,7 @@ async fn a_key_without_the_scope_is_forbidden_on_every_endpoint() {
             api::auth::key_create(&app.db, &[Scope::OrdersWrite], "test", now).await.expect("create a key");
         let before = snapshot(&app, &reads(&operations)).await;
         let mut v = Verdicts::new(&app);
-        for (operation, body) in secured_requests(&operations) {
+        for (operation, body) in secured_requests(&operations, &seeded) {
             let (method, path) = (&operation.method, &operation.path);
             let bytes = body.as_ref().map(|b| (JSON, serde_json::to_vec(b).expect("serialize")));
             // Catalog routes take the catalog scopes, order routes the order ones, every other

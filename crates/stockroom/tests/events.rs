@@ -150,7 +150,7 @@ async fn orders(app: &TestApp) {
         json!({"provider": "stripe", "reference": "pi_e1", "amount": order["totals"]["total"], "status": "captured"});
     app.post(&format!("/v1/orders/{id}/payments"), payment).await.expect(200);
     app.post(&format!("/v1/orders/{id}/cancel"), json!({})).await.expect(200);
-    // A paid order shipped and delivered: `fulfillment.shipped`, `fulfillment.delivered`.
+    // A paid order picked, packed, shipped and delivered: `fulfillment.shipped`, `fulfillment.delivered`.
     let order = checkout("MUG", "e-3", json!({"shipping_address": address})).await;
     let id = order["id"].as_str().unwrap();
     let payment =
@@ -163,10 +163,16 @@ async fn orders(app: &TestApp) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    app.pick_and_pack("BER-1").await;
     app.post(&format!("/v1/fulfillments/{fulfillment}/ship"), json!({"carrier": "dhl", "tracking": "1"}))
         .await
         .expect(200);
     app.post(&format!("/v1/fulfillments/{fulfillment}/deliver"), json!({})).await.expect(200);
+    // One unit comes back: `return.received` (and a refund request).
+    let asked = json!({"order": id, "lines": [{"sku": "MUG", "quantity": 1, "reason": "chipped"}]});
+    let returned = app.post("/v1/returns", asked).await.expect(201);
+    let receive = json!({"warehouse": "BER-1", "lines": [{"sku": "MUG", "quantity": 1, "condition": "damaged"}]});
+    app.post(&format!("/v1/returns/{}/receive", returned["id"].as_str().unwrap()), receive).await.expect(200);
     checkout("POSTER", "e-2", json!({"shipping_address": address, "partial": "backorder"})).await;
     app.receive("BER-1", "POSTER", 2).await;
 }

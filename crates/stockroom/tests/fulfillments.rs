@@ -1,6 +1,6 @@
 //! Fulfilments of paid orders over HTTP, on every backend: one per warehouse an order is
-//! allocated from, shipping consumes exactly its stock in the same transaction, delivery
-//! follows, a cancelled order's fulfilments never ship.
+//! allocated from, only a packed one ships, shipping consumes exactly its stock in the same
+//! transaction, delivery follows, a cancelled order's fulfilments never ship.
 
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -128,6 +128,11 @@ async fn a_paid_order_gets_a_fulfilment_per_warehouse_and_shipping_consumes_exac
         let (id, warehouse) = (first["id"].as_str().unwrap(), first["warehouse"].as_str().unwrap());
         let ship = format!("/v1/fulfillments/{id}/ship");
         let tee_before = app.stock("TEE").await;
+        app.post(&ship, json!({"carrier": "dhl", "tracking": "1"})).await.expect_problem(409, "invalid_state");
+        for warehouse in &warehouses {
+            app.pick_and_pack(warehouse).await;
+        }
+        assert_eq!(app.stock("TEE").await, tee_before, "picking and packing move no stock");
         // Refused requests change nothing.
         let bad =
             app.post(&ship, json!({"carrier": "", "tracking": ""})).await.expect_problem(422, "validation_failed");
@@ -227,6 +232,7 @@ async fn racing_ships_of_one_fulfilment_ship_it_once() {
         shop(&app).await;
         let order = paid_order(&app, "f-3", &[("MUG", 3)]).await;
         let id = fulfillments_of(&app, order["id"].as_str().unwrap(), 1).await[0]["id"].as_str().unwrap().to_owned();
+        app.pick_and_pack("MUC-1").await;
         let ships: Vec<_> = (0..8)
             .map(|i| {
                 let (app, id) = (app.clone(), id.clone());

@@ -288,6 +288,34 @@ impl TestApp {
         }
     }
 
+    /// Picks every pending fulfilment of `warehouse` on one pick list (everything found) and
+    /// packs each into one package weighing exactly what it should; answers the packed
+    /// fulfilments.
+    pub async fn pick_and_pack(&self, warehouse: &str) -> Vec<Value> {
+        let list =
+            self.post("/v1/picklists", json!({"warehouse": warehouse, "max_fulfillments": 50})).await.expect(201);
+        let picked: Vec<Value> = list["stops"]
+            .as_array()
+            .expect("stops")
+            .iter()
+            .map(|s| json!({"bin": s["bin"], "sku": s["sku"], "quantity": s["quantity"], "lot": s["lot"]}))
+            .collect();
+        let id = list["id"].as_str().expect("the list's id");
+        let done = self.post(&format!("/v1/picklists/{id}/complete"), json!({"picked": picked})).await.expect(200);
+        assert_eq!(done["short"], json!([]), "[{}] {done}", self.label());
+        let mut packed = Vec::new();
+        for fulfillment in list["fulfillments"].as_array().expect("fulfillments") {
+            let fulfillment = fulfillment.as_str().expect("an id");
+            let now = self.get(&format!("/v1/fulfillments/{fulfillment}")).await.expect(200);
+            let package = json!({"weight_grams": now["expected_weight_grams"].as_i64().unwrap_or(0).max(1), "lines": now["lines"]});
+            let body = json!({"packages": [package]});
+            let done = self.post(&format!("/v1/fulfillments/{fulfillment}/pack"), body).await.expect(200);
+            assert_eq!(done["status"], "packed", "[{}] {done}", self.label());
+            packed.push(done);
+        }
+        packed
+    }
+
     /// Every event from the feed, following `next` until the end.
     pub async fn all_events(&self) -> Vec<Value> {
         let mut after = 0;

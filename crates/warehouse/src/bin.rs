@@ -165,6 +165,30 @@ pub async fn bin_put(
     Ok(())
 }
 
+/// Takes up to `units` of `sku` out of one bin without changing on hand: picked units leave
+/// their bin for the packing station, and units a picker did not find are taken out before
+/// the adjustment that writes them off. Answers the units taken (the bin may hold fewer).
+pub async fn bin_take(tx: &mut Tx, warehouse: &WarehouseCode, bin: &str, sku: &SkuCode, units: i64) -> Result<i64> {
+    let held: Option<i64> =
+        sqlx::query_scalar("SELECT on_hand FROM bin_stock WHERE warehouse = $1 AND bin = $2 AND sku = $3")
+            .bind(warehouse.as_str().to_owned())
+            .bind(bin.to_owned())
+            .bind(sku.as_str().to_owned())
+            .fetch_optional(&mut **tx)
+            .await?;
+    let take = held.unwrap_or(0).min(units.max(0));
+    if take > 0 {
+        sqlx::query("UPDATE bin_stock SET on_hand = on_hand - $1 WHERE warehouse = $2 AND bin = $3 AND sku = $4")
+            .bind(take)
+            .bind(warehouse.as_str().to_owned())
+            .bind(bin.to_owned())
+            .bind(sku.as_str().to_owned())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(take)
+}
+
 /// Takes units out of bins (in bin order) until the binned units of `sku` are at most
 /// `on_hand`. Called after on hand went down.
 pub async fn bins_shrink_to(tx: &mut Tx, warehouse: &WarehouseCode, sku: &SkuCode, on_hand: i64) -> Result<()> {
@@ -209,6 +233,38 @@ pub async fn bin_stock_of(pool: &sqlx::AnyPool, warehouse: &WarehouseCode, sku: 
     .bind(sku.as_str().to_owned())
     .fetch_all(pool)
     .await?)
+}
+
+/// A bin's units of a SKU, with where the bin is.
+#[derive(Debug, Clone, FromRow, PartialEq)]
+pub struct LocatedBinStock {
+    pub bin: String,
+    pub sku: String,
+    pub on_hand: i64,
+    pub x: Option<f64>,
+    pub y: Option<f64>,
+}
+
+/// The bins holding any of `skus` in `warehouse`, by SKU then bin code; one query.
+pub async fn bin_stock_located(
+    tx: &mut Tx,
+    warehouse: &WarehouseCode,
+    skus: &[String],
+) -> Result<Vec<LocatedBinStock>> {
+    if skus.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT s.bin, s.sku, s.on_hand, b.x, b.y FROM bin_stock s \
+         JOIN bins b ON b.warehouse = s.warehouse AND b.code = s.bin \
+         WHERE s.warehouse = $1 AND s.on_hand > 0 AND s.sku IN ({}) ORDER BY s.sku, s.bin",
+        store::sql::list_placeholders(skus.len(), 2)
+    );
+    let mut query = sqlx::query_as::<_, LocatedBinStock>(sqlx::AssertSqlSafe(sql)).bind(warehouse.as_str().to_owned());
+    for sku in skus {
+        query = query.bind(sku.clone());
+    }
+    Ok(query.fetch_all(&mut **tx).await?)
 }
 
 #[derive(Debug, Clone)]

@@ -210,6 +210,30 @@ pub async fn scrap_free(
     Ok(())
 }
 
+/// Takes `units` returned by a customer back into available stock (on hand up, a `return`
+/// movement) and puts them away in the bin [`crate::bin::putaway_suggestion`] picks, if any.
+/// Answers that bin. Lot-tracked items are refused by name: a returned unit's lot is not known.
+pub async fn return_units(
+    tx: &mut Tx,
+    sku: &SkuCode,
+    warehouse: &WarehouseCode,
+    units: i64,
+    reference: &str,
+    reason: &str,
+    now: Timestamp,
+) -> Result<Option<String>> {
+    refuse_lot_items(tx, sku).await?;
+    let level = crate::stock::stock_level_receive(tx, sku, warehouse, units).await?;
+    let bin = crate::bin::putaway_suggestion(tx, warehouse, sku, units).await?;
+    if let Some(bin) = &bin {
+        crate::bin::bin_put(tx, warehouse, bin, sku, units, "bin").await?;
+    }
+    let mut journal = Journal::new();
+    journal.stock_changed(movement(sku, warehouse, MovementKind::Return, units, level, reference, reason));
+    journal.flush(tx, now).await?;
+    Ok(bin)
+}
+
 /// Records units written off that never entered stock (a defective return): a `scrap`
 /// movement with zero deltas, so the ledger still shows where they went.
 pub async fn scrap_record(

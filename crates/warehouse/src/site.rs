@@ -178,7 +178,7 @@ pub async fn warehouse_get(pool: &AnyPool, code: &WarehouseCode) -> Result<Wareh
         .ok_or_else(|| WarehouseError::NotFound { what: "warehouse", key: code.to_string() })
 }
 
-pub(crate) async fn warehouse_in_tx(tx: &mut Tx, code: &WarehouseCode) -> Result<Warehouse> {
+pub async fn warehouse_in_tx(tx: &mut Tx, code: &WarehouseCode) -> Result<Warehouse> {
     sqlx::query_as::<_, WarehouseRow>(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM warehouses WHERE code = $1")))
         .bind(code.as_str().to_owned())
         .fetch_optional(&mut **tx)

@@ -10,6 +10,7 @@ pub mod ledger;
 pub mod locations;
 pub mod orders;
 pub mod reservations;
+pub mod reviews;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -30,6 +31,7 @@ pub fn v1_routes() -> Router<AppState> {
         .merge(catalog::routes())
         .merge(orders::routes())
         .merge(fulfillment::routes())
+        .merge(reviews::routes())
 }
 
 pub async fn not_found() -> ApiError {
