@@ -648,15 +648,17 @@ impl Api {
         Ok(body)
     }
 
-    /// POSTs and answers the status and body, whatever the status.
-    pub(crate) async fn post_any(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-        let response = self
+    /// POSTs (with `Idempotency-Key: key` when given) and answers the status and body, whatever
+    /// the status.
+    pub(crate) async fn post_any(&self, path: &str, body: &Value, key: Option<&str>) -> anyhow::Result<(u16, Value)> {
+        let mut request = self
             .client
             .post(format!("{}{path}", self.base))
-            .header(reqwest::header::AUTHORIZATION, &self.authorization)
-            .json(body)
-            .send()
-            .await?;
+            .header(reqwest::header::AUTHORIZATION, &self.authorization);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request.json(body).send().await?;
         let status = response.status().as_u16();
         Ok((status, response.json().await.unwrap_or(Value::Null)))
     }

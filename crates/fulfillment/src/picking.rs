@@ -325,6 +325,15 @@ pub async fn picklist_complete(tx: &mut Tx, id: &str, picked: &[Picked], now: Ti
             picking.insert(fulfillment.clone(), current);
         }
     }
+    // Every order a short pick may touch is locked now, in id order, before anything is
+    // appended to the outbox: appending holds the outbox's sequence lock until commit, and
+    // locking an order after it would deadlock with a ship of that order.
+    let mut orders: Vec<&str> = picking.values().map(|f| f.order.as_str()).collect();
+    orders.sort_unstable();
+    orders.dedup();
+    for order in orders {
+        order::record::order_in(tx, order, true).await?;
+    }
     let mut expected: HashMap<StopKey, i64> = HashMap::new();
     for stop in list.stops.iter().filter(|s| picking.contains_key(&s.fulfillment)) {
         *expected.entry(key_of(&stop.bin, &stop.sku, &stop.lot)).or_default() += stop.quantity;

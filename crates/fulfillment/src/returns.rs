@@ -254,6 +254,8 @@ pub async fn return_receive(
     if !issues.is_empty() {
         return Err(FulfillmentError::invalid_fields(issues));
     }
+    // The order is locked before the stock moves append to the outbox (see picking.rs).
+    order::record::order_in(tx, &view.order, true).await?;
     let mut by_sku: BTreeMap<String, i64> = BTreeMap::new();
     for line in lines {
         let sku = SkuCode::parse(&line.sku)

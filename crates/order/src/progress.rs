@@ -70,15 +70,20 @@ async fn follow(tx: &mut Tx, events: &[StoredEvent], now: Timestamp) -> Result<(
             .await?;
         orders.insert(order.to_owned());
     }
+    // The events of every order go out in one append at the end: appending takes the outbox's
+    // sequence lock until commit, and holding it while locking the next order would deadlock
+    // with a ship of that order (which holds the order and then appends).
+    let mut events = Vec::new();
     for order in orders {
-        advance(tx, &order, now).await?;
+        events.extend(advance(tx, &order, now).await?);
     }
+    store::outbox::append(tx, &events, now).await?;
     Ok(())
 }
 
 /// Moves a paid order to `fulfilled`, and a fulfilled one to `delivered`, as far as its
-/// fulfilments have got.
-async fn advance(tx: &mut Tx, order_id: &str, now: Timestamp) -> Result<()> {
+/// fulfilments have got; answers the events to append.
+async fn advance(tx: &mut Tx, order_id: &str, now: Timestamp) -> Result<Vec<NewEvent>> {
     let mut order = order_in(tx, order_id, true).await?;
     let (requested, shipped, delivered): (i64, i64, i64) = sqlx::query_as(
         "SELECT CAST(COUNT(*) AS BIGINT), CAST(COUNT(p.fulfillment_id) AS BIGINT), \
@@ -100,6 +105,5 @@ async fn advance(tx: &mut Tx, order_id: &str, now: Timestamp) -> Result<()> {
         set_status(tx, &mut order, OrderStatus::Delivered, None, now).await?;
         events.push(NewEvent::of(format!("order:{order_id}"), &OrderDelivered { order: order_id.to_owned() }));
     }
-    store::outbox::append(tx, &events, now).await?;
-    Ok(())
+    Ok(events)
 }

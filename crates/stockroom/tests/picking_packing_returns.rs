@@ -416,3 +416,40 @@ async fn units_failing_quality_control_leave_the_shipment_for_quarantine_or_scra
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_requested_fulfilment_whose_holds_are_gone_is_taken_on_hold_with_the_reason() {
+    use store::subscriber::Subscriber;
+    each_backend(|app| async move {
+        shop(&app).await;
+        let order = paid_order(&app, "h-1", &[("MUG", 1)], 1).await;
+        let order_id = order["id"].as_str().unwrap();
+        let holds = app.get(&format!("/v1/reservations?reference={order_id}")).await.expect(200);
+        let hold = holds["items"][0]["id"].as_str().unwrap();
+        app.post(&format!("/v1/reservations/{hold}/release"), json!({})).await.expect(200);
+        // The order asks for a fulfilment again (as a backorder allocation would) while its
+        // hold is gone: the intake, through its public Rust API, takes it on hold.
+        let requested = store::outbox::StoredEvent {
+            seq: 0,
+            id: "evt_test".into(),
+            event_type: "fulfillment.requested".into(),
+            aggregate: format!("order:{order_id}"),
+            aggregate_seq: 0,
+            at: String::new(),
+            version: 1,
+            data: json!({"fulfillment": "ful_lost1", "order": order_id, "warehouse": "BER-1",
+                         "lines": [{"sku": "MUG", "quantity": 1}]}),
+        };
+        let mut tx = app.db.begin().await.unwrap();
+        let now = kernel::Clock::now(&kernel::SystemClock);
+        fulfillment::intake::Intake.handle(&mut tx, &[requested], now).await.unwrap();
+        tx.commit().await.unwrap();
+        let lost = app.get("/v1/fulfillments/ful_lost1").await.expect(200);
+        assert_eq!(lost["status"], "on_hold", "{lost}");
+        assert_eq!(lost["hold_reason"], "holds_lost: MUG held 0 of 1", "{lost}");
+        let list = app.post("/v1/picklists", json!({"warehouse": "BER-1"})).await.expect(201);
+        assert!(!list["fulfillments"].as_array().unwrap().contains(&json!("ful_lost1")), "{list}");
+        app.reconcile().await;
+    })
+    .await;
+}
