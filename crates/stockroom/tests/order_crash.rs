@@ -713,3 +713,175 @@ async fn killed_mid_saga_the_server_resumes_and_the_books_agree() {
         database.drop_database().await;
     }
 }
+
+/// When the server is killed between ships: right after the last ship is answered (so the
+/// progress subscriber has not yet followed them), or while ships are in flight.
+const SHIP_KILLS: [Option<u64>; 3] = [None, Some(15), Some(60)];
+
+/// Picks and packs every pending fulfilment of the warehouses, at the expected weight.
+async fn pick_and_pack_all(api: &Api) -> Vec<String> {
+    let mut packed = Vec::new();
+    for warehouse in WAREHOUSES {
+        loop {
+            let (status, list) = api.post("/v1/picklists", &json!({"warehouse": warehouse})).await.unwrap();
+            if status == 409 {
+                break;
+            }
+            assert_eq!(status, 201, "pick list: {list}");
+            let picked: Vec<Value> = list["stops"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| json!({"bin": s["bin"], "sku": s["sku"], "quantity": s["quantity"], "lot": s["lot"]}))
+                .collect();
+            let id = list["id"].as_str().unwrap();
+            api.post_ok(&format!("/v1/picklists/{id}/complete"), json!({"picked": picked}), 200).await;
+            for fulfillment in list["fulfillments"].as_array().unwrap() {
+                let fulfillment = fulfillment.as_str().unwrap();
+                let now = api.get_ok(&format!("/v1/fulfillments/{fulfillment}")).await;
+                let package = json!({"weight_grams": now["expected_weight_grams"], "lines": now["lines"]});
+                let path = format!("/v1/fulfillments/{fulfillment}/pack");
+                let done = api.post_ok(&path, json!({"packages": [package]}), 200).await;
+                assert_eq!(done["status"], "packed", "{done}");
+                packed.push(fulfillment.to_owned());
+            }
+        }
+    }
+    packed
+}
+
+/// Every `order.fulfilled` event of the feed, by order.
+async fn fulfilled_events(api: &Api) -> BTreeMap<String, usize> {
+    let mut by_order = BTreeMap::new();
+    let mut after = 0;
+    loop {
+        let page = api.get_ok(&format!("/v1/events?after={after}&limit=1000&type=order.fulfilled")).await;
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        let Some(last) = items.last() else { return by_order };
+        after = last["seq"].as_i64().unwrap();
+        for event in &items {
+            *by_order.entry(event["data"]["order"].as_str().unwrap().to_owned()).or_default() += 1;
+        }
+    }
+}
+
+/// Shipping a fulfilment and moving its order to `fulfilled` are two transactions of two
+/// contexts, joined by the `fulfillment.shipped` event and the order's progress subscriber.
+/// `serve` is killed with SIGKILL between them (and while ships are in flight); after each
+/// restart every order whose fulfilments all shipped becomes `fulfilled` exactly once, the
+/// stock of every shipped fulfilment is consumed once, and the books reconcile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_between_ship_and_the_order_status_every_order_still_becomes_fulfilled_once() {
+    for backend in backends() {
+        let label = format!("{backend:?}");
+        let database = TestDatabase::create(backend).await;
+        let mut server = start(&database.url).await;
+        seed(&server.api).await;
+        let mut orders = Vec::new();
+        for (round, kill) in SHIP_KILLS.into_iter().enumerate() {
+            let label = format!("{label} round {round}");
+            let api = server.api.clone();
+            let mut these = Vec::new();
+            for i in 0..4 {
+                let customer = format!("ship-{round}-{i}");
+                let cart = fill_cart(&api, "crash-slow", SLOW_SKUS[i % SLOW_SKUS.len()], 1 + i as i64 % 2, &customer)
+                    .await
+                    .unwrap()
+                    .expect("stock for the round");
+                let body = json!({"shipping_address": address()});
+                let key = format!("ship-co-{cart}");
+                let path = format!("/v1/carts/{cart}/checkout");
+                let answer = api.call(Method::POST, &path, Some(&body), &[("idempotency-key", key.as_str())]).await;
+                let order = Api::expect(answer, 201, "checkout");
+                let id = order["id"].as_str().unwrap().to_owned();
+                let payment = json!({"provider": "test", "reference": format!("{id}-ship"), "amount": order["totals"]["total"], "status": "captured"});
+                api.post_ok(&format!("/v1/orders/{id}/payments"), payment, 200).await;
+                these.push(id);
+            }
+            let requested: usize = {
+                let mut n = 0;
+                for id in &these {
+                    n += api.get_ok(&format!("/v1/orders/{id}")).await["fulfillments"].as_array().unwrap().len();
+                }
+                n
+            };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while api.all("/v1/fulfillments?status=pending").await.len() < requested {
+                assert!(Instant::now() < deadline, "[{label}] the intake took too long");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let packed = pick_and_pack_all(&api).await;
+            assert_eq!(packed.len(), requested, "[{label}]");
+
+            let ships: Vec<_> = packed
+                .iter()
+                .map(|id| {
+                    let (api, id) = (api.clone(), id.clone());
+                    tokio::spawn(async move {
+                        api.post(&format!("/v1/fulfillments/{id}/ship"), &json!({"carrier": "dhl", "tracking": id}))
+                            .await
+                    })
+                })
+                .collect();
+            match kill {
+                None => {
+                    for ship in ships {
+                        Api::expect(ship.await.unwrap(), 200, "ship");
+                    }
+                    // Orders the progress subscriber (polling every 100 ms) has not followed yet:
+                    // the kill lands between their ship and their status.
+                    let mut unfollowed = 0;
+                    for id in &these {
+                        unfollowed += usize::from(api.get_ok(&format!("/v1/orders/{id}")).await["status"] == PAID);
+                    }
+                    eprintln!("[{label}] killed with {unfollowed} of {} shipped orders not yet fulfilled", these.len());
+                    server.kill9();
+                }
+                Some(after_ms) => {
+                    tokio::time::sleep(Duration::from_millis(after_ms)).await;
+                    server.kill9();
+                    for ship in ships {
+                        // Answered, refused after the kill, or lost: the restart tells.
+                        let _ = ship.await.unwrap();
+                    }
+                }
+            }
+            server = start(&database.url).await;
+            let api = server.api.clone();
+            for id in &packed {
+                let now = api.get_ok(&format!("/v1/fulfillments/{id}")).await;
+                if now["status"] == "packed" {
+                    api.post_ok(&format!("/v1/fulfillments/{id}/ship"), json!({"carrier": "dhl", "tracking": id}), 200)
+                        .await;
+                } else {
+                    assert_eq!(now["status"], "shipped", "[{label}] {now}");
+                }
+            }
+            let deadline = Instant::now() + Duration::from_secs(20);
+            for id in &these {
+                while api.get_ok(&format!("/v1/orders/{id}")).await["status"] != "fulfilled" {
+                    assert!(Instant::now() < deadline, "[{label}] order {id} never became fulfilled");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            orders.extend(these);
+            let fulfilled = fulfilled_events(&api).await;
+            for id in &orders {
+                assert_eq!(fulfilled.get(id), Some(&1), "[{label}] order {id}: order.fulfilled exactly once");
+            }
+            for sku in SLOW_SKUS {
+                let stock = api.get_ok(&format!("/v1/stock/{sku}")).await;
+                assert_eq!(stock["reserved"], 0, "[{label}] every hold shipped: {stock}");
+            }
+            let report = api.get_ok("/v1/reconciliation").await;
+            assert_eq!(report["mismatches"], json!([]), "[{label}] {report}");
+            eprintln!(
+                "[{label}] {} fulfilments shipped across the kill, {} orders fulfilled so far",
+                packed.len(),
+                orders.len()
+            );
+        }
+        server.kill9();
+        database.drop_database().await;
+    }
+}
