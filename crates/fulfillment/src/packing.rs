@@ -122,7 +122,8 @@ pub async fn pack(tx: &mut Tx, id: &str, packages: &[PackageIn], now: Timestamp)
 }
 
 /// Shipping of `grams` from the fulfilment's warehouse to its order's country at the warehouse's
-/// rate, beside what the checkout planned for that warehouse. `None` without a rate.
+/// rate, beside what the checkout planned for that warehouse, recorded on the order too. `None`
+/// without a rate.
 async fn shipping_of(tx: &mut Tx, fulfillment: &Fulfillment, grams: i64) -> Result<Option<ShippingCost>> {
     let order = order::record::order_in(tx, &fulfillment.order, false).await?;
     let warehouses = [fulfillment.warehouse.clone()];
@@ -136,6 +137,7 @@ async fn shipping_of(tx: &mut Tx, fulfillment: &Fulfillment, grams: i64) -> Resu
         .find(|s| s["warehouse"] == fulfillment.warehouse.as_str())
         .and_then(|s| s["shipping_minor"].as_i64())
         .unwrap_or(0);
+    order::record::record_shipping(tx, &fulfillment.id, planned, actual).await?;
     let money = |minor: i64| order.currency.format_amount(minor);
     Ok(Some(ShippingCost {
         planned: money(planned),

@@ -9,7 +9,7 @@ use crate::events::{
     FulfillmentLineState, FulfillmentRequested, OrderCancelled, OrderPaid, PaymentRecorded, RefundRequested,
 };
 use crate::promotion;
-use crate::record::{Fulfillment, FulfillmentLine, Order, OrderRecord, OrderStatus, order_in};
+use crate::record::{FulfillmentLine, FulfillmentRecord, Order, OrderRecord, OrderStatus, order_in};
 use crate::saga::{self, SagaKind, SagaStatus};
 use kernel::{NewEvent, ReservationId, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -189,7 +189,7 @@ pub(crate) async fn request_fulfillment(
     warehouse: &str,
     lines: Vec<FulfillmentLine>,
     now: Timestamp,
-) -> Result<(Fulfillment, NewEvent)> {
+) -> Result<(FulfillmentRecord, NewEvent)> {
     let id = format!("ful_{}", uuid::Uuid::now_v7().simple());
     let at = now.to_rfc3339();
     sqlx::query("INSERT INTO order_fulfillments (id, order_id, warehouse, status, lines, created_at) VALUES ($1, $2, $3, 'requested', $4, $5)")
@@ -209,7 +209,15 @@ pub(crate) async fn request_fulfillment(
             lines: lines.iter().map(|l| FulfillmentLineState { sku: l.sku.clone(), quantity: l.quantity }).collect(),
         },
     );
-    Ok((Fulfillment { id, warehouse: warehouse.to_owned(), status: "requested".into(), lines, created_at: at }, event))
+    let record = FulfillmentRecord {
+        id,
+        warehouse: warehouse.to_owned(),
+        status: "requested".into(),
+        lines,
+        shipping_minor: None,
+        created_at: at,
+    };
+    Ok((record, event))
 }
 
 /// Pays an order whose payments cover its total: holds confirmed, one fulfilment requested

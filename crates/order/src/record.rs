@@ -129,7 +129,31 @@ pub struct Fulfillment {
     /// `requested` (the fulfilment context takes it from there) or `cancelled`.
     pub status: String,
     pub lines: Vec<FulfillmentLine>,
+    /// Set once its packages are weighed: shipping as planned and as weighed.
+    #[serde(default)]
+    pub shipping: Option<ShippingAdjustment>,
     pub created_at: String,
+}
+
+/// A requested fulfilment as stored; [`Fulfillment`] is its view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FulfillmentRecord {
+    pub id: String,
+    pub warehouse: String,
+    pub status: String,
+    pub lines: Vec<FulfillmentLine>,
+    /// `(planned, actual)` shipping in minor units, once packed.
+    pub shipping_minor: Option<(i64, i64)>,
+    pub created_at: String,
+}
+
+/// A fulfilment's shipping as the checkout planned it and as its packages weighed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ShippingAdjustment {
+    pub planned: String,
+    pub actual: String,
+    /// Actual less planned.
+    pub adjustment: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -163,7 +187,7 @@ pub struct OrderRecord {
     pub lines: Vec<LineRecord>,
     pub allocations: Vec<AllocationRecord>,
     pub payments: Vec<(String, String, String, i64, String, String)>,
-    pub fulfillments: Vec<Fulfillment>,
+    pub fulfillments: Vec<FulfillmentRecord>,
     /// `(code, discount, status)`.
     pub promotions: Vec<(String, i64, String)>,
 }
@@ -193,7 +217,11 @@ pub struct OrderLine {
 pub struct OrderTotals {
     pub subtotal: String,
     pub discount: String,
+    /// As charged at checkout.
     pub shipping: String,
+    /// Weighed shipping less planned, over the fulfilments packed so far (not charged: the
+    /// order's total stays what was paid).
+    pub shipping_adjustment: String,
     pub total: String,
     /// Authorized or captured, less refunded.
     pub paid: String,
@@ -260,7 +288,22 @@ impl OrderRecord {
             cart: self.cart_id.clone(),
             currency: self.currency.to_string(),
             lines,
-            fulfillments: self.fulfillments.clone(),
+            fulfillments: self
+                .fulfillments
+                .iter()
+                .map(|f| Fulfillment {
+                    id: f.id.clone(),
+                    warehouse: f.warehouse.clone(),
+                    status: f.status.clone(),
+                    lines: f.lines.clone(),
+                    shipping: f.shipping_minor.map(|(planned, actual)| ShippingAdjustment {
+                        planned: money(planned),
+                        actual: money(actual),
+                        adjustment: money(actual - planned),
+                    }),
+                    created_at: f.created_at.clone(),
+                })
+                .collect(),
             sourcing: self.sourcing.clone(),
             payments: self
                 .payments
@@ -288,6 +331,13 @@ impl OrderRecord {
                 subtotal: money(self.subtotal_minor),
                 discount: money(self.discount_minor),
                 shipping: money(self.shipping_minor),
+                shipping_adjustment: money(
+                    self.fulfillments
+                        .iter()
+                        .filter_map(|f| f.shipping_minor)
+                        .map(|(planned, actual)| actual - planned)
+                        .sum(),
+                ),
                 total: money(self.total_minor),
                 paid: money(self.paid_minor),
                 currency: self.currency.to_string(),
@@ -315,6 +365,18 @@ pub fn new_order_id() -> String {
 pub fn parse_order_id(raw: &str) -> Option<String> {
     let ok = raw.len() <= 64 && raw.starts_with("ord_") && raw[4..].bytes().all(|b| b.is_ascii_hexdigit());
     ok.then(|| raw.to_owned())
+}
+
+/// Records what a packed fulfilment's packages cost to ship beside what the checkout planned;
+/// the order shows the difference (`totals.shipping_adjustment`).
+pub async fn record_shipping(tx: &mut Tx, fulfillment: &str, planned_minor: i64, actual_minor: i64) -> Result<()> {
+    sqlx::query("UPDATE order_fulfillments SET shipping_planned_minor = $2, shipping_actual_minor = $3 WHERE id = $1")
+        .bind(fulfillment.to_owned())
+        .bind(planned_minor)
+        .bind(actual_minor)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Writes a new order and its lines and allocations.
@@ -447,8 +509,10 @@ pub async fn order_in(conn: &mut sqlx::AnyConnection, id: &str, lock: bool) -> R
     .bind(id.to_owned())
     .fetch_all(&mut *conn)
     .await?;
-    let fulfillments: Vec<(String, String, String, String, String)> = sqlx::query_as(
-        "SELECT id, warehouse, status, lines, created_at FROM order_fulfillments WHERE order_id = $1 ORDER BY id",
+    #[expect(clippy::type_complexity, reason = "one row of order_fulfillments")]
+    let fulfillments: Vec<(String, String, String, String, Option<i64>, Option<i64>, String)> = sqlx::query_as(
+        "SELECT id, warehouse, status, lines, shipping_planned_minor, shipping_actual_minor, created_at \
+         FROM order_fulfillments WHERE order_id = $1 ORDER BY id",
     )
     .bind(id.to_owned())
     .fetch_all(&mut *conn)
@@ -480,12 +544,13 @@ pub async fn order_in(conn: &mut sqlx::AnyConnection, id: &str, lock: bool) -> R
         .collect::<Result<Vec<_>>>()?;
     let fulfillments = fulfillments
         .into_iter()
-        .map(|(id, warehouse, status, lines, created_at)| {
-            Ok(Fulfillment {
+        .map(|(id, warehouse, status, lines, planned, actual, created_at)| {
+            Ok(FulfillmentRecord {
                 id,
                 warehouse,
                 status,
                 lines: serde_json::from_str(&lines).map_err(|_| corrupt("fulfillment lines".into()))?,
+                shipping_minor: planned.zip(actual),
                 created_at,
             })
         })

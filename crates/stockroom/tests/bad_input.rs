@@ -175,12 +175,7 @@ async fn seed_every_resource(app: &TestApp) -> Seeded {
     // 2 has shipped, 1 of it asked back.
     let two = json!({"warehouse": BER, "max_fulfillments": 2});
     let list = app.post("/v1/picklists", two).await.expect(201);
-    let stops: Vec<Value> = list["stops"]
-        .as_array()
-        .expect("stops")
-        .iter()
-        .map(|s| json!({"bin": s["bin"], "sku": s["sku"], "quantity": s["quantity"], "lot": s["lot"]}))
-        .collect();
+    let stops = testkit::picked_as_listed(&list);
     let list = list["id"].as_str().expect("a pick list id");
     app.post(&format!("/v1/picklists/{list}/complete"), json!({"picked": stops})).await.expect(200);
     paid_fulfillment(app, "seed-picking", 1).await;

@@ -728,12 +728,7 @@ async fn pick_and_pack_all(api: &Api) -> Vec<String> {
                 break;
             }
             assert_eq!(status, 201, "pick list: {list}");
-            let picked: Vec<Value> = list["stops"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|s| json!({"bin": s["bin"], "sku": s["sku"], "quantity": s["quantity"], "lot": s["lot"]}))
-                .collect();
+            let picked = testkit::picked_as_listed(&list);
             let id = list["id"].as_str().unwrap();
             api.post_ok(&format!("/v1/picklists/{id}/complete"), json!({"picked": picked}), 200).await;
             for fulfillment in list["fulfillments"].as_array().unwrap() {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use testkit::{TestApp, each_backend};
 
 /// BER-1 has bins A-01 (2 TEE), A-02 (3 TEE) and B-01 (2 MUG) with coordinates and packs with
-/// 100 g of packaging at 5 % or 20 g; MUC-1 has 5 TEE in no bin.
+/// 300 g of packaging at 5 % or 20 g; MUC-1 has 5 TEE in no bin.
 async fn shop(app: &TestApp) {
     for (code, lat, lon) in [("BER-1", 52.52, 13.40), ("MUC-1", 48.14, 11.58)] {
         app.post(
@@ -29,7 +29,7 @@ async fn shop(app: &TestApp) {
         app.post("/v1/warehouses/BER-1/bins", json!({"code": bin, "x": x, "y": y})).await.expect(201);
     }
     let settings =
-        json!({"dock_x": 0.0, "dock_y": 0.0, "packaging_grams": 100, "tolerance_percent": 5.0, "tolerance_grams": 20});
+        json!({"dock_x": 0.0, "dock_y": 0.0, "packaging_grams": 300, "tolerance_percent": 5.0, "tolerance_grams": 20});
     app.put_json("/v1/warehouses/BER-1/fulfillment-settings", settings.clone()).await.expect(200);
     assert_eq!(app.get("/v1/warehouses/BER-1/fulfillment-settings").await.expect(200), settings);
     for (sku, grams) in [("TEE", 200), ("MUG", 350)] {
@@ -217,21 +217,16 @@ async fn packing_weighs_every_package_and_a_mismatch_holds_until_re_weighed() {
         let id = fulfillments_of(&app, order_id, 1).await[0]["id"].as_str().unwrap().to_owned();
         let (pack, ship) = (format!("/v1/fulfillments/{id}/pack"), format!("/v1/fulfillments/{id}/ship"));
         let body = |grams: i64| json!({"packages": [{"weight_grams": grams, "lines": [{"sku": "TEE", "quantity": 2}, {"sku": "MUG", "quantity": 1}]}]});
-        app.post(&pack, body(850)).await.expect_problem(409, "invalid_state");
+        app.post(&pack, body(1050)).await.expect_problem(409, "invalid_state");
         let list = app.post("/v1/picklists", json!({"warehouse": "BER-1"})).await.expect(201);
-        let picked: Vec<Value> = list["stops"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| json!({"bin": s["bin"], "sku": s["sku"], "quantity": s["quantity"], "lot": s["lot"]}))
-            .collect();
+        let picked = testkit::picked_as_listed(&list);
         app.post(&format!("/v1/picklists/{}/complete", list["id"].as_str().unwrap()), json!({"picked": picked}))
             .await
             .expect(200);
         app.post(&ship, json!({"carrier": "dhl", "tracking": "1"})).await.expect_problem(409, "invalid_state");
         let f = app.get(&format!("/v1/fulfillments/{id}")).await.expect(200);
-        // 2 × 200 g + 350 g + 100 g of packaging.
-        assert_eq!(f["expected_weight_grams"], 850, "{f}");
+        // 2 × 200 g + 350 g + 300 g of packaging.
+        assert_eq!(f["expected_weight_grams"], 1050, "{f}");
         assert_eq!(f["weight_tolerance"], json!({"percent": 5.0, "grams": 20}));
 
         // Someone else's lines, missing units and a bad weight: all named, nothing changed.
@@ -242,18 +237,26 @@ async fn packing_weighs_every_package_and_a_mismatch_holds_until_re_weighed() {
         assert_eq!(field_names(&bad), ["packages[0].weight_grams", "packages[0].lines[1].sku", "packages"], "{bad}");
         assert_eq!(app.get(&format!("/v1/fulfillments/{id}")).await.expect(200), f);
 
-        // 900 g is 50 g off 850 g: more than 5 % (43 g) and 20 g.
-        let held = app.post(&pack, body(900)).await.expect(200);
+        // 1,110 g is 60 g off 1,050 g: more than 5 % (53 g) and 20 g.
+        let held = app.post(&pack, body(1110)).await.expect(200);
         assert_eq!((held["status"].as_str(), held["hold_reason"].as_str()), (Some("on_hold"), Some("weight_mismatch")));
-        assert_eq!(held["packages"][0]["difference_grams"], 50, "{held}");
+        assert_eq!(held["packages"][0]["difference_grams"], 60, "{held}");
         app.post(&ship, json!({"carrier": "dhl", "tracking": "1"})).await.expect_problem(409, "invalid_state");
-        // Re-weighed: 880 g is within 43 g.
-        let packed = app.post(&pack, body(880)).await.expect(200);
+        // Re-weighed: 1,080 g is within 53 g.
+        let packed = app.post(&pack, body(1080)).await.expect(200);
         assert_eq!((packed["status"].as_str(), packed["hold_reason"].as_str()), (Some("packed"), None));
-        // 4.90 + 1.00 per started kilogram: 880 g → 5.90, as planned.
-        assert_eq!(packed["shipping"]["actual"], "5.90", "{packed}");
-        assert_eq!(packed["shipping"]["adjustment"], "0.00", "{packed}");
-        app.post(&pack, body(880)).await.expect_problem(409, "invalid_state");
+        // 4.90 + 1.00 per started kilogram: the checkout planned 750 g of items (5.90); the
+        // weighed 1,080 g cost 6.90. The order shows the adjustment.
+        assert_eq!(
+            packed["shipping"],
+            json!({"planned": "5.90", "actual": "6.90", "adjustment": "1.00", "currency": "EUR"}),
+            "{packed}"
+        );
+        let order = app.get(&format!("/v1/orders/{order_id}")).await.expect(200);
+        assert_eq!(order["fulfillments"][0]["shipping"]["adjustment"], "1.00", "{order}");
+        assert_eq!(order["totals"]["shipping_adjustment"], "1.00", "{order}");
+        assert_eq!(order["totals"]["shipping"], "5.90", "what was charged stays: {order}");
+        app.post(&pack, body(1080)).await.expect_problem(409, "invalid_state");
         let tee_before = app.stock("TEE").await;
         let shipped = app.post(&ship, json!({"carrier": "dhl", "tracking": "JJD1"})).await.expect(200);
         assert_eq!(shipped["status"], "shipped");
@@ -354,12 +357,7 @@ async fn units_failing_quality_control_leave_the_shipment_for_quarantine_or_scra
         let id = fulfillments_of(&app, &order_id, 1).await[0]["id"].as_str().unwrap().to_owned();
         let qc = format!("/v1/fulfillments/{id}/qc");
         let list = app.post("/v1/picklists", json!({"warehouse": "BER-1"})).await.expect(201);
-        let picked: Vec<Value> = list["stops"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| json!({"bin": s["bin"], "sku": s["sku"], "quantity": s["quantity"], "lot": s["lot"]}))
-            .collect();
+        let picked = testkit::picked_as_listed(&list);
         app.post(&format!("/v1/picklists/{}/complete", list["id"].as_str().unwrap()), json!({"picked": picked}))
             .await
             .expect(200);

@@ -187,12 +187,7 @@ async fn end_to_end_from_receipt_to_a_verified_review_reconciles() {
         // Pick, then one unit fails quality control: quarantined, and re-held for the order.
         let list = app.post("/v1/picklists", json!({"warehouse": "BER-1"})).await.expect(201);
         let first = list["fulfillments"][0].as_str().unwrap().to_owned();
-        let picked: Vec<Value> = list["stops"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| json!({"bin": s["bin"], "sku": s["sku"], "quantity": s["quantity"], "lot": s["lot"]}))
-            .collect();
+        let picked = testkit::picked_as_listed(&list);
         let complete = format!("/v1/picklists/{}/complete", list["id"].as_str().unwrap());
         assert_eq!(app.post(&complete, json!({"picked": picked})).await.expect(200)["short"], json!([]));
         let qc = json!({"lines": [

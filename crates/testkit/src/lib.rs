@@ -61,6 +61,16 @@ pub struct TestApp {
     running: Arc<Mutex<Option<stockroom::Running>>>,
 }
 
+/// The `picked` body of `POST /v1/picklists/{id}/complete` for a pick list whose every stop
+/// was found as listed.
+pub fn picked_as_listed(list: &Value) -> Value {
+    let stops = list["stops"].as_array().map(Vec::as_slice).unwrap_or_default();
+    stops
+        .iter()
+        .map(|s| json!({"bin": s["bin"], "sku": s["sku"], "quantity": s["quantity"], "lot": s["lot"]}))
+        .collect()
+}
+
 pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, AppOptions::default()).await
 }
@@ -294,12 +304,7 @@ impl TestApp {
     pub async fn pick_and_pack(&self, warehouse: &str) -> Vec<Value> {
         let list =
             self.post("/v1/picklists", json!({"warehouse": warehouse, "max_fulfillments": 50})).await.expect(201);
-        let picked: Vec<Value> = list["stops"]
-            .as_array()
-            .expect("stops")
-            .iter()
-            .map(|s| json!({"bin": s["bin"], "sku": s["sku"], "quantity": s["quantity"], "lot": s["lot"]}))
-            .collect();
+        let picked = picked_as_listed(&list);
         let id = list["id"].as_str().expect("the list's id");
         let done = self.post(&format!("/v1/picklists/{id}/complete"), json!({"picked": picked})).await.expect(200);
         assert_eq!(done["short"], json!([]), "[{}] {done}", self.label());
