@@ -105,6 +105,8 @@ pub async fn pack(tx: &mut Tx, id: &str, packages: &[PackageIn], now: Timestamp)
     let grams: i64 = packages.iter().map(|p| p.weight_grams).sum();
     let shipping = shipping_of(tx, &fulfillment, grams).await?;
     let (status, reason) = if mismatch { ("on_hold", Some(HOLD_WEIGHT_MISMATCH)) } else { ("packed", None) };
+    let result = if mismatch { "mismatch" } else { "ok" };
+    metrics::counter!("stockroom_packings_total", "result" => result).increment(1);
     sqlx::query(
         "UPDATE fulfillments SET status = $2, hold_reason = $3, packages = $4, shipping = $5, updated_at = $6 \
          WHERE id = $1",

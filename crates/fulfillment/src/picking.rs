@@ -197,6 +197,8 @@ pub async fn picklist_create(
     .execute(&mut **tx)
     .await
     .map_err(store::StoreError::from)?;
+    metrics::counter!("stockroom_picklists_created_total").increment(1);
+    metrics::counter!("stockroom_picklist_stops_total").increment(list.stops.len() as u64);
     for id in &list.fulfillments {
         sqlx::query("UPDATE fulfillments SET status = 'picking', picklist_id = $2, updated_at = $3 WHERE id = $1")
             .bind(id.clone())
@@ -446,6 +448,8 @@ pub async fn picklist_complete(tx: &mut Tx, id: &str, picked: &[Picked], now: Ti
         .execute(&mut **tx)
         .await
         .map_err(store::StoreError::from)?;
+    let short_units: i64 = short.iter().map(|s| s.quantity).sum();
+    metrics::counter!("stockroom_short_picked_units_total").increment(short_units.max(0) as u64);
     list.status = "completed".into();
     list.short = short;
     list.completed_at = Some(at);

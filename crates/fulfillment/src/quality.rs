@@ -124,6 +124,9 @@ pub async fn quality_check(tx: &mut Tx, id: &str, lines: &[QcLine], now: Timesta
                 warehouse::quarantine::scrap_free(tx, &sku, &warehouse, line.quantity, id, reason, now).await?;
             }
         }
+        let disposition = if line.disposition == Some(Disposition::Quarantine) { "quarantine" } else { "scrap" };
+        metrics::counter!("stockroom_qc_failed_units_total", "disposition" => disposition)
+            .increment(line.quantity as u64);
         *failed.entry(line.sku.clone()).or_default() += line.quantity;
     }
     let remaining: Vec<FulfillmentLine> = fulfillment

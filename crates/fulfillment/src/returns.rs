@@ -283,6 +283,8 @@ pub async fn return_receive(
                 warehouse::quarantine::scrap_record(tx, &sku, warehouse, id, &reason, now).await?;
             }
         }
+        metrics::counter!("stockroom_returned_units_total", "condition" => line.condition.as_str())
+            .increment(line.quantity as u64);
         *by_sku.entry(line.sku.clone()).or_default() += line.quantity;
     }
     let units: Vec<(String, i64)> = by_sku.into_iter().collect();

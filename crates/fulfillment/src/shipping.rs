@@ -93,6 +93,7 @@ pub async fn ship(tx: &mut Tx, id: &str, carrier: &str, tracking: &str, now: Tim
         lines: fulfillment.lines.iter().map(|l| ShippedLine { sku: l.sku.clone(), quantity: l.quantity }).collect(),
     };
     store::outbox::append(tx, &[NewEvent::of(format!("fulfillment:{id}"), &event)], now).await?;
+    metrics::counter!("stockroom_fulfillments_shipped_total").increment(1);
     fulfillment_locked(tx, id).await
 }
 

@@ -129,6 +129,8 @@ pub async fn review_create(tx: &mut Tx, handle: &ProductHandle, new: NewReview, 
             review.customer, review.product
         )));
     }
+    let verified = if review.verified { "true" } else { "false" };
+    metrics::counter!("stockroom_reviews_total", "verified" => verified).increment(1);
     Ok(review)
 }
 

@@ -133,6 +133,13 @@ impl Api {
         }
     }
 
+    /// The Prometheus text of `GET /metrics`.
+    async fn metrics(&self) -> String {
+        let response = self.http.get(format!("{}/metrics", self.url)).send().await.expect("GET /metrics");
+        assert_eq!(response.status().as_u16(), 200);
+        response.text().await.expect("the metrics text")
+    }
+
     async fn post(&self, path: &str, body: &Value) -> Answer {
         self.call(Method::POST, path, Some(body), &[]).await
     }
@@ -830,6 +837,15 @@ async fn killed_between_ship_and_the_order_status_every_order_still_becomes_fulf
                         unfollowed += usize::from(api.get_ok(&format!("/v1/orders/{id}")).await["status"] == PAID);
                     }
                     eprintln!("[{label}] killed with {unfollowed} of {} shipped orders not yet fulfilled", these.len());
+                    // This server picked, packed and shipped exactly this round's fulfilments.
+                    let metrics = api.metrics().await;
+                    for line in [
+                        format!("stockroom_fulfillments_shipped_total {}", packed.len()),
+                        format!("stockroom_packings_total{{result=\"ok\"}} {}", packed.len()),
+                        format!("stockroom_picklist_stops_total {}", packed.len()),
+                    ] {
+                        assert!(metrics.lines().any(|l| l == line), "[{label}] /metrics lacks `{line}`");
+                    }
                     server.kill9();
                 }
                 Some(after_ms) => {
