@@ -7,7 +7,8 @@
 //! pending fulfilments: `POST /v1/picklists`, `POST /v1/picklists/{id}/complete` with every
 //! stop found, and per fulfilment `GET /v1/fulfillments/{id}`, `POST .../pack` at the expected
 //! weight and `POST .../ship`. The figure is fulfilments shipped per second of the drain.
-//! Afterwards every fulfilment must be shipped and the reconciliation clean.
+//! Afterwards every fulfilment must be shipped and the reconciliation clean. Stock sits in bins
+//! on a 20-aisle floor, so the walk each list plans (and its fulfilment-order baseline) is real.
 
 use crate::database::BenchDatabase;
 use crate::orders::{Api, CHANNEL, POOL_SKUS, PREFIX, WAREHOUSES};
@@ -132,6 +133,7 @@ async fn one_run(args: &FulfilmentArgs, backend: Backend, batch: i64) -> anyhow:
         crate::seed::seed(&db, &plan, SystemClock.now()).await?;
         crate::availability::seed_catalog(&db, CHANNEL, WAREHOUSES, PREFIX, POOL_SKUS).await?;
         crate::orders::seed_carts(&db, orders, 0).await?;
+        seed_bins(&db).await?;
         db.close().await;
     }
     let config = ::stockroom::ServeConfig {
@@ -175,6 +177,37 @@ async fn one_run(args: &FulfilmentArgs, backend: Backend, batch: i64) -> anyhow:
     running.stop().await?;
     database.drop_database().await;
     Ok(Report { batch, shipped, seconds, requests, route_m, naive_m, left_unshipped, reconciliation })
+}
+
+/// Every warehouse gets a bin per pool SKU on a floor of 20 aisles 3 m apart with 50 bins 1 m
+/// apart along each (SKU `s` in aisle `s % 20`, position `(s / 20) % 50`; the dock at the origin,
+/// the default), and each stock row is put in its SKU's bin, so pick lists walk real distances.
+async fn seed_bins(db: &store::Db) -> anyhow::Result<()> {
+    let now = SystemClock.now().to_rfc3339();
+    let mut tx = db.begin().await?;
+    for w in 0..WAREHOUSES {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO bins (warehouse, code, zone, x, y, capacity_units, created_at) \
+             SELECT '{warehouse}', 'B' || CAST(g.n AS TEXT), NULL, (g.n % 20) * 3.0, ((g.n / 20) % 50) * 1.0 + 2.0, \
+             NULL, $1 FROM {from}",
+            warehouse = crate::seed::warehouse_code(w),
+            from = crate::seed::series(db.backend(), POOL_SKUS),
+        )))
+        .bind(now.clone())
+        .execute(&mut *tx)
+        .await
+        .context("seeding bins")?;
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO bin_stock (warehouse, bin, sku, on_hand) \
+         SELECT warehouse, 'B' || substr(sku, {start}), sku, on_hand FROM stock_levels WHERE sku LIKE '{PREFIX}%'",
+        start = PREFIX.len() + 1
+    )))
+    .execute(&mut *tx)
+    .await
+    .context("putting the stock in its bins")?;
+    tx.commit().await?;
+    Ok(())
 }
 
 async fn scalar(db: &store::Db, sql: &'static str) -> anyhow::Result<i64> {
