@@ -43,7 +43,7 @@ use utoipa_swagger_ui::SwaggerUi;
         reviews::review_create, reviews::review_list,
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError, warehouse::ShortLine)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonAnswers),
     tags(
         (name = "items"), (name = "warehouses"), (name = "stock"), (name = "reservations"),
         (name = "ledger"), (name = "alerts"), (name = "counts"), (name = "channels"), (name = "catalog"), (name = "carts"), (name = "orders"), (name = "promotions"), (name = "fulfillment"), (name = "reviews"), (name = "operations")
@@ -60,6 +60,79 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// What every operation can answer besides its own responses, and the response details OpenAPI
+/// 3.1 requires: a `description` on every response (the status's reason phrase where a route
+/// gave none), problem documents under `application/problem+json` (as they are served), and the
+/// answers the middleware gives: 401 and 403 on secured routes, 400 (malformed JSON) and 413
+/// (body too large) where a route takes a body, 503 (a dependency down, the database busy)
+/// everywhere under `/v1`.
+struct CommonAnswers;
+
+const PROBLEM_TYPE: &str = "application/problem+json";
+
+fn problem_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    let content =
+        utoipa::openapi::ContentBuilder::new().schema(Some(utoipa::openapi::Ref::from_schema_name("Problem"))).build();
+    utoipa::openapi::ResponseBuilder::new().description(description).content(PROBLEM_TYPE, content).build().into()
+}
+
+impl Modify for CommonAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let secured_by_default = openapi.security.as_ref().is_some_and(|s| !s.is_empty());
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+                &mut item.options,
+                &mut item.head,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let secured = operation.security.as_ref().map_or(secured_by_default, |s| !s.is_empty());
+                let takes_body = operation.request_body.is_some();
+                let responses = &mut operation.responses.responses;
+                for (status, response) in responses.iter_mut() {
+                    let utoipa::openapi::RefOr::T(response) = response else { continue };
+                    if response.description.is_empty() {
+                        response.description = status
+                            .parse::<u16>()
+                            .ok()
+                            .and_then(|s| axum::http::StatusCode::from_u16(s).ok())
+                            .and_then(|s| s.canonical_reason())
+                            .unwrap_or("Answer")
+                            .to_owned();
+                    }
+                    if (status.starts_with('4') || status.starts_with('5'))
+                        && let Some(content) = response.content.shift_remove("application/json")
+                    {
+                        response.content.insert(PROBLEM_TYPE.to_owned(), content);
+                    }
+                }
+                let mut add = |status: &str, description: &str| {
+                    responses.entry(status.to_owned()).or_insert_with(|| problem_response(description));
+                };
+                if path.starts_with("/v1") {
+                    add(
+                        "503",
+                        "A dependency is down or the database is busy; nothing was changed, retry (`unavailable`)",
+                    );
+                }
+                if secured {
+                    add("401", "No key, or an unknown one (`unauthorized`); carries `WWW-Authenticate: Bearer`");
+                    add("403", "The key lacks the route's scope (`forbidden`)");
+                }
+                if takes_body {
+                    add("400", "The body is not JSON, or not sent as `application/json` (`malformed_request`)");
+                    add("413", "The body is larger than the limit (`payload_too_large`)");
+                }
+            }
+        }
     }
 }
 

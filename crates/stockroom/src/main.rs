@@ -211,6 +211,8 @@ enum Command {
         #[command(flatten)]
         database: DatabaseArgs,
     },
+    /// Print the OpenAPI document (the one `/openapi.json` serves) and exit; needs no database.
+    Openapi,
     /// Check every stock level against its movements; exit 1 on a mismatch.
     Reconcile {
         #[command(flatten)]
@@ -334,6 +336,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => stockroom::export::export(&db, what, format, std::io::stdout().lock(), progress).await?,
             };
             eprintln!("exported {written} rows");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Openapi => {
+            println!("{}", serde_json::to_string_pretty(&api::openapi::document())?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Reconcile { database } => {
