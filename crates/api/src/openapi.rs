@@ -94,6 +94,13 @@ impl Modify for CommonAnswers {
                 &mut item.trace,
             ];
             for operation in operations.into_iter().flatten() {
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    if let utoipa::openapi::RefOr::T(parameter) = parameter
+                        && parameter.description.as_deref().is_none_or(str::is_empty)
+                    {
+                        parameter.description = Some(parameter_description(path, parameter));
+                    }
+                }
                 let secured = operation.security.as_ref().map_or(secured_by_default, |s| !s.is_empty());
                 let takes_body = operation.request_body.is_some();
                 let responses = &mut operation.responses.responses;
@@ -133,6 +140,46 @@ impl Modify for CommonAnswers {
                 }
             }
         }
+    }
+}
+
+/// A description for a parameter the route left undescribed, from its name and place: a path
+/// parameter names the resource of the collection before it (`/v1/warehouses/{code}`: "The
+/// warehouse's code"), query filters and paging say what they do.
+fn parameter_description(path: &str, parameter: &utoipa::openapi::path::Parameter) -> String {
+    use utoipa::openapi::path::ParameterIn;
+    let name = parameter.name.as_str();
+    match parameter.parameter_in {
+        ParameterIn::Path => {
+            let placeholder = format!("{{{name}}}");
+            let segments: Vec<&str> = path.split('/').collect();
+            let collection = segments
+                .iter()
+                .position(|s| *s == placeholder)
+                .and_then(|i| i.checked_sub(1))
+                .map(|i| segments[i])
+                .unwrap_or("resource");
+            let resource = collection.strip_suffix('s').unwrap_or(collection);
+            if resource == name { format!("The {name}") } else { format!("The {resource}'s {name}") }
+        }
+        ParameterIn::Header if name.eq_ignore_ascii_case("idempotency-key") => {
+            "Makes the write safe to retry: a retry with the same key and body answers what the first did \
+             (with `Idempotent-Replayed: true`); the same key with another body is 422 \
+             `idempotency_key_reused`"
+                .to_owned()
+        }
+        _ => match name {
+            "next" => "The cursor a previous page answered as `next`; absent for the first page".to_owned(),
+            "limit" => "Items per page, 1 to 1000 (default 100)".to_owned(),
+            "status" => "Only those in this status".to_owned(),
+            "warehouse" => "Only those of this warehouse (its code)".to_owned(),
+            "order" => "Only those of this order (its id)".to_owned(),
+            "sku" => "Only those of this SKU".to_owned(),
+            "customer" => "Only those of this customer".to_owned(),
+            "channel" => "The channel (its code)".to_owned(),
+            "kind" => "Only those of this kind".to_owned(),
+            other => format!("The `{other}` parameter"),
+        },
     }
 }
 
