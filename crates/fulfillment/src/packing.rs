@@ -104,7 +104,11 @@ pub async fn pack(tx: &mut Tx, id: &str, packages: &[PackageIn], now: Timestamp)
     }
     let grams: i64 = packages.iter().map(|p| p.weight_grams).sum();
     let shipping = shipping_of(tx, &fulfillment, grams).await?;
-    let (status, reason) = if mismatch { ("on_hold", Some(HOLD_WEIGHT_MISMATCH)) } else { ("packed", None) };
+    let (status, reason) = if mismatch {
+        (FulfillmentStatus::OnHold, Some(HOLD_WEIGHT_MISMATCH))
+    } else {
+        (FulfillmentStatus::Packed, None)
+    };
     let result = if mismatch { "mismatch" } else { "ok" };
     metrics::counter!("stockroom_packings_total", "result" => result).increment(1);
     sqlx::query(
@@ -112,7 +116,7 @@ pub async fn pack(tx: &mut Tx, id: &str, packages: &[PackageIn], now: Timestamp)
          WHERE id = $1",
     )
     .bind(id.to_owned())
-    .bind(status)
+    .bind(status.as_str())
     .bind(reason)
     .bind(serde_json::to_string(&weighed).unwrap_or_default())
     .bind(shipping.as_ref().map(|s| serde_json::to_string(s).unwrap_or_default()))
@@ -120,6 +124,8 @@ pub async fn pack(tx: &mut Tx, id: &str, packages: &[PackageIn], now: Timestamp)
     .execute(&mut **tx)
     .await
     .map_err(store::StoreError::from)?;
+    let event = crate::events::status_changed(&fulfillment, status, reason);
+    store::outbox::append(tx, &[event], now).await?;
     fulfillment_locked(tx, id).await
 }
 

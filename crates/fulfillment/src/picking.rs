@@ -208,6 +208,21 @@ pub async fn picklist_create(
             .await
             .map_err(store::StoreError::from)?;
     }
+    let events: Vec<kernel::NewEvent> = batch
+        .iter()
+        .map(|(id, order, _)| {
+            let changed = crate::events::FulfillmentStatusChanged {
+                fulfillment: id.clone(),
+                order: order.clone(),
+                warehouse: warehouse.to_string(),
+                from: FulfillmentStatus::Pending.as_str().to_owned(),
+                to: FulfillmentStatus::Picking.as_str().to_owned(),
+                hold_reason: None,
+            };
+            kernel::NewEvent::of(format!("fulfillment:{id}"), &changed)
+        })
+        .collect();
+    store::outbox::append(tx, &events, now).await?;
     Ok(list)
 }
 
@@ -419,6 +434,7 @@ pub async fn picklist_complete(tx: &mut Tx, id: &str, picked: &[Picked], now: Ti
         });
     }
     let at = now.to_rfc3339();
+    let mut events = Vec::with_capacity(picking.len());
     for (fulfillment_id, fulfillment) in &picking {
         let lines: Vec<FulfillmentLine> = fulfillment
             .lines
@@ -430,10 +446,15 @@ pub async fn picklist_complete(tx: &mut Tx, id: &str, picked: &[Picked], now: Ti
             .filter(|l| l.quantity > 0)
             .collect();
         // Nothing left to ship: the order waits for all of it as a backorder instead.
-        let (status, reason) = if lines.is_empty() { ("cancelled", Some("short_pick")) } else { ("picked", None) };
+        let (status, reason) = if lines.is_empty() {
+            (FulfillmentStatus::Cancelled, Some("short_pick"))
+        } else {
+            (FulfillmentStatus::Picked, None)
+        };
+        events.push(crate::events::status_changed(fulfillment, status, reason));
         sqlx::query("UPDATE fulfillments SET status = $2, hold_reason = $3, lines = $4, updated_at = $5 WHERE id = $1")
             .bind(fulfillment_id.clone())
-            .bind(status)
+            .bind(status.as_str())
             .bind(reason)
             .bind(serde_json::to_string(&lines).unwrap_or_default())
             .bind(at.clone())
@@ -448,6 +469,7 @@ pub async fn picklist_complete(tx: &mut Tx, id: &str, picked: &[Picked], now: Ti
         .execute(&mut **tx)
         .await
         .map_err(store::StoreError::from)?;
+    store::outbox::append(tx, &events, now).await?;
     let short_units: i64 = short.iter().map(|s| s.quantity).sum();
     metrics::counter!("stockroom_short_picked_units_total").increment(short_units.max(0) as u64);
     list.status = "completed".into();

@@ -138,15 +138,22 @@ pub async fn quality_check(tx: &mut Tx, id: &str, lines: &[QcLine], now: Timesta
         })
         .filter(|l| l.quantity > 0)
         .collect();
-    let (status, reason) = if remaining.is_empty() { ("cancelled", Some("qc_failed")) } else { ("picked", None) };
+    let (status, reason) = if remaining.is_empty() {
+        (FulfillmentStatus::Cancelled, Some("qc_failed"))
+    } else {
+        (FulfillmentStatus::Picked, None)
+    };
     sqlx::query("UPDATE fulfillments SET status = $2, hold_reason = $3, lines = $4, updated_at = $5 WHERE id = $1")
         .bind(id.to_owned())
-        .bind(status)
+        .bind(status.as_str())
         .bind(reason)
         .bind(serde_json::to_string(&remaining).unwrap_or_default())
         .bind(now.to_rfc3339())
         .execute(&mut **tx)
         .await
         .map_err(store::StoreError::from)?;
+    if status != fulfillment.status {
+        store::outbox::append(tx, &[crate::events::status_changed(&fulfillment, status, reason)], now).await?;
+    }
     fulfillment_locked(tx, id).await
 }

@@ -453,6 +453,11 @@ fn valid_bodies(seeded: &Seeded) -> Vec<(Method, &'static str, Value)> {
         (Method::POST, "/v1/picklists", json!({"warehouse": BER, "max_fulfillments": 5})),
         (
             Method::POST,
+            "/v1/reservations/{id}/reduce",
+            json!({"lines": [{"sku": SHIRT, "warehouse": BER, "quantity": 1}]}),
+        ),
+        (
+            Method::POST,
             "/v1/products/{handle}/reviews",
             json!({"customer": "cust-7", "rating": 4, "title": "Good shirt", "body": ""}),
         ),

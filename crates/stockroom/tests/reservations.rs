@@ -125,6 +125,58 @@ async fn release_gives_stock_back_and_repeating_it_is_a_no_op() {
 }
 
 #[tokio::test]
+async fn part_of_a_reservation_is_given_back_and_the_rest_stays_held() {
+    each_backend(|app| async move {
+        setup(&app).await;
+        let body = json!({"reference": "cart-9", "ttl_seconds": 600, "lines": [
+            {"sku": "SKU-1", "quantity": 3, "warehouse": "MUC-1"},
+            {"sku": "SKU-1", "quantity": 2, "warehouse": "BER-1"},
+        ]});
+        let id = app.post("/v1/reservations", body).await.expect(201)["id"].as_str().unwrap().to_owned();
+        let reduce = format!("/v1/reservations/{id}/reduce");
+        let before = app.stock("SKU-1").await;
+
+        // More than held, or what it does not hold: refused, each line named, nothing changed.
+        let bad = json!({"lines": [
+            {"sku": "SKU-1", "warehouse": "MUC-1", "quantity": 4},
+            {"sku": "SKU-2", "warehouse": "MUC-1", "quantity": 1},
+        ]});
+        let problem = app.post(&reduce, bad).await.expect_problem(422, "validation_failed");
+        let fields: Vec<&str> =
+            problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+        assert_eq!(fields, ["lines[0].quantity", "lines[1].quantity"], "[{}] {problem}", app.label());
+        app.post(&reduce, json!({"lines": []})).await.expect_problem(422, "validation_failed");
+        assert_eq!(app.stock("SKU-1").await, before);
+
+        let reduced = app.post(&reduce, json!({"lines": [{"sku": "SKU-1", "warehouse": "MUC-1", "quantity": 1}]}));
+        let reduced = reduced.await.expect(200);
+        assert_eq!(reduced["status"], "active");
+        assert_eq!(line_at(&reduced, "MUC-1").unwrap()["quantity"], 2, "{reduced}");
+        assert_eq!(line_at(&reduced, "BER-1").unwrap()["quantity"], 2, "{reduced}");
+        assert_eq!(app.stock("SKU-1").await["reserved"], 4);
+        let events = app.all_events().await;
+        assert_eq!(events.iter().filter(|e| e["type"] == "reservation.reduced").count(), 1);
+
+        // Giving back all it still holds releases it; then it holds nothing to give.
+        let rest = json!({"lines": [
+            {"sku": "SKU-1", "warehouse": "MUC-1", "quantity": 2},
+            {"sku": "SKU-1", "warehouse": "BER-1", "quantity": 2},
+        ]});
+        assert_eq!(app.post(&reduce, rest.clone()).await.expect(200)["status"], "released");
+        app.post(&reduce, rest).await.expect_problem(409, "invalid_state");
+        assert_eq!(app.stock("SKU-1").await["reserved"], 0);
+        app.post(
+            "/v1/reservations/res_nope/reduce",
+            json!({"lines": [{"sku": "SKU-1", "warehouse": "MUC-1", "quantity": 1}]}),
+        )
+        .await
+        .expect_problem(404, "not_found");
+        app.reconcile().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn an_expired_reservation_reads_as_expired_and_never_blocks_a_new_one() {
     // A sweeper that never runs during the test: expiry must not depend on it.
     for backend in backends() {

@@ -1,4 +1,4 @@
-//! Reservations: hold, read, confirm, release, fulfill.
+//! Reservations: hold, read, confirm, release (whole or in part), fulfill.
 
 use crate::AppState;
 use crate::auth::Principal;
@@ -24,6 +24,7 @@ pub fn routes() -> Router<AppState> {
         .route("/reservations/{id}/extend", post(reservation_extend))
         .route("/reservations/{id}/confirm", post(reservation_confirm))
         .route("/reservations/{id}/release", post(reservation_release))
+        .route("/reservations/{id}/reduce", post(reservation_reduce))
         .route("/reservations/{id}/fulfill", post(reservation_fulfill))
 }
 
@@ -339,4 +340,90 @@ pub async fn reservation_fulfill(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     transition(state, principal, id, headers, Action::Fulfill).await
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReduceLine {
+    #[schema(value_type = String, example = "TSHIRT-RED-M")]
+    pub sku: SkuCode,
+    #[schema(value_type = String, example = "BER-1")]
+    pub warehouse: WarehouseCode,
+    #[schema(value_type = i64, example = 1, minimum = 1, maximum = 1000000000)]
+    pub quantity: Quantity,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"lines": [{"sku": "TSHIRT-RED-M", "warehouse": "BER-1", "quantity": 1}]}))]
+pub struct ReduceRequest {
+    pub lines: Vec<ReduceLine>,
+}
+
+/// Gives back part of an active or confirmed reservation: the units named go back to available
+/// stock (`release` movements, lots first expiry first) and the rest stays held
+/// (`reservation.reduced`). Giving back everything it holds releases it. A line for more than
+/// the reservation holds of that SKU in that warehouse is 422 naming the line; a reservation
+/// in another state is 409.
+#[utoipa::path(post, path = "/v1/reservations/{id}/reduce", tag = "reservations", params(("id" = String, Path)),
+    request_body = ReduceRequest,
+    responses((status = 200, body = Reservation, description = "The reservation with what it still holds"),
+              (status = 404, body = crate::error::Problem, description = "No such reservation"),
+              (status = 409, body = crate::error::Problem, description = "Not active or confirmed (`invalid_state`)"),
+              (status = 422, body = crate::error::Problem, description = "Bad lines, or more than held")),
+    security(("bearer" = [])))]
+pub async fn reservation_reduce(
+    _query: NoQuery,
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: ApiJson<ReduceRequest>,
+) -> Result<Response, ApiError> {
+    let id = path_id(&id)?;
+    let lines = body.value.lines;
+    if lines.is_empty() || lines.len() > LINES_PER_REQUEST_MAX {
+        return Err(ApiError::validation("lines", format!("must hold 1 to {LINES_PER_REQUEST_MAX} lines")));
+    }
+    let fingerprint_input = [id.as_str().as_bytes(), b"\0", &body.raw].concat();
+    run_write(&state, &principal, "POST /v1/reservations/reduce", &headers, &fingerprint_input, move |tx, now| {
+        let (id, lines) = (id.clone(), lines.clone());
+        Box::pin(async move {
+            let current = warehouse::reservation::reservation_in_tx(tx, &id, now).await?;
+            let holds = matches!(current.status, Status::Active | Status::Confirmed);
+            // Every line over what is held is named, before anything changes (a reservation
+            // that holds nothing any more is refused as such by `settle_part`).
+            let mut asked: std::collections::HashMap<(String, String), i64> = Default::default();
+            let mut errors = Vec::new();
+            for (i, line) in lines.iter().enumerate() {
+                let key = (line.sku.to_string(), line.warehouse.to_string());
+                let held: i64 =
+                    current.lines.iter().filter(|l| l.sku == key.0 && l.warehouse == key.1).map(|l| l.quantity).sum();
+                let total = asked.entry(key).or_default();
+                *total += line.quantity.get();
+                if holds && *total > held {
+                    errors.push(FieldError {
+                        field: format!("lines[{i}].quantity"),
+                        message: format!("the reservation holds {held} of {} in {}", line.sku, line.warehouse),
+                    });
+                }
+            }
+            if !errors.is_empty() {
+                return Err(ApiError::validation_many(errors));
+            }
+            let parts: Vec<warehouse::reservation::Part> = lines
+                .iter()
+                .map(|l| warehouse::reservation::Part {
+                    sku: l.sku.clone(),
+                    warehouse: l.warehouse.clone(),
+                    quantity: l.quantity.get(),
+                })
+                .collect();
+            let settled =
+                warehouse::reservation::settle_part(tx, &id, &parts, warehouse::reservation::Settlement::Release, now)
+                    .await?;
+            Ok(Answer::json(StatusCode::OK, &settled))
+        })
+    })
+    .await
 }
