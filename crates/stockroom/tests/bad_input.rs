@@ -186,6 +186,13 @@ async fn seed_every_resource(app: &TestApp) -> Seeded {
     let packed = app.get("/v1/fulfillments?status=packed").await.expect(200);
     let packed = packed["items"][0]["id"].as_str().expect("a packed fulfilment").to_owned();
     app.post(&format!("/v1/fulfillments/{packed}/ship"), json!({"carrier": "dhl", "tracking": "S1"})).await.expect(200);
+    // The order follows its shipped fulfilment in the background (`order.fulfilled`): wait, so
+    // that no event lands after the reads the sweeps compare.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app.get(&format!("/v1/orders/{shipped_order}")).await.expect(200)["status"] != "fulfilled" {
+        assert!(std::time::Instant::now() < deadline, "[{}] the shipped order never became fulfilled", app.label());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     paid_fulfillment(app, "seed-pending", 1).await;
     let asked = json!({"order": shipped_order, "lines": [{"sku": SHIRT, "quantity": 1, "reason": "too small"}]});
     let return_id = app.post("/v1/returns", asked).await.expect(201)["id"].as_str().expect("an id").to_owned();
