@@ -4,7 +4,9 @@
 //! packed again once re-weighed. Shipping is recomputed from the weighed packages and the
 //! warehouse's rates beside the figure the checkout planned.
 
-use crate::record::{Fulfillment, FulfillmentLine, FulfillmentStatus, Package, ShippingCost, fulfillment_locked};
+use crate::record::{
+    Fulfillment, FulfillmentLine, FulfillmentStatus, Package, ShippingCost, fulfillment_answer, fulfillment_locked,
+};
 use crate::{FulfillmentError, Result};
 use kernel::Timestamp;
 use serde::Deserialize;
@@ -126,7 +128,7 @@ pub async fn pack(tx: &mut Tx, id: &str, packages: &[PackageIn], now: Timestamp)
     .map_err(store::StoreError::from)?;
     let event = crate::events::status_changed(&fulfillment, status, reason);
     store::outbox::append(tx, &[event], now).await?;
-    fulfillment_locked(tx, id).await
+    fulfillment_answer(tx, id).await
 }
 
 /// Shipping of `grams` from the fulfilment's warehouse to its order's country at the warehouse's

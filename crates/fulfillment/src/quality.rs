@@ -4,7 +4,7 @@
 //! available) or to scrap (on hand down), as movements whose reference is the fulfilment, in
 //! the transaction that takes it off the fulfilment's lines.
 
-use crate::record::{Fulfillment, FulfillmentLine, FulfillmentStatus, fulfillment_locked};
+use crate::record::{Fulfillment, FulfillmentLine, FulfillmentStatus, fulfillment_answer, fulfillment_locked};
 use crate::{FulfillmentError, Result};
 use kernel::{SkuCode, Timestamp, WarehouseCode};
 use serde::Deserialize;
@@ -155,5 +155,5 @@ pub async fn quality_check(tx: &mut Tx, id: &str, lines: &[QcLine], now: Timesta
     if status != fulfillment.status {
         store::outbox::append(tx, &[crate::events::status_changed(&fulfillment, status, reason)], now).await?;
     }
-    fulfillment_locked(tx, id).await
+    fulfillment_answer(tx, id).await
 }

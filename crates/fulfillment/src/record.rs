@@ -204,7 +204,15 @@ pub(crate) async fn weigh(conn: &mut sqlx::AnyConnection, mut views: Vec<Fulfill
     Ok(views)
 }
 
-/// The fulfilment inside `tx`, its row locked on PostgreSQL until commit.
+/// The fulfilment inside `tx`, its row locked on PostgreSQL until commit, as an answer: with
+/// its expected weight and tolerance.
+pub(crate) async fn fulfillment_answer(tx: &mut Tx, id: &str) -> Result<Fulfillment> {
+    let fulfillment = fulfillment_locked(tx, id).await?;
+    Ok(weigh(tx, vec![fulfillment]).await?.remove(0))
+}
+
+/// The fulfilment inside `tx`, its row locked on PostgreSQL until commit. Its weight figures
+/// are not filled in (the steps that lock it do not read them; [`fulfillment_answer`] does).
 pub(crate) async fn fulfillment_locked(tx: &mut Tx, id: &str) -> Result<Fulfillment> {
     let lock = store::sql::Lock::ForUpdate.clause(store::db::backend_of(tx));
     let row: Option<Row> =
@@ -213,7 +221,7 @@ pub(crate) async fn fulfillment_locked(tx: &mut Tx, id: &str) -> Result<Fulfillm
             .fetch_optional(&mut **tx)
             .await
             .map_err(store::StoreError::from)?;
-    Ok(weigh(tx, vec![row.ok_or_else(|| not_found(id))?.into_view()?]).await?.remove(0))
+    row.ok_or_else(|| not_found(id))?.into_view()
 }
 
 #[derive(Debug, Clone, Default)]

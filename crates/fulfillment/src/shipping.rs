@@ -3,7 +3,7 @@
 //! it shipped, so stock and status never disagree.
 
 use crate::events::{FulfillmentDelivered, FulfillmentShipped, ShippedLine};
-use crate::record::{Fulfillment, FulfillmentStatus, fulfillment_locked};
+use crate::record::{Fulfillment, FulfillmentStatus, fulfillment_answer, fulfillment_locked};
 use crate::{FulfillmentError, Result};
 use kernel::{NewEvent, ReservationId, SkuCode, Timestamp, WarehouseCode};
 use order::record::OrderStatus;
@@ -94,7 +94,7 @@ pub async fn ship(tx: &mut Tx, id: &str, carrier: &str, tracking: &str, now: Tim
     };
     store::outbox::append(tx, &[NewEvent::of(format!("fulfillment:{id}"), &event)], now).await?;
     metrics::counter!("stockroom_fulfillments_shipped_total").increment(1);
-    fulfillment_locked(tx, id).await
+    fulfillment_answer(tx, id).await
 }
 
 /// Marks a shipped fulfilment delivered. Another state is `invalid_state`.
@@ -120,5 +120,5 @@ pub async fn deliver(tx: &mut Tx, id: &str, now: Timestamp) -> Result<Fulfillmen
         warehouse: fulfillment.warehouse.clone(),
     };
     store::outbox::append(tx, &[NewEvent::of(format!("fulfillment:{id}"), &event)], now).await?;
-    fulfillment_locked(tx, id).await
+    fulfillment_answer(tx, id).await
 }
