@@ -1,6 +1,9 @@
 //! The intake: a subscriber of `fulfillment.requested` that records each requested
 //! fulfilment as `pending`, and of `order.cancelled` that cancels an order's fulfilments not
-//! yet shipped. It runs in the transaction that moves its offset, so a fulfilment is taken
+//! yet shipped. Units whose holds are gone by then (released or expired) go back to the
+//! order's backorder and are re-held from any warehouse of the channel; the fulfilment keeps
+//! the rest (`cancelled`, `holds_lost`, when nothing is left), and goes `on_hold` with the
+//! lines named only when the missing units cannot be traced to the order's allocations. It runs in the transaction that moves its offset, so a fulfilment is taken
 //! exactly once however often the events are handed to it.
 
 use crate::Result;
@@ -66,8 +69,38 @@ async fn take(tx: &mut Tx, events: &[StoredEvent], now: Timestamp) -> Result<()>
         ) else {
             return Err(corrupt(event, "lacks fulfillment, order, warehouse or lines"));
         };
-        let hold_reason = lost_holds(tx, order, warehouse, lines, now).await?;
-        let status = if hold_reason.is_some() { "on_hold" } else { "pending" };
+        let known: Option<String> = sqlx::query_scalar("SELECT id FROM fulfillments WHERE id = $1")
+            .bind(id.to_owned())
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(store::StoreError::from)?;
+        if known.is_some() {
+            continue;
+        }
+        let mut lines: Vec<crate::record::FulfillmentLine> =
+            serde_json::from_value(serde_json::Value::Array(lines.clone()))
+                .map_err(|_| corrupt(event, "has bad lines"))?;
+        // Units whose holds are gone go back to the order's backorder, to be re-held from any
+        // warehouse of the channel; only what cannot be traced that way holds the fulfilment.
+        let mut unresolved = Vec::new();
+        for (sku, have, wanted) in lost_holds(tx, order, warehouse, &lines, now).await? {
+            if order::shortfall::reopen_lost(tx, order, id, warehouse, &sku, wanted - have, now).await? {
+                metrics::counter!("stockroom_fulfillment_rehold_units_total").increment((wanted - have) as u64);
+                for line in lines.iter_mut().filter(|l| l.sku == sku) {
+                    line.quantity = have;
+                }
+            } else {
+                unresolved.push(format!("{sku} held {have} of {wanted}"));
+            }
+        }
+        lines.retain(|l| l.quantity > 0);
+        let (status, hold_reason) = match (unresolved.is_empty(), lines.is_empty()) {
+            (false, _) => ("on_hold", Some(format!("holds_lost: {}", unresolved.join(", ")))),
+            (true, true) => ("cancelled", Some("holds_lost".to_owned())),
+            (true, false) => ("pending", None),
+        };
+        let lines = serde_json::to_value(&lines).map_err(|_| corrupt(event, "has bad lines"))?;
+        let lines = lines.as_array().cloned().unwrap_or_default();
         sqlx::query(
             "INSERT INTO fulfillments (id, order_id, warehouse, status, hold_reason, lines, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (id) DO NOTHING",
@@ -86,17 +119,15 @@ async fn take(tx: &mut Tx, events: &[StoredEvent], now: Timestamp) -> Result<()>
     Ok(())
 }
 
-/// Why a requested fulfilment cannot proceed: a line the order's confirmed holds in the
-/// warehouse no longer cover (a hold released or expired meanwhile), or `None`. Such a
-/// fulfilment is taken `on_hold` with that reason, visibly, instead of being picked without
-/// stock behind it.
+/// The lines of a requested fulfilment that the order's confirmed holds in the warehouse no
+/// longer cover (a hold released or expired meanwhile), as (SKU, held, wanted).
 async fn lost_holds(
     tx: &mut Tx,
     order_id: &str,
     warehouse: &str,
-    lines: &[serde_json::Value],
+    lines: &[crate::record::FulfillmentLine],
     now: Timestamp,
-) -> Result<Option<String>> {
+) -> Result<Vec<(String, i64, i64)>> {
     let order = order::record::order_in(tx, order_id, false).await?;
     let mut reservations: Vec<&str> =
         order.allocations.iter().filter(|a| a.warehouse == warehouse).map(|a| a.reservation_id.as_str()).collect();
@@ -113,18 +144,11 @@ async fn lost_holds(
             *held.entry(line.sku.clone()).or_default() += line.quantity;
         }
     }
-    let mut lacking = Vec::new();
-    for line in lines {
-        let (Some(sku), Some(quantity)) = (line["sku"].as_str(), line["quantity"].as_i64()) else {
-            return Err(store::StoreError::Corrupt(format!(
-                "order {order_id}: a fulfilment line without sku or quantity"
-            ))
-            .into());
-        };
-        let have = held.get(sku).copied().unwrap_or(0);
-        if have < quantity {
-            lacking.push(format!("{sku} held {have} of {quantity}"));
-        }
-    }
-    Ok((!lacking.is_empty()).then(|| format!("holds_lost: {}", lacking.join(", "))))
+    Ok(lines
+        .iter()
+        .filter_map(|line| {
+            let have = held.get(&line.sku).copied().unwrap_or(0);
+            (have < line.quantity).then(|| (line.sku.clone(), have, line.quantity))
+        })
+        .collect())
 }

@@ -400,7 +400,7 @@ pub async fn picklist_complete(tx: &mut Tx, id: &str, picked: &[Picked], now: Ti
             continue;
         }
         let fulfillment = &picking[&stop.fulfillment];
-        order::shortfall::reopen_short(
+        let released = order::shortfall::reopen_short(
             tx,
             &fulfillment.order,
             &fulfillment.id,
@@ -413,17 +413,26 @@ pub async fn picklist_complete(tx: &mut Tx, id: &str, picked: &[Picked], now: Ti
         if let Some(bin) = &stop.bin {
             warehouse::bin::bin_take(tx, &warehouse, bin, &sku, lacking).await?;
         }
-        let adjustment = warehouse::adjustment::Adjustment {
-            warehouse: warehouse.clone(),
-            sku,
-            change: warehouse::adjustment::Change::Delta(-lacking),
-            lot: stop.lot.clone(),
-            reason: Some(format!(
-                "short pick: not found in bin {} on pick list {id}",
-                stop.bin.as_deref().unwrap_or("(none)")
-            )),
+        // The units the hold gave up are the ones adjusted out: per lot they are the lots the
+        // hold released (first expiry first), which are free now whatever lot was missing.
+        let parts: Vec<(Option<String>, i64)> = if released.is_empty() {
+            vec![(stop.lot.clone(), lacking)]
+        } else {
+            released.into_iter().map(|(lot, units)| (Some(lot), units)).collect()
         };
-        warehouse::adjustment::adjust(tx, adjustment, now).await?;
+        for (lot, units) in parts {
+            let adjustment = warehouse::adjustment::Adjustment {
+                warehouse: warehouse.clone(),
+                sku: sku.clone(),
+                change: warehouse::adjustment::Change::Delta(-units),
+                lot,
+                reason: Some(format!(
+                    "short pick: not found in bin {} on pick list {id}",
+                    stop.bin.as_deref().unwrap_or("(none)")
+                )),
+            };
+            warehouse::adjustment::adjust(tx, adjustment, now).await?;
+        }
         *missing.entry((stop.fulfillment.clone(), stop.sku.clone())).or_default() += lacking;
         short.push(ShortPick {
             fulfillment: stop.fulfillment.clone(),

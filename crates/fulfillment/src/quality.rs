@@ -73,8 +73,8 @@ fn issues(lines: &[QcLine], held: &[FulfillmentLine]) -> Vec<FieldIssue> {
 
 /// Records quality control of a `picked` fulfilment. Failed units leave it (re-held through the
 /// order's backorder) and go to quarantine or scrap; it is `cancelled` (`qc_failed`) when none is
-/// left. Bad lines are refused, all named, and change nothing; lot-tracked items are refused by
-/// name (their quarantine is by whole lot).
+/// left. Bad lines are refused, all named, and change nothing. Units of a lot-tracked item
+/// are set aside from the lots the fulfilment held them from.
 pub async fn quality_check(tx: &mut Tx, id: &str, lines: &[QcLine], now: Timestamp) -> Result<Fulfillment> {
     let fulfillment = fulfillment_locked(tx, id).await?;
     if fulfillment.status != FulfillmentStatus::Picked {
@@ -94,7 +94,7 @@ pub async fn quality_check(tx: &mut Tx, id: &str, lines: &[QcLine], now: Timesta
     for line in lines.iter().filter(|l| l.result == QcResult::Fail) {
         let sku = SkuCode::parse(&line.sku)
             .map_err(|_| store::StoreError::Corrupt(format!("fulfillment {id}: bad sku {}", line.sku)))?;
-        order::shortfall::reopen_short(
+        let lots = order::shortfall::reopen_short(
             tx,
             &fulfillment.order,
             id,
@@ -105,23 +105,23 @@ pub async fn quality_check(tx: &mut Tx, id: &str, lines: &[QcLine], now: Timesta
         )
         .await?;
         let reason = "failed quality control";
-        match line.disposition {
-            Some(Disposition::Quarantine) => {
-                let source = warehouse::quarantine::Source::Available;
-                warehouse::quarantine::quarantine_units(
-                    tx,
-                    &sku,
-                    &warehouse,
-                    line.quantity,
-                    source,
-                    Some(id.to_owned()),
-                    reason,
-                    now,
-                )
-                .await?;
-            }
-            Some(Disposition::Scrap) | None => {
-                warehouse::quarantine::scrap_free(tx, &sku, &warehouse, line.quantity, id, reason, now).await?;
+        // A lot-tracked item's failed units are set aside from the lots they were held from.
+        let parts: Vec<(Option<String>, i64)> = if lots.is_empty() {
+            vec![(None, line.quantity)]
+        } else {
+            lots.into_iter().map(|(lot, units)| (Some(lot), units)).collect()
+        };
+        for (lot, units) in parts {
+            let what = warehouse::quarantine::Units { sku: sku.clone(), warehouse: warehouse.clone(), lot, units };
+            match line.disposition {
+                Some(Disposition::Quarantine) => {
+                    let source = warehouse::quarantine::Source::Available;
+                    warehouse::quarantine::quarantine_units(tx, &what, source, Some(id.to_owned()), reason, now)
+                        .await?;
+                }
+                Some(Disposition::Scrap) | None => {
+                    warehouse::quarantine::scrap_free(tx, &what, id, reason, now).await?;
+                }
             }
         }
         let disposition = if line.disposition == Some(Disposition::Quarantine) { "quarantine" } else { "scrap" };

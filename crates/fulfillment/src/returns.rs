@@ -155,6 +155,42 @@ async fn returnable(tx: &mut Tx, order_id: &str) -> Result<BTreeMap<String, i64>
     Ok(units)
 }
 
+/// For a lot-tracked SKU: the lot returned units go back to, the earliest-expiring lot the
+/// order's shipped fulfilments were picked from, so a returned unit is never credited with a
+/// later expiry than it may have. `None` for an item without lots (its stops name none).
+async fn shipped_lot(tx: &mut Tx, order_id: &str, sku: &str) -> Result<Option<String>> {
+    let corrupt = |what: String| FulfillmentError::from(store::StoreError::Corrupt(what));
+    let lists: Vec<(String, String)> = sqlx::query_as(
+        "SELECT f.id, p.stops FROM fulfillments f JOIN picklists p ON p.id = f.picklist_id \
+         WHERE f.order_id = $1 AND f.status IN ('shipped', 'delivered') ORDER BY f.id",
+    )
+    .bind(order_id.to_owned())
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(store::StoreError::from)?;
+    let mut lots = std::collections::BTreeSet::new();
+    for (fulfillment, stops) in lists {
+        let stops: Vec<crate::picking::Stop> =
+            serde_json::from_str(&stops).map_err(|_| corrupt(format!("fulfillment {fulfillment}: pick list stops")))?;
+        lots.extend(stops.into_iter().filter(|s| s.fulfillment == fulfillment && s.sku == sku).filter_map(|s| s.lot));
+    }
+    let mut earliest: Option<(i64, String)> = None;
+    for lot in lots {
+        let expires: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(expires_at_ms) FROM stock_lots WHERE sku = $1 AND lot = $2")
+                .bind(sku.to_owned())
+                .bind(lot.clone())
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(store::StoreError::from)?;
+        let expires = expires.unwrap_or(i64::MAX);
+        if earliest.as_ref().is_none_or(|(at, known)| (expires, &lot) < (*at, known)) {
+            earliest = Some((expires, lot));
+        }
+    }
+    Ok(earliest.map(|(_, lot)| lot))
+}
+
 /// Opens a return of shipped units of `order_id`. An unknown order, or a line for more than
 /// shipped and not yet returned, is refused (every bad field named) and changes nothing.
 pub async fn return_create(tx: &mut Tx, order_id: &str, lines: &[ReturnLine], now: Timestamp) -> Result<Return> {
@@ -261,23 +297,19 @@ pub async fn return_receive(
         let sku = SkuCode::parse(&line.sku)
             .map_err(|_| FulfillmentError::invalid("sku", format!("{} is not a SKU", line.sku)))?;
         let reason = format!("returned {} (return {id})", line.condition.as_str());
+        let what = warehouse::quarantine::Units {
+            sku: sku.clone(),
+            warehouse: warehouse.clone(),
+            lot: shipped_lot(tx, &view.order, &line.sku).await?,
+            units: line.quantity,
+        };
         match line.condition {
             Condition::Sellable => {
-                warehouse::quarantine::return_units(tx, &sku, warehouse, line.quantity, id, &reason, now).await?;
+                warehouse::quarantine::return_units(tx, &what, id, &reason, now).await?;
             }
             Condition::Damaged => {
                 let source = warehouse::quarantine::Source::Arriving;
-                warehouse::quarantine::quarantine_units(
-                    tx,
-                    &sku,
-                    warehouse,
-                    line.quantity,
-                    source,
-                    Some(id.to_owned()),
-                    &reason,
-                    now,
-                )
-                .await?;
+                warehouse::quarantine::quarantine_units(tx, &what, source, Some(id.to_owned()), &reason, now).await?;
             }
             Condition::Defective => {
                 warehouse::quarantine::scrap_record(tx, &sku, warehouse, id, &reason, now).await?;

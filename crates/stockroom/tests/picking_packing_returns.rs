@@ -416,37 +416,186 @@ async fn units_failing_quality_control_leave_the_shipment_for_quarantine_or_scra
 }
 
 #[tokio::test]
-async fn a_requested_fulfilment_whose_holds_are_gone_is_taken_on_hold_with_the_reason() {
+async fn a_requested_fulfilment_whose_holds_are_gone_is_re_held_or_taken_on_hold_with_the_reason() {
     use store::subscriber::Subscriber;
     each_backend(|app| async move {
         shop(&app).await;
         let order = paid_order(&app, "h-1", &[("MUG", 1)], 1).await;
         let order_id = order["id"].as_str().unwrap();
+        let first = fulfillments_of(&app, order_id, 1).await[0]["id"].as_str().unwrap().to_owned();
         let holds = app.get(&format!("/v1/reservations?reference={order_id}")).await.expect(200);
         let hold = holds["items"][0]["id"].as_str().unwrap();
         app.post(&format!("/v1/reservations/{hold}/release"), json!({})).await.expect(200);
-        // The order asks for a fulfilment again (as a backorder allocation would) while its
-        // hold is gone: the intake, through its public Rust API, takes it on hold.
-        let requested = store::outbox::StoredEvent {
+        // The order asks for fulfilments again (as a backorder allocation would) while its hold
+        // is gone; the intake takes them through its public Rust API.
+        let requested = |id: &str, warehouse: &str| store::outbox::StoredEvent {
             seq: 0,
-            id: "evt_test".into(),
+            id: format!("evt_{id}"),
             event_type: "fulfillment.requested".into(),
             aggregate: format!("order:{order_id}"),
             aggregate_seq: 0,
             at: String::new(),
             version: 1,
-            data: json!({"fulfillment": "ful_lost1", "order": order_id, "warehouse": "BER-1",
+            data: json!({"fulfillment": id, "order": order_id, "warehouse": warehouse,
                          "lines": [{"sku": "MUG", "quantity": 1}]}),
         };
-        let mut tx = app.db.begin().await.unwrap();
         let now = kernel::Clock::now(&kernel::SystemClock);
-        fulfillment::intake::Intake.handle(&mut tx, &[requested], now).await.unwrap();
+        let mut tx = app.db.begin().await.unwrap();
+        // BER-1: the allocation lost its hold, so the unit goes back to the backorder.
+        // MUC-1: the order has no allocation there; nothing traces the unit, so it is held up.
+        let events = [requested("ful_lost1", "BER-1"), requested("ful_lost2", "MUC-1"), requested(&first, "BER-1")];
+        fulfillment::intake::Intake.handle(&mut tx, &events, now).await.unwrap();
         tx.commit().await.unwrap();
         let lost = app.get("/v1/fulfillments/ful_lost1").await.expect(200);
-        assert_eq!(lost["status"], "on_hold", "{lost}");
-        assert_eq!(lost["hold_reason"], "holds_lost: MUG held 0 of 1", "{lost}");
+        assert_eq!((lost["status"].as_str(), lost["hold_reason"].as_str()), (Some("cancelled"), Some("holds_lost")));
+        let untraced = app.get("/v1/fulfillments/ful_lost2").await.expect(200);
+        assert_eq!(untraced["status"], "on_hold", "{untraced}");
+        assert_eq!(untraced["hold_reason"], "holds_lost: MUG held 0 of 1", "{untraced}");
+        // A fulfilment already taken is not taken twice.
+        assert_eq!(app.get(&format!("/v1/fulfillments/{first}")).await.expect(200)["status"], "pending");
+
+        // The backorder allocator re-holds the unit from stock: a new hold and fulfilment.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let order = app.get(&format!("/v1/orders/{order_id}")).await.expect(200);
+            let held = app.get(&format!("/v1/reservations?reference={order_id}&status=confirmed")).await.expect(200);
+            if order["lines"][0]["backordered"] == 0 && held["items"].as_array().unwrap().len() == 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "[{}] not re-held: {order}", app.label());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let list = app.post("/v1/picklists", json!({"warehouse": "BER-1"})).await.expect(201);
-        assert!(!list["fulfillments"].as_array().unwrap().contains(&json!("ful_lost1")), "{list}");
+        assert!(!list["fulfillments"].as_array().unwrap().contains(&json!("ful_lost2")), "{list}");
+        app.reconcile().await;
+    })
+    .await;
+}
+
+/// On hand per lot of MILK in `warehouse`, from `GET /v1/stock/MILK/lots`.
+async fn milk_lots(app: &TestApp, warehouse: &str) -> Vec<(String, i64)> {
+    let lots = app.get("/v1/stock/MILK/lots").await.expect(200);
+    lots["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["warehouse"] == warehouse)
+        .map(|l| (l["lot"].as_str().unwrap().to_owned(), l["on_hand"].as_i64().unwrap()))
+        .collect()
+}
+
+#[tokio::test]
+async fn lot_tracked_units_fail_quality_control_into_quarantine_and_come_back_to_their_lot() {
+    each_backend(|app| async move {
+        shop(&app).await;
+        app.post("/v1/items", json!({"sku": "MILK", "name": "Milk", "weight_grams": 500, "track_lots": true}))
+            .await
+            .expect(201);
+        let lines = json!([
+            {"sku": "MILK", "quantity": 2, "lot": "L-EARLY", "expires_on": "2030-01-01"},
+            {"sku": "MILK", "quantity": 2, "lot": "L-LATE", "expires_on": "2031-01-01"},
+        ]);
+        app.post("/v1/receipts", json!({"warehouse": "MUC-1", "lines": lines})).await.expect(201);
+        app.post("/v1/products", json!({"handle": "milk", "name": "Milk", "variants": [{"sku": "MILK"}]}))
+            .await
+            .expect(201);
+        app.put_json("/v1/prices/MILK", json!({"channel": "web-de", "amount": "2.00"})).await.expect(200);
+        app.availability_caught_up().await;
+
+        // Unit quarantine of a lot-tracked item names the lot; one without lots names none.
+        let bad = app
+            .post("/v1/stock/MILK/quarantine", json!({"warehouse": "MUC-1", "quantity": 1, "reason": "dented"}))
+            .await
+            .expect_problem(422, "validation_failed");
+        assert_eq!(field_names(&bad), ["lot"], "{bad}");
+        let bad = app
+            .post(
+                "/v1/stock/TEE/quarantine",
+                json!({"warehouse": "MUC-1", "quantity": 1, "lot": "L-1", "reason": "torn"}),
+            )
+            .await
+            .expect_problem(422, "validation_failed");
+        assert_eq!(field_names(&bad), ["lot"], "{bad}");
+        let short = json!({"warehouse": "MUC-1", "quantity": 3, "lot": "L-EARLY", "reason": "dented"});
+        app.post("/v1/stock/MILK/quarantine", short).await.expect_problem(409, "insufficient_stock");
+        assert_eq!(milk_lots(&app, "MUC-1").await, [("L-EARLY".to_owned(), 2), ("L-LATE".to_owned(), 2)]);
+
+        // Three held: both of L-EARLY and one of L-LATE (first expiry first); picked at the dock.
+        let order = paid_order(&app, "m-1", &[("MILK", 3)], 1).await;
+        let order_id = order["id"].as_str().unwrap().to_owned();
+        let id = fulfillments_of(&app, &order_id, 1).await[0]["id"].as_str().unwrap().to_owned();
+        let list = app.post("/v1/picklists", json!({"warehouse": "MUC-1"})).await.expect(201);
+        let lots: Vec<(Option<&str>, i64)> = list["stops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["lot"].as_str(), s["quantity"].as_i64().unwrap()))
+            .collect();
+        assert_eq!(lots, [(Some("L-EARLY"), 2), (Some("L-LATE"), 1)], "{list}");
+        let picked = testkit::picked_as_listed(&list);
+        app.post(&format!("/v1/picklists/{}/complete", list["id"].as_str().unwrap()), json!({"picked": picked}))
+            .await
+            .expect(200);
+
+        // One fails quality control into quarantine: it leaves its lot (L-EARLY, the hold's
+        // first) into a held entry naming it; on hand stays 4, one is unavailable.
+        let fail = json!({"lines": [{"sku": "MILK", "quantity": 1, "result": "fail", "disposition": "quarantine"}]});
+        let checked = app.post(&format!("/v1/fulfillments/{id}/qc"), fail).await.expect(200);
+        assert_eq!(checked["lines"][0]["quantity"], 2, "{checked}");
+        let held = app.get("/v1/quarantine?warehouse=MUC-1&status=held").await.expect(200);
+        let entry = held["items"].as_array().unwrap().iter().find(|q| q["reference"] == id.as_str()).cloned().unwrap();
+        assert_eq!((entry["lot"].as_str(), entry["units"].as_i64()), (Some("L-EARLY"), Some(1)), "{entry}");
+        assert_eq!(milk_lots(&app, "MUC-1").await, [("L-EARLY".to_owned(), 1), ("L-LATE".to_owned(), 2)]);
+        let stock = app.stock("MILK").await;
+        assert_eq!(
+            (in_warehouse(&stock, "MUC-1", "on_hand"), in_warehouse(&stock, "MUC-1", "unavailable")),
+            (4, 1),
+            "{stock}"
+        );
+        app.reconcile().await;
+
+        // Released, it goes back to L-EARLY.
+        let entry_id = entry["id"].as_str().unwrap();
+        app.post(&format!("/v1/quarantine/{entry_id}/release"), json!(null)).await.expect(200);
+        assert_eq!(milk_lots(&app, "MUC-1").await, [("L-EARLY".to_owned(), 2), ("L-LATE".to_owned(), 2)]);
+        app.reconcile().await;
+
+        // The two left ship; one comes back sellable to BER-1 (which never held the lot: it
+        // gets L-EARLY with its expiry), one damaged to MUC-1 (held out of L-EARLY there).
+        let fulfillment = app.get(&format!("/v1/fulfillments/{id}")).await.expect(200);
+        let package = json!({"weight_grams": fulfillment["expected_weight_grams"], "lines": fulfillment["lines"]});
+        app.post(&format!("/v1/fulfillments/{id}/pack"), json!({"packages": [package]})).await.expect(200);
+        app.post(&format!("/v1/fulfillments/{id}/ship"), json!({"carrier": "dhl", "tracking": "m"})).await.expect(200);
+        let asked = json!({"order": order_id, "lines": [{"sku": "MILK", "quantity": 1, "reason": "sour"}]});
+        for (warehouse, condition) in [("BER-1", "sellable"), ("MUC-1", "damaged")] {
+            let rid = app.post("/v1/returns", asked.clone()).await.expect(201)["id"].as_str().unwrap().to_owned();
+            let lines = json!([{"sku": "MILK", "quantity": 1, "condition": condition}]);
+            app.post(&format!("/v1/returns/{rid}/receive"), json!({"warehouse": warehouse, "lines": lines}))
+                .await
+                .expect(200);
+        }
+        let bad = app.post("/v1/returns", asked).await.expect_problem(422, "validation_failed");
+        assert_eq!(field_names(&bad), ["lines[0].quantity"], "both shipped units came back: {bad}");
+        let lots = app.get("/v1/stock/MILK/lots").await.expect(200);
+        let in_ber: Vec<&Value> =
+            lots["items"].as_array().unwrap().iter().filter(|l| l["warehouse"] == "BER-1").collect();
+        assert_eq!(in_ber.len(), 1, "{lots}");
+        assert_eq!(
+            (in_ber[0]["lot"].as_str(), in_ber[0]["expires_on"].as_str()),
+            (Some("L-EARLY"), Some("2030-01-01"))
+        );
+        assert_eq!(in_ber[0]["available"], 1, "{lots}");
+        let held = app.get("/v1/quarantine?warehouse=MUC-1&status=held").await.expect(200);
+        let damaged: Vec<&Value> = held["items"].as_array().unwrap().iter().filter(|q| q["sku"] == "MILK").collect();
+        assert_eq!(damaged.len(), 1, "{held}");
+        assert_eq!((damaged[0]["lot"].as_str(), damaged[0]["units"].as_i64()), (Some("L-EARLY"), Some(1)));
+        let stock = app.stock("MILK").await;
+        // MUC-1: 4 received, 2 shipped, 1 back damaged (unavailable).
+        assert_eq!(
+            (in_warehouse(&stock, "MUC-1", "on_hand"), in_warehouse(&stock, "MUC-1", "unavailable")),
+            (3, 1),
+            "{stock}"
+        );
         app.reconcile().await;
     })
     .await;

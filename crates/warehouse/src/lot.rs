@@ -146,6 +146,31 @@ pub(crate) async fn lot_receive(
     Ok(())
 }
 
+/// Makes sure `warehouse` has a row for `lot` of `sku` (units coming back from a customer to
+/// another warehouse than the one that shipped them), with the expiry that lot has elsewhere.
+/// A lot no warehouse knows is refused on `lot`.
+pub(crate) async fn lot_ensure(
+    tx: &mut Tx,
+    sku: &SkuCode,
+    warehouse: &WarehouseCode,
+    lot: &str,
+    now: Timestamp,
+) -> Result<()> {
+    let known: Vec<(String, String)> =
+        sqlx::query_as("SELECT warehouse, expires_on FROM stock_lots WHERE sku = $1 AND lot = $2 ORDER BY warehouse")
+            .bind(sku.as_str().to_owned())
+            .bind(lot.to_owned())
+            .fetch_all(&mut **tx)
+            .await?;
+    if known.iter().any(|(w, _)| w == warehouse.as_str()) {
+        return Ok(());
+    }
+    let Some((_, expires_on)) = known.first() else {
+        return Err(WarehouseError::invalid("lot", format!("no warehouse holds lot {lot} of {sku}")));
+    };
+    lot_receive(tx, sku, warehouse, (lot, expires_on, 0), now, "lot").await
+}
+
 /// Changes a lot's on hand and reserved by the deltas, guarded so reserved stays within
 /// `0..=on_hand`; false if the guard did not hold.
 pub(crate) async fn lot_change(

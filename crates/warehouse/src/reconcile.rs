@@ -12,8 +12,8 @@ pub struct Mismatch {
     pub sku: String,
     /// `ledger`: the level differs from the sum of its movements; `reservations`: reserved
     /// differs from the lines of active and confirmed reservations; `lots`: a lot-tracked
-    /// level differs from the sum of its lots; `quarantine`: quarantined (shown as `reserved`)
-    /// differs from the held quarantine entries; `movement_after`: a movement's `on_hand_after`
+    /// level differs from the sum of its lots and its held quarantine entries; `quarantine`:
+    /// quarantined (shown as `reserved`) differs from the held quarantine entries; `movement_after`: a movement's `on_hand_after`
     /// and `reserved_after` (here `on_hand`, `reserved`) differ from the running sums of the
     /// deltas up to it (the first such movement of the level).
     pub check: String,
@@ -61,11 +61,14 @@ pub async fn reconcile(pool: &AnyPool) -> Result<Reconciliation> {
     mismatches.extend(held);
     let lots: Vec<Mismatch> = sqlx::query_as(
         "SELECT s.warehouse, s.sku, 'lots' AS \"check\", s.on_hand, s.reserved, \
-                COALESCE(l.on_hand_sum, 0) AS expected_on_hand, COALESCE(l.reserved_sum, 0) AS expected_reserved \
+                COALESCE(l.on_hand_sum, 0) + COALESCE(q.held, 0) AS expected_on_hand, \
+                COALESCE(l.reserved_sum, 0) AS expected_reserved \
          FROM stock_levels s JOIN items i ON i.sku = s.sku AND i.track_lots = 1 \
          LEFT JOIN (SELECT warehouse, sku, CAST(SUM(on_hand) AS BIGINT) AS on_hand_sum, CAST(SUM(reserved) AS BIGINT) AS reserved_sum \
                     FROM stock_lots GROUP BY warehouse, sku) l ON l.warehouse = s.warehouse AND l.sku = s.sku \
-         WHERE s.on_hand <> COALESCE(l.on_hand_sum, 0) OR s.reserved <> COALESCE(l.reserved_sum, 0) \
+         LEFT JOIN (SELECT warehouse, sku, CAST(SUM(units) AS BIGINT) AS held FROM stock_quarantine \
+                    WHERE status = 'held' GROUP BY warehouse, sku) q ON q.warehouse = s.warehouse AND q.sku = s.sku \
+         WHERE s.on_hand <> COALESCE(l.on_hand_sum, 0) + COALESCE(q.held, 0) OR s.reserved <> COALESCE(l.reserved_sum, 0) \
          ORDER BY s.warehouse, s.sku",
     )
     .fetch_all(&mut *tx)

@@ -309,14 +309,18 @@ pub struct QuarantineRequest {
     pub warehouse: WarehouseCode,
     /// Free units to set aside, at least 1.
     pub quantity: i64,
+    /// For a lot-tracked item (required): the lot whose free units are set aside; they are
+    /// out of its on hand until released back to it. Refused for any other item.
+    #[serde(default)]
+    pub lot: Option<String>,
     /// Why, for the ledger (the movement's reason).
     pub reason: String,
 }
 
-/// Sets free units of an item that does not track lots aside: they stay on hand but count as
-/// `unavailable`, not `available`, until the entry is released or scrapped. A `quarantine`
-/// movement records it. Fewer free units than asked: 409 `insufficient_stock`; a lot-tracked
-/// item: 422 (quarantine its lot instead).
+/// Sets free units of an item aside: they stay on hand but count as `unavailable`, not
+/// `available`, until the entry is released or scrapped. A `quarantine` movement records it.
+/// A lot-tracked item names the `lot` (422 without one, or with one for an item without
+/// lots). Fewer free units than asked: 409 `insufficient_stock`.
 #[utoipa::path(post, path = "/v1/stock/{sku}/quarantine", tag = "stock", params(("sku" = String, Path)),
     request_body = QuarantineRequest,
     responses((status = 201, body = warehouse::quarantine::QuarantineEntry), (status = 404, body = crate::error::Problem),
@@ -340,6 +344,9 @@ pub async fn quarantine_create(
         });
     }
     check_text("reason", &req.reason, true, &mut errors);
+    if let Some(lot) = &req.lot {
+        check_text("lot", lot, true, &mut errors);
+    }
     if !errors.is_empty() {
         return Err(ApiError::validation_many(errors));
     }
@@ -358,17 +365,14 @@ pub async fn quarantine_create(
             if !issues.is_empty() {
                 return Err(ApiError::validation_many(issues));
             }
-            let entry = warehouse::quarantine::quarantine_units(
-                tx,
-                &sku,
-                &req.warehouse,
-                req.quantity,
-                warehouse::quarantine::Source::Available,
-                None,
-                &req.reason,
-                now,
-            )
-            .await?;
+            let what = warehouse::quarantine::Units {
+                sku: sku.clone(),
+                warehouse: req.warehouse.clone(),
+                lot: req.lot.clone(),
+                units: req.quantity,
+            };
+            let source = warehouse::quarantine::Source::Available;
+            let entry = warehouse::quarantine::quarantine_units(tx, &what, source, None, &req.reason, now).await?;
             Ok(Answer::json(StatusCode::CREATED, &entry))
         })
     })
