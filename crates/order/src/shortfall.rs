@@ -85,8 +85,8 @@ pub async fn reopen_short(
 /// A requested fulfilment's units whose holds are gone (released or expired after the order
 /// was paid): the allocation gives them up without touching stock, and the order waits for
 /// them again as a backorder, so the backorder allocator re-holds them from any warehouse of
-/// the channel. False, changing nothing, when the order's allocations in `warehouse` do not
-/// show that many units without a hold.
+/// the channel. False, changing nothing, when the order is not `paid` or its allocations in
+/// `warehouse` do not show that many units without a hold.
 pub async fn reopen_lost(
     tx: &mut Tx,
     order_id: &str,
@@ -100,6 +100,10 @@ pub async fn reopen_lost(
         return Ok(true);
     }
     let order = order_in(tx, order_id, true).await?;
+    // Only a paid order waits for its units; a cancelled one gave its holds back on purpose.
+    if order.status != crate::record::OrderStatus::Paid {
+        return Ok(false);
+    }
     let mut takes = Vec::new();
     let mut left = units;
     for allocation in order.allocations.iter().filter(|a| a.sku == sku && a.warehouse == warehouse) {

@@ -1,19 +1,24 @@
 //! `stockroom import`: items, receipts or adjustments from CSV (with a header row) or JSON
 //! lines, in batches applied all or nothing, safe to run again.
 //!
-//! Every row has a key (the `key` column, or `FILE:ROW` when absent); a batch records the
-//! keys it applied, so after an interruption the same command skips them. Rows that do not
-//! parse are reported with their row number (1 is the first data row) and left out; a batch
-//! that the database refuses (an unknown SKU, a capacity) is reported with the row that
-//! refused it and none of its rows are applied. The exit code is 1 if anything was reported.
+//! Every row has a key: the `key` column, else its content and occurrence (or `BATCH:ROW`
+//! with `--batch-id`). A batch records the keys it applied, so the same data run again, under
+//! any file name, is skipped. Rows that do not parse, and rows the database refuses (an
+//! unknown SKU, a capacity), are rejected with their row number (1 is the first data row) and
+//! reason, and written to the rejects file; every other row is applied, or with
+//! `--all-or-nothing` none unless all are. `--dry-run` checks and reports everything and keeps
+//! nothing. The exit code is 1 if anything was rejected.
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use kernel::{Clock, Quantity, SkuCode, WarehouseCode};
 use serde::Deserialize;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::io::BufRead;
-use std::path::Path;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use store::Db;
 use warehouse::adjustment::{Adjustment, Change};
@@ -40,9 +45,11 @@ pub struct Report {
     /// (row number, message)
     pub errors: Vec<(u64, String)>,
     pub seconds: f64,
+    /// All or nothing with a rejected row, or a dry run: nothing was kept.
+    pub rolled_back: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 struct ItemRecord {
     sku: String,
     name: String,
@@ -51,7 +58,7 @@ struct ItemRecord {
     key: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 struct ReceiptRecord {
     warehouse: String,
     sku: String,
@@ -63,7 +70,7 @@ struct ReceiptRecord {
     key: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 struct AdjustmentRecord {
     warehouse: String,
     sku: String,
@@ -129,17 +136,36 @@ fn parse_adjustment(r: AdjustmentRecord) -> Result<(Option<String>, Adjustment),
     ))
 }
 
-/// Rows of a file: (row number, record or parse error).
-type Records<R> = Box<dyn Iterator<Item = (u64, Result<R, String>)>>;
+/// One row of a file: its number (1 = the first data row), its text as read (for the rejects
+/// file), and the record or why it does not parse.
+struct RawRow<R> {
+    number: u64,
+    text: String,
+    record: Result<R, String>,
+}
 
-/// Reads records of type `R` one by one: (row number, record or parse error).
+type Records<R> = Box<dyn Iterator<Item = RawRow<R>>>;
+
+/// Reads records of type `R` one by one.
 fn records<R: DeserializeOwned + 'static>(path: &Path, format: Format) -> anyhow::Result<Records<R>> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let reader = std::io::BufReader::with_capacity(1 << 20, file);
     Ok(match format {
         Format::Csv => {
-            let csv = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(reader);
-            Box::new(csv.into_deserialize::<R>().enumerate().map(|(i, r)| (i as u64 + 1, r.map_err(|e| e.to_string()))))
+            let mut csv = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(reader);
+            let headers =
+                csv.headers().with_context(|| format!("reading the header row of {}", path.display()))?.clone();
+            Box::new(csv.into_records().enumerate().map(move |(i, r)| {
+                let number = i as u64 + 1;
+                match r {
+                    Ok(record) => RawRow {
+                        number,
+                        text: record.iter().collect::<Vec<_>>().join(","),
+                        record: record.deserialize::<R>(Some(&headers)).map_err(|e| e.to_string()),
+                    },
+                    Err(e) => RawRow { number, text: String::new(), record: Err(e.to_string()) },
+                }
+            }))
         }
         Format::Jsonl => Box::new(
             reader
@@ -147,10 +173,14 @@ fn records<R: DeserializeOwned + 'static>(path: &Path, format: Format) -> anyhow
                 .enumerate()
                 .filter(|(_, line)| line.as_ref().map(|l| !l.trim().is_empty()).unwrap_or(true))
                 .map(|(i, line)| {
-                    let parsed = line
-                        .map_err(|e| e.to_string())
-                        .and_then(|l| serde_json::from_str::<R>(&l).map_err(|e| e.to_string()));
-                    (i as u64 + 1, parsed)
+                    let number = i as u64 + 1;
+                    match line {
+                        Ok(text) => {
+                            let record = serde_json::from_str::<R>(&text).map_err(|e| e.to_string());
+                            RawRow { number, text, record }
+                        }
+                        Err(e) => RawRow { number, text: String::new(), record: Err(e.to_string()) },
+                    }
                 }),
         ),
     })
@@ -163,110 +193,231 @@ pub fn format_of(path: &Path) -> Format {
     }
 }
 
-/// Runs the import; `progress` shows a progress line on standard error.
-pub async fn import(
-    db: &Db,
-    kind: Kind,
-    path: &Path,
-    format: Format,
-    batch_size: usize,
-    progress: bool,
-) -> anyhow::Result<Report> {
+/// How an import runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub format: Format,
+    /// Rows per transaction (1 to 10,000).
+    pub batch_size: usize,
+    /// A progress line with rows/s on standard error.
+    pub progress: bool,
+    /// Rows without a `key` column are keyed `BATCH_ID:ROW` instead of by their content.
+    pub batch_id: Option<String>,
+    /// Nothing is applied unless every row is.
+    pub all_or_nothing: bool,
+    /// Everything is checked and reported as it would be applied; nothing is kept.
+    pub dry_run: bool,
+    /// Every rejected row, with its number, reason and text, as JSON lines.
+    pub rejects: Option<PathBuf>,
+}
+
+/// The key of a row without a `key` column: its content (every field but the key, after
+/// parsing, so a renamed copy of a file or another column order keys the same) and which
+/// occurrence of that content in the file it is (so two equal rows are two rows).
+struct ContentKeys {
+    seen: HashMap<u128, u32>,
+}
+
+impl ContentKeys {
+    fn key<R: Serialize>(&mut self, record: &R) -> String {
+        let digest = Sha256::digest(serde_json::to_vec(record).unwrap_or_default());
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&digest[..16]);
+        let hash = u128::from_be_bytes(first);
+        let occurrence = self.seen.entry(hash).or_default();
+        *occurrence += 1;
+        format!("content:{hash:032x}:{occurrence}")
+    }
+}
+
+/// Where the rows go: one transaction per batch, or (all or nothing, dry run) one for the
+/// whole file with a savepoint per batch.
+struct Sink {
+    db: Db,
+    whole: Option<store::Tx>,
+    rejects: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl Sink {
+    fn reject(&mut self, report: &mut Report, number: u64, text: &str, reason: String) -> anyhow::Result<()> {
+        if let Some(out) = &mut self.rejects {
+            let line = serde_json::json!({"row": number, "reason": reason, "text": text});
+            writeln!(out, "{line}").context("writing the rejects file")?;
+        }
+        report.errors.push((number, reason));
+        Ok(())
+    }
+}
+
+/// Runs the import.
+pub async fn import(db: &Db, kind: Kind, path: &Path, options: &Options) -> anyhow::Result<Report> {
     let started = Instant::now();
-    let bar = if progress { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
+    let bar = if options.progress { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
     bar.set_style(
         ProgressStyle::with_template("{spinner} {pos} rows [{elapsed_precise}] {per_sec} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
-    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("import").to_owned();
-    let default_key = |row: u64| format!("{file_name}:{row}");
+    let rejects = match &options.rejects {
+        Some(file) => Some(std::io::BufWriter::new(
+            std::fs::File::create(file).with_context(|| format!("creating {}", file.display()))?,
+        )),
+        None => None,
+    };
+    let whole = if options.all_or_nothing || options.dry_run { Some(db.begin().await?) } else { None };
+    let mut sink = Sink { db: db.clone(), whole, rejects };
     let mut report = Report::default();
-    let batch_size = batch_size.clamp(1, 10_000);
     match kind {
         Kind::Items => {
-            let mut batch = Vec::with_capacity(batch_size);
-            for (number, record) in records::<ItemRecord>(path, format)? {
-                report.rows += 1;
-                match record.and_then(parse_item) {
-                    Ok((key, value)) => {
-                        batch.push(Row { number, key: key.unwrap_or_else(|| default_key(number)), value })
-                    }
-                    Err(message) => report.errors.push((number, message)),
-                }
-                if batch.len() >= batch_size {
-                    apply(db, &mut report, std::mem::take(&mut batch), warehouse::import::import_items).await?;
-                    bar.set_position(report.rows);
-                }
-            }
-            apply(db, &mut report, batch, warehouse::import::import_items).await?;
+            let rows = records::<ItemRecord>(path, options.format)?;
+            run_kind(&mut sink, &mut report, options, &bar, rows, parse_item, warehouse::import::import_items).await?
         }
         Kind::Receipts => {
-            let mut batch = Vec::with_capacity(batch_size);
-            for (number, record) in records::<ReceiptRecord>(path, format)? {
-                report.rows += 1;
-                match record.and_then(parse_receipt) {
-                    Ok((key, value)) => {
-                        batch.push(Row { number, key: key.unwrap_or_else(|| default_key(number)), value })
-                    }
-                    Err(message) => report.errors.push((number, message)),
-                }
-                if batch.len() >= batch_size {
-                    apply(db, &mut report, std::mem::take(&mut batch), warehouse::import::import_receipts).await?;
-                    bar.set_position(report.rows);
-                }
-            }
-            apply(db, &mut report, batch, warehouse::import::import_receipts).await?;
+            let rows = records::<ReceiptRecord>(path, options.format)?;
+            run_kind(&mut sink, &mut report, options, &bar, rows, parse_receipt, warehouse::import::import_receipts)
+                .await?
         }
         Kind::Adjustments => {
-            let mut batch = Vec::with_capacity(batch_size);
-            for (number, record) in records::<AdjustmentRecord>(path, format)? {
-                report.rows += 1;
-                match record.and_then(parse_adjustment) {
-                    Ok((key, value)) => {
-                        batch.push(Row { number, key: key.unwrap_or_else(|| default_key(number)), value })
-                    }
-                    Err(message) => report.errors.push((number, message)),
-                }
-                if batch.len() >= batch_size {
-                    apply(db, &mut report, std::mem::take(&mut batch), warehouse::import::import_adjustments).await?;
-                    bar.set_position(report.rows);
-                }
-            }
-            apply(db, &mut report, batch, warehouse::import::import_adjustments).await?;
+            let rows = records::<AdjustmentRecord>(path, options.format)?;
+            let run = warehouse::import::import_adjustments;
+            run_kind(&mut sink, &mut report, options, &bar, rows, parse_adjustment, run).await?
         }
+    }
+    if let Some(tx) = sink.whole.take() {
+        if options.dry_run || !report.errors.is_empty() {
+            tx.rollback().await?;
+            report.rolled_back = true;
+        } else {
+            tx.commit().await?;
+        }
+    }
+    if let Some(out) = &mut sink.rejects {
+        out.flush().context("writing the rejects file")?;
     }
     bar.finish_and_clear();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
 
-/// Applies one batch in its own transaction; a refusal is reported, a database failure stops
-/// the import (the batches before it stay applied and will be skipped on the next run).
-async fn apply<T, F>(db: &Db, report: &mut Report, batch: Vec<Row<T>>, run: F) -> anyhow::Result<()>
+/// Parses one record: its `key` column, if any, and the value to apply.
+type Parse<R, T> = fn(R) -> Result<(Option<String>, T), String>;
+
+async fn run_kind<R, T, F>(
+    sink: &mut Sink,
+    report: &mut Report,
+    options: &Options,
+    bar: &ProgressBar,
+    rows: Records<R>,
+    parse: Parse<R, T>,
+    run: F,
+) -> anyhow::Result<()>
 where
-    F: for<'t> AsyncFnOnce(
+    R: Serialize,
+    T: Clone,
+    F: for<'t> AsyncFn(
         &'t mut store::Tx,
         Vec<Row<T>>,
         kernel::Timestamp,
     ) -> Result<warehouse::import::BatchOutcome, BatchRefusal>,
 {
-    if batch.is_empty() {
-        return Ok(());
+    let batch_size = options.batch_size.clamp(1, 10_000);
+    let mut keys = ContentKeys { seen: HashMap::new() };
+    let mut batch: Vec<(Row<T>, String)> = Vec::with_capacity(batch_size);
+    for row in rows {
+        report.rows += 1;
+        let parsed = row.record.and_then(|record| {
+            let content = match &options.batch_id {
+                Some(id) => format!("{id}:{}", row.number),
+                None => keys.key(&record),
+            };
+            parse(record).map(|(key, value)| (key.unwrap_or(content), value))
+        });
+        match parsed {
+            Ok((key, value)) => batch.push((Row { number: row.number, key, value }, row.text)),
+            Err(message) => sink.reject(report, row.number, &row.text, message)?,
+        }
+        if batch.len() >= batch_size {
+            apply(sink, report, std::mem::take(&mut batch), &run).await?;
+            bar.set_position(report.rows);
+        }
     }
-    let (first, last) = (batch[0].number, batch[batch.len() - 1].number);
-    let mut tx = db.begin().await?;
-    match run(&mut tx, batch, kernel::SystemClock.now()).await {
-        Ok(outcome) => {
-            tx.commit().await?;
-            report.applied += outcome.applied;
-            report.skipped += outcome.skipped;
-        }
-        Err(BatchRefusal { error: warehouse::WarehouseError::Store(e), .. }) => {
-            return Err(anyhow::Error::new(e).context(format!("rows {first} to {last}")));
-        }
-        Err(refusal) => {
-            tx.rollback().await?;
-            report.errors.push((refusal.row, format!("{}; rows {first} to {last} not applied", refusal.error)));
+    apply(sink, report, batch, &run).await
+}
+
+/// Applies one batch: in its own transaction, or under a savepoint of the whole import's. A
+/// row the database refuses (an unknown SKU, a capacity) is rejected and the batch is applied
+/// again without it, so every good row is applied and every bad one reported; a database
+/// failure stops the import (the batches before it stay applied, unless all or nothing, and
+/// are skipped on the next run).
+async fn apply<T, F>(
+    sink: &mut Sink,
+    report: &mut Report,
+    mut batch: Vec<(Row<T>, String)>,
+    run: &F,
+) -> anyhow::Result<()>
+where
+    T: Clone,
+    F: for<'t> AsyncFn(
+        &'t mut store::Tx,
+        Vec<Row<T>>,
+        kernel::Timestamp,
+    ) -> Result<warehouse::import::BatchOutcome, BatchRefusal>,
+{
+    while !batch.is_empty() {
+        let (first, last) = (batch[0].0.number, batch[batch.len() - 1].0.number);
+        let rows: Vec<Row<T>> = batch
+            .iter()
+            .map(|(row, _)| Row { number: row.number, key: row.key.clone(), value: row.value.clone() })
+            .collect();
+        let now = kernel::SystemClock.now();
+        let (outcome, mut own) = match &mut sink.whole {
+            Some(tx) => {
+                sqlx::query("SAVEPOINT import_batch").execute(&mut **tx).await?;
+                (run(tx, rows, now).await, None)
+            }
+            None => {
+                let mut tx = sink.db.begin().await?;
+                (run(&mut tx, rows, now).await, Some(tx))
+            }
+        };
+        match outcome {
+            Ok(outcome) => {
+                match (own.take(), &mut sink.whole) {
+                    (Some(tx), _) => tx.commit().await?,
+                    (None, Some(tx)) => {
+                        sqlx::query("RELEASE SAVEPOINT import_batch").execute(&mut **tx).await?;
+                    }
+                    (None, None) => {}
+                }
+                report.applied += outcome.applied;
+                report.skipped += outcome.skipped;
+                return Ok(());
+            }
+            Err(BatchRefusal { error: warehouse::WarehouseError::Store(e), .. }) => {
+                return Err(anyhow::Error::new(e).context(format!("rows {first} to {last}")));
+            }
+            Err(refusal) => {
+                match (own.take(), &mut sink.whole) {
+                    (Some(tx), _) => tx.rollback().await?,
+                    (None, Some(tx)) => {
+                        sqlx::query("ROLLBACK TO SAVEPOINT import_batch").execute(&mut **tx).await?;
+                        sqlx::query("RELEASE SAVEPOINT import_batch").execute(&mut **tx).await?;
+                    }
+                    (None, None) => {}
+                }
+                match batch.iter().position(|(row, _)| row.number == refusal.row) {
+                    Some(at) => {
+                        let (row, text) = batch.remove(at);
+                        sink.reject(report, row.number, &text, refusal.error.to_string())?;
+                    }
+                    // Not one row's fault: the batch is refused whole.
+                    None => {
+                        let reason = format!("{}; rows {first} to {last} not applied", refusal.error);
+                        for (row, text) in std::mem::take(&mut batch) {
+                            sink.reject(report, row.number, &text, reason.clone())?;
+                        }
+                    }
+                }
+            }
         }
     }
     Ok(())

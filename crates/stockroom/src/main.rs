@@ -196,6 +196,18 @@ enum Command {
         /// Rows per transaction.
         #[arg(long, default_value_t = 1000)]
         batch_size: usize,
+        /// Key rows without a `key` column BATCH_ID:ROW instead of by their content.
+        #[arg(long)]
+        batch_id: Option<String>,
+        /// Apply nothing unless every row can be applied.
+        #[arg(long)]
+        all_or_nothing: bool,
+        /// Check and report every row as it would be applied; keep nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Write every rejected row (number, reason, text) to this file as JSON lines.
+        #[arg(long)]
+        rejects: Option<std::path::PathBuf>,
         #[command(flatten)]
         database: DatabaseArgs,
     },
@@ -296,7 +308,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("created key {} (shown once)", key.id);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Import { kind, file, format, batch_size, database } => {
+        Command::Import { kind, file, format, batch_size, batch_id, all_or_nothing, dry_run, rejects, database } => {
             // An import touches index pages all over large tables: a big writer cache (only
             // what is used is allocated) keeps them in memory from batch to batch.
             let options = DbOptions {
@@ -305,17 +317,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ..database.options()
             };
             let db = Db::connect_existing(&database.database_url, &options).await?;
-            let format = format.unwrap_or_else(|| stockroom::import::format_of(&file));
-            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let report = stockroom::import::import(&db, kind, &file, format, batch_size, progress).await?;
+            let options = stockroom::import::Options {
+                format: format.unwrap_or_else(|| stockroom::import::format_of(&file)),
+                batch_size,
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                batch_id,
+                all_or_nothing,
+                dry_run,
+                rejects,
+            };
+            let report = stockroom::import::import(&db, kind, &file, &options).await?;
             for (row, message) in report.errors.iter().take(100) {
                 eprintln!("row {row}: {message}");
             }
             if report.errors.len() > 100 {
                 eprintln!("... and {} more errors", report.errors.len() - 100);
             }
+            let kept = match (dry_run, report.rolled_back) {
+                (true, _) => "; dry run: nothing kept",
+                (false, true) => "; all or nothing: rows were rejected, nothing kept",
+                (false, false) => "",
+            };
             println!(
-                "{} rows read, {} applied, {} skipped (applied before), {} errors, {:.1} s, {:.0} rows/s",
+                "{} rows read, {} applied, {} skipped (applied before), {} rejected, {:.1} s, {:.0} rows/s{kept}",
                 report.rows,
                 report.applied,
                 report.skipped,

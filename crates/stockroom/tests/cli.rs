@@ -227,7 +227,7 @@ async fn import_applies_batches_reports_rows_and_skips_what_it_applied_before() 
         assert!(stderr.contains("row 2: sku"), "{stderr}");
         assert_eq!(app.get("/v1/items/C").await.expect(200)["name"], "Cherry");
 
-        // Batches of 2: the second batch names an unknown warehouse and is refused whole.
+        // Batches of 2: row 4 names an unknown warehouse; it alone is rejected.
         let receipts = write_temp(
             "receipts.jsonl",
             concat!(
@@ -240,17 +240,16 @@ async fn import_applies_batches_reports_rows_and_skips_what_it_applied_before() 
         );
         let out = stockroom(&["import", "receipts", receipts.to_str().unwrap(), "--batch-size", "2"], &url).await;
         assert_eq!(out.status.code(), Some(1), "{out:?}");
-        assert!(
-            String::from_utf8_lossy(&out.stderr)
-                .contains("row 4: warehouse: unknown warehouse NOPE; rows 3 to 4 not applied")
-        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("row 4: warehouse: unknown warehouse NOPE"), "{stderr}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("4 applied, 0 skipped"), "{out:?}");
         assert_eq!(app.stock("A").await["on_hand"], 7);
-        assert_eq!(app.stock("C").await["on_hand"], 4);
+        assert_eq!(app.stock("C").await["on_hand"], 5);
 
         // Run again: applied rows are skipped, nothing is received twice.
         let again = stockroom(&["import", "receipts", receipts.to_str().unwrap(), "--batch-size", "2"], &url).await;
         let summary = String::from_utf8_lossy(&again.stdout);
-        assert!(summary.contains("0 applied, 3 skipped"), "{summary}");
+        assert!(summary.contains("0 applied, 4 skipped"), "{summary}");
         assert_eq!(app.stock("A").await["on_hand"], 7);
 
         let adjustments = write_temp(
@@ -261,6 +260,63 @@ async fn import_applies_batches_reports_rows_and_skips_what_it_applied_before() 
         assert!(out.status.success(), "{out:?}");
         assert_eq!(app.stock("A").await["on_hand"], 6);
         assert_eq!(app.stock("C").await["on_hand"], 10);
+        app.reconcile().await;
+        app.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn an_import_keyed_by_content_is_a_no_op_under_another_name_and_rejects_are_written_or_kept_back() {
+    for backend in backends() {
+        let app = testkit::spawn_app(backend).await;
+        app.create_warehouse("BER-1", 10).await;
+        app.create_item("A").await;
+        let url = app.database_url().to_owned();
+        // No key column: rows are keyed by content and occurrence, so the two equal rows are
+        // two receipts, and a renamed copy with its columns in another order is the same data.
+        let rows = "warehouse,sku,quantity\nBER-1,A,2\nBER-1,A,2\nBER-1,NOPE,1\nBER-1,A,3\n";
+        let first = write_temp("receipts-monday.csv", rows);
+        let rejects = first.with_file_name("rejects.jsonl");
+        let path = first.to_str().unwrap();
+
+        // A dry run reports what would happen and keeps nothing.
+        let out = stockroom(&["import", "receipts", path, "--dry-run"], &url).await;
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let summary = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            summary.contains("3 applied") && summary.contains("1 rejected") && summary.contains("dry run"),
+            "{summary}"
+        );
+        assert_eq!(app.stock("A").await["on_hand"], 0);
+        // All or nothing: one row is bad, so nothing is kept.
+        let out = stockroom(&["import", "receipts", path, "--all-or-nothing"], &url).await;
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("nothing kept"), "{out:?}");
+        assert_eq!(app.stock("A").await["on_hand"], 0);
+
+        // Applied: the good rows go in, the bad one is written to the rejects file.
+        let out = stockroom(&["import", "receipts", path, "--rejects", rejects.to_str().unwrap()], &url).await;
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert_eq!(app.stock("A").await["on_hand"], 7);
+        let written = std::fs::read_to_string(&rejects).unwrap();
+        let lines: Vec<serde_json::Value> = written.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 1, "{written}");
+        assert_eq!((lines[0]["row"].as_i64(), lines[0]["text"].as_str()), (Some(3), Some("BER-1,NOPE,1")));
+        assert!(lines[0]["reason"].as_str().unwrap().contains("NOPE"), "{written}");
+
+        let copy = write_temp("receipts-copy.csv", "sku,quantity,warehouse\nA,2,BER-1\nA,2,BER-1\nA,3,BER-1\n");
+        let out = stockroom(&["import", "receipts", copy.to_str().unwrap()], &url).await;
+        assert!(out.status.success(), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("0 applied, 3 skipped"), "{out:?}");
+        assert_eq!(app.stock("A").await["on_hand"], 7, "a renamed copy applies nothing again");
+        // With a batch id the rows are keyed by it and their number instead.
+        let out = stockroom(&["import", "receipts", copy.to_str().unwrap(), "--batch-id", "delivery-7"], &url).await;
+        assert!(String::from_utf8_lossy(&out.stdout).contains("3 applied"), "{out:?}");
+        let renamed = write_temp("delivery-7.csv", "sku,quantity,warehouse\nA,2,BER-1\nA,2,BER-1\nA,3,BER-1\n");
+        let again =
+            stockroom(&["import", "receipts", renamed.to_str().unwrap(), "--batch-id", "delivery-7"], &url).await;
+        assert!(String::from_utf8_lossy(&again.stdout).contains("0 applied"), "{again:?}");
+        assert_eq!(app.stock("A").await["on_hand"], 14);
         app.reconcile().await;
         app.shutdown().await;
     }
