@@ -93,6 +93,9 @@ struct Seeded {
     /// A paid order of 2 SHIRT that has shipped; 1 is asked back by `return_id`, 1 may be.
     shipped_order: String,
     return_id: String,
+    /// A receipt of 10 SHIRT into BER-1, and a transfer of 1 SHIRT from MUC-1 in transit.
+    receipt: String,
+    transfer: String,
 }
 
 /// Checks out `quantity` SHIRT, pays and waits for the order's fulfilment; answers the order's
@@ -167,7 +170,10 @@ async fn seed_every_resource(app: &TestApp) -> Seeded {
         .expect("a saga")
         .to_owned();
     // Enough for the four paid orders below and the valid bodies after them.
-    app.receive(BER, SHIRT, 10).await;
+    let receipt = app.post("/v1/receipts", json!({"warehouse": BER, "lines": [line(SHIRT, 10)]})).await.expect(201);
+    let receipt = receipt["id"].as_str().expect("a receipt id").to_owned();
+    let transfer = json!({"from": MUC, "to": BER, "lines": [line(SHIRT, 1)], "in_transit": true});
+    let transfer = app.post("/v1/transfers", transfer).await.expect(201)["id"].as_str().expect("an id").to_owned();
     let (_, fulfillment) = paid_fulfillment(app, "seed-paid", 1).await;
     let (_, checked_fulfillment) = paid_fulfillment(app, "seed-qc", 1).await;
     // The seeded fulfilment is picked (ready to pack), and so is the one for quality control;
@@ -218,6 +224,8 @@ async fn seed_every_resource(app: &TestApp) -> Seeded {
         picklist,
         shipped_order,
         return_id,
+        receipt,
+        transfer,
     }
 }
 
@@ -358,6 +366,8 @@ fn path_value(template: &str, collection: &str, name: &str, seeded: &Seeded) -> 
         ("fulfillments", "id") => seeded.fulfillment.clone(),
         ("picklists", "id") => seeded.picklist.clone(),
         ("returns", "id") => seeded.return_id.clone(),
+        ("receipts", "id") => seeded.receipt.clone(),
+        ("transfers", "id") => seeded.transfer.clone(),
         _ => panic!(
             "{template}: no seeded value for the path parameter {{{name}}} after /{collection}/; \
              seed one in seed_every_resource and map it in path_value"

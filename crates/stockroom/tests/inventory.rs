@@ -378,3 +378,111 @@ async fn unknown_body_fields_are_refused_naming_them_and_change_nothing() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_two_step_transfer_is_in_neither_warehouse_in_transit_and_shows_as_incoming() {
+    each_backend(|app| async move {
+        two_warehouses_with_stock(&app, "TEE").await;
+        let before = app.stock("TEE").await;
+        let figure = |stock: &Value, warehouse: &str, name: &str| {
+            stock["warehouses"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|w| w["warehouse"] == warehouse)
+                .map_or(0, |w| w[name].as_i64().unwrap())
+        };
+        let body =
+            json!({"from": "BER-1", "to": "MUC-1", "lines": [{"sku": "TEE", "quantity": 4}], "in_transit": true});
+        let shipped = app.post("/v1/transfers", body).await.expect(201);
+        assert_eq!(
+            (shipped["status"].as_str(), shipped["received_at"].as_str()),
+            (Some("in_transit"), None),
+            "{shipped}"
+        );
+        let id = shipped["id"].as_str().unwrap().to_owned();
+        let stock = app.stock("TEE").await;
+        assert_eq!(figure(&stock, "BER-1", "on_hand"), figure(&before, "BER-1", "on_hand") - 4, "{stock}");
+        assert_eq!(figure(&stock, "MUC-1", "on_hand"), figure(&before, "MUC-1", "on_hand"), "{stock}");
+        assert_eq!((figure(&stock, "MUC-1", "incoming"), stock["incoming"].as_i64()), (4, Some(4)), "{stock}");
+        assert_eq!(stock["on_hand"], before["on_hand"].as_i64().unwrap() - 4, "in neither warehouse: {stock}");
+        assert_eq!(app.get(&format!("/v1/transfers/{id}")).await.expect(200), shipped);
+        let in_transit = app.get("/v1/transfers?status=in_transit&to=MUC-1").await.expect(200);
+        assert_eq!(in_transit["items"].as_array().unwrap().len(), 1, "{in_transit}");
+        let bad = app.get("/v1/transfers?status=lost&from=NOPE").await.expect_problem(422, "validation_failed");
+        let fields: Vec<&str> =
+            bad["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+        assert_eq!(fields, ["status", "from"], "{bad}");
+        app.reconcile().await;
+
+        let received = app.post(&format!("/v1/transfers/{id}/receive"), json!(null)).await.expect(200);
+        assert_eq!(received["status"], "received", "{received}");
+        assert!(received["received_at"].is_string(), "{received}");
+        let stock = app.stock("TEE").await;
+        assert_eq!(figure(&stock, "MUC-1", "on_hand"), figure(&before, "MUC-1", "on_hand") + 4, "{stock}");
+        assert_eq!(stock["incoming"], 0, "{stock}");
+        assert_eq!(stock["on_hand"], before["on_hand"], "{stock}");
+        app.post(&format!("/v1/transfers/{id}/receive"), json!(null)).await.expect_problem(409, "invalid_state");
+        app.post("/v1/transfers/trf_nope/receive", json!(null)).await.expect_problem(404, "not_found");
+        app.get("/v1/transfers/trf_nope").await.expect_problem(404, "not_found");
+        let movements = app.get("/v1/movements?sku=TEE&warehouse=MUC-1").await.expect(200);
+        let last = movements["items"].as_array().unwrap().last().cloned().unwrap();
+        assert_eq!((last["kind"].as_str(), last["on_hand_delta"].as_i64()), (Some("transfer_in"), Some(4)), "{last}");
+
+        // A one-step transfer is recorded too, received at once.
+        let body = json!({"from": "MUC-1", "to": "BER-1", "lines": [{"sku": "TEE", "quantity": 1}]});
+        let moved = app.post("/v1/transfers", body).await.expect(201);
+        assert_eq!(moved["status"], "received", "{moved}");
+        let all = app.get("/v1/transfers?limit=1").await.expect(200);
+        assert_eq!(all["items"][0]["id"].as_str(), Some(id.as_str()), "oldest first: {all}");
+        let next = all["next"].as_str().unwrap();
+        let rest = app.get(&format!("/v1/transfers?limit=1&next={next}")).await.expect(200);
+        assert_eq!(rest["items"][0], moved, "{rest}");
+        app.reconcile().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn lots_travel_with_a_two_step_transfer_and_receipts_can_be_looked_up() {
+    each_backend(|app| async move {
+        for code in ["BER-1", "MUC-1"] {
+            app.create_warehouse(code, 10).await;
+        }
+        app.post("/v1/items", json!({"sku": "MILK", "name": "Milk", "track_lots": true})).await.expect(201);
+        let lines = json!([{"sku": "MILK", "quantity": 3, "lot": "L-1", "expires_on": "2099-01-01"}]);
+        let receipt = app.post("/v1/receipts", json!({"warehouse": "BER-1", "lines": lines})).await.expect(201);
+        let rid = receipt["id"].as_str().unwrap();
+        assert_eq!(app.get(&format!("/v1/receipts/{rid}")).await.expect(200), receipt);
+        let listed = app.get("/v1/receipts?warehouse=BER-1").await.expect(200);
+        assert_eq!(listed["items"], json!([receipt]), "{listed}");
+        assert_eq!(app.get("/v1/receipts?warehouse=MUC-1").await.expect(200)["items"], json!([]));
+        app.get("/v1/receipts/rcp_nope").await.expect_problem(404, "not_found");
+        app.get("/v1/receipts?warehouse=NOPE").await.expect_problem(422, "validation_failed");
+
+        let body =
+            json!({"from": "BER-1", "to": "MUC-1", "lines": [{"sku": "MILK", "quantity": 2}], "in_transit": true});
+        let shipped = app.post("/v1/transfers", body).await.expect(201);
+        assert_eq!(shipped["lines"][0]["lots"], json!([{"lot": "L-1", "expires_on": "2099-01-01", "quantity": 2}]));
+        let lots = app.get("/v1/stock/MILK/lots").await.expect(200);
+        let on_hand: Vec<(&str, i64)> = lots["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| (l["warehouse"].as_str().unwrap(), l["on_hand"].as_i64().unwrap()))
+            .collect();
+        assert_eq!(on_hand, [("BER-1", 1)], "{lots}");
+        app.reconcile().await;
+        let id = shipped["id"].as_str().unwrap();
+        app.post(&format!("/v1/transfers/{id}/receive"), json!(null)).await.expect(200);
+        let lots = app.get("/v1/stock/MILK/lots").await.expect(200);
+        let muc: Vec<&Value> = lots["items"].as_array().unwrap().iter().filter(|l| l["warehouse"] == "MUC-1").collect();
+        assert_eq!(muc.len(), 1, "{lots}");
+        assert_eq!(
+            (muc[0]["lot"].as_str(), muc[0]["expires_on"].as_str(), muc[0]["on_hand"].as_i64()),
+            (Some("L-1"), Some("2099-01-01"), Some(2))
+        );
+        app.reconcile().await;
+    })
+    .await;
+}

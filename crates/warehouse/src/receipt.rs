@@ -25,7 +25,7 @@ pub struct Receipt {
     pub lines: Vec<ReceiptLine>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ReceiptLineView {
     pub sku: String,
     pub quantity: i64,
@@ -125,13 +125,61 @@ pub async fn receive(tx: &mut Tx, receipt: Receipt, now: Timestamp) -> Result<Re
             on_hand: after.get(&l.sku).copied().unwrap_or_default(),
         })
         .collect();
-    Ok(ReceiptView {
+    let view = ReceiptView {
         id,
         warehouse: receipt.warehouse.to_string(),
         reference: receipt.reference,
         lines,
         received_at: now.to_rfc3339(),
-    })
+    };
+    // Recorded as answered, so `GET /v1/receipts/{id}` shows what the receipt did.
+    sqlx::query("INSERT INTO receipts (id, warehouse, reference, lines, created_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(view.id.clone())
+        .bind(view.warehouse.clone())
+        .bind(view.reference.clone())
+        .bind(serde_json::to_string(&view.lines).unwrap_or_default())
+        .bind(view.received_at.clone())
+        .execute(&mut **tx)
+        .await?;
+    Ok(view)
+}
+
+type ReceiptRow = (String, String, Option<String>, String, String);
+
+fn receipt_of((id, warehouse, reference, lines, received_at): ReceiptRow) -> Result<ReceiptView> {
+    let lines = serde_json::from_str(&lines)
+        .map_err(|_| crate::WarehouseError::Store(store::StoreError::Corrupt(format!("receipt {id}: stored lines"))))?;
+    Ok(ReceiptView { id, warehouse, reference, lines, received_at })
+}
+
+/// One receipt as it was answered, or `NotFound`. Rows an import applied in bulk are not
+/// receipts of their own (their movements carry the import's reference).
+pub async fn receipt_get(pool: &sqlx::AnyPool, id: &str) -> Result<ReceiptView> {
+    let row: Option<ReceiptRow> =
+        sqlx::query_as("SELECT id, warehouse, reference, lines, created_at FROM receipts WHERE id = $1")
+            .bind(id.to_owned())
+            .fetch_optional(pool)
+            .await?;
+    receipt_of(row.ok_or_else(|| crate::WarehouseError::NotFound { what: "receipt", key: id.to_owned() })?)
+}
+
+/// Receipts oldest first (ids are time-ordered), after the id `after`, of one warehouse or all.
+pub async fn receipts_list(
+    pool: &sqlx::AnyPool,
+    warehouse: Option<&str>,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<ReceiptView>> {
+    let rows: Vec<ReceiptRow> = sqlx::query_as(
+        "SELECT id, warehouse, reference, lines, created_at FROM receipts \
+         WHERE id > $1 AND ($2 = '' OR warehouse = $2) ORDER BY id LIMIT $3",
+    )
+    .bind(after.unwrap_or("").to_owned())
+    .bind(warehouse.unwrap_or("").to_owned())
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter().map(receipt_of).collect()
 }
 
 /// What the database finds wrong with a receipt, every field at once: the warehouse, each

@@ -188,6 +188,8 @@ pub struct WarehouseStock {
     /// quarantined lots.
     pub unavailable: i64,
     pub available: i64,
+    /// Units on their way here in two-step transfers: in no warehouse's stock until received.
+    pub incoming: i64,
     /// Inactive warehouses are listed but not counted in the totals.
     pub active: bool,
 }
@@ -200,12 +202,13 @@ pub struct StockView {
     pub reserved: i64,
     pub unavailable: i64,
     pub available: i64,
+    pub incoming: i64,
     pub warehouses: Vec<WarehouseStock>,
 }
 
 impl StockView {
     fn empty(sku: String) -> Self {
-        Self { sku, on_hand: 0, reserved: 0, unavailable: 0, available: 0, warehouses: Vec::new() }
+        Self { sku, on_hand: 0, reserved: 0, unavailable: 0, available: 0, incoming: 0, warehouses: Vec::new() }
     }
 
     fn add(&mut self, row: WarehouseStock) {
@@ -214,6 +217,7 @@ impl StockView {
             self.reserved += row.reserved;
             self.unavailable += row.unavailable;
             self.available += row.available;
+            self.incoming += row.incoming;
         }
         self.warehouses.push(row);
     }
@@ -265,6 +269,7 @@ pub async fn stock_views_at(
     }
     let rows = query.fetch_all(pool).await?;
     let blocked = crate::lot::blocked_units(pool, skus, now).await?;
+    let incoming = crate::transfer::incoming_units(pool, skus).await?;
     let mut views: Vec<StockView> = Vec::new();
     for row in rows {
         if views.last().is_none_or(|v| v.sku != row.item_sku) {
@@ -275,12 +280,14 @@ pub async fn stock_views_at(
             let unavailable = (blocked.get(&(view.sku.clone(), warehouse.clone())).copied().unwrap_or(0)
                 + row.quarantined.unwrap_or(0))
             .min(on_hand - reserved);
+            let arriving = incoming.get(&(view.sku.clone(), warehouse.clone())).copied().unwrap_or(0);
             view.add(WarehouseStock {
                 warehouse,
                 on_hand,
                 reserved,
                 unavailable,
                 available: (on_hand - reserved - unavailable).max(0),
+                incoming: arriving,
                 active: row.active == Some(1),
             });
         }

@@ -1,10 +1,15 @@
-//! Transfers: moving available stock from one warehouse to another in one transaction.
+//! Transfers: moving available stock from one warehouse to another, in one transaction or
+//! in two steps. A two-step transfer (`in_transit`) takes the units out of `from` when it is
+//! created and puts them into `to` when it is received; in between they are in neither
+//! warehouse's stock and show as `incoming` at `to`. Every transfer is recorded (`transfers`,
+//! `transfer_lines`) so it can be looked up; lots keep their code and expiry on the way.
 
 use crate::ledger::{Journal, MovementKind, NewMovement};
 use crate::stock::{stock_level_in_tx, stock_level_receive, stock_level_take};
 use crate::{Result, ShortLine, WarehouseError};
 use kernel::{Quantity, SkuCode, Timestamp, WarehouseCode};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use sqlx::FromRow;
 use std::collections::BTreeMap;
 use store::Tx;
 
@@ -20,11 +25,23 @@ pub struct Transfer {
     pub to: WarehouseCode,
     pub reference: Option<String>,
     pub lines: Vec<TransferLine>,
+    /// Two steps: the units leave `from` now and reach `to` when the transfer is received.
+    pub in_transit: bool,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct TransferLineView {
     pub sku: String,
+    pub quantity: i64,
+    /// For lot-tracked items: the lots moved, first expiry first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lots: Vec<MovedLot>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct MovedLot {
+    pub lot: String,
+    pub expires_on: String,
     pub quantity: i64,
 }
 
@@ -35,16 +52,22 @@ pub struct TransferView {
     pub to: String,
     pub reference: Option<String>,
     pub lines: Vec<TransferLineView>,
+    /// `in_transit` (two steps, not yet received) or `received`.
+    pub status: String,
+    /// When the units left `from`.
     pub at: String,
+    /// When the units reached `to`.
+    pub received_at: Option<String>,
 }
 
-/// Moves the lines' units out of `from`'s available stock and into `to`'s on hand. All or
-/// nothing: if a line is short, the error names every short line and the caller rolls back.
+/// Moves the lines' units out of `from`'s available stock and into `to`'s on hand (or, in
+/// transit, into neither until [`transfer_receive`]). All or nothing: if a line is short, the
+/// error names every short line and the caller rolls back.
 pub async fn transfer(tx: &mut Tx, transfer: Transfer, now: Timestamp) -> Result<TransferView> {
     let mut issues = crate::error::Issues::default();
     let known = check(tx, &transfer, &mut issues).await?;
     issues.finish()?;
-    let capacity = crate::site::capacity_lock(tx, &transfer.to).await?;
+    let capacity = if transfer.in_transit { None } else { Some(crate::site::capacity_lock(tx, &transfer.to).await?) };
 
     let id = format!("trf_{}", uuid::Uuid::now_v7().simple());
     let reference = transfer.reference.clone().unwrap_or_else(|| id.clone());
@@ -57,14 +80,20 @@ pub async fn transfer(tx: &mut Tx, transfer: Transfer, now: Timestamp) -> Result
     // opposite directions cannot deadlock.
     let mut journal = Journal::new();
     let mut short = Vec::new();
+    let mut moved: BTreeMap<&SkuCode, Vec<MovedLot>> = BTreeMap::new();
     for (sku, units) in &per_sku {
         let tracks_lots = known.iter().any(|(k, lots)| k == sku.as_str() && *lots);
         if tracks_lots {
             // Lots move FEFO and keep their code and expiry; expired lots stay behind.
             match crate::lot::lots_take_fefo(tx, sku, &transfer.from, *units, now).await? {
                 Ok(taken) => {
-                    for (lot, expires_on, q) in taken {
-                        crate::lot::lot_receive(tx, sku, &transfer.to, (&lot, &expires_on, q), now, "lines").await?;
+                    let lots = moved.entry(sku).or_default();
+                    for (lot, expires_on, quantity) in taken {
+                        if !transfer.in_transit {
+                            crate::lot::lot_receive(tx, sku, &transfer.to, (&lot, &expires_on, quantity), now, "lines")
+                                .await?;
+                        }
+                        lots.push(MovedLot { lot, expires_on, quantity });
                     }
                 }
                 Err(short_line) => {
@@ -74,7 +103,10 @@ pub async fn transfer(tx: &mut Tx, transfer: Transfer, now: Timestamp) -> Result
             }
         }
         let take_first = transfer.from < transfer.to;
-        if !take_first {
+        if transfer.in_transit {
+            // `to` shows the units as incoming on its level from now on.
+            crate::stock::stock_level_create(tx, sku, &transfer.to, 0).await?;
+        } else if !take_first {
             receive_line(tx, &mut journal, sku, &transfer.to, *units, &reference).await?;
         }
         match stock_level_take(tx, sku, &transfer.from, *units).await? {
@@ -100,23 +132,214 @@ pub async fn transfer(tx: &mut Tx, transfer: Transfer, now: Timestamp) -> Result
                 reason: None,
             }),
         }
-        if take_first {
+        if take_first && !transfer.in_transit {
             receive_line(tx, &mut journal, sku, &transfer.to, *units, &reference).await?;
         }
     }
     if !short.is_empty() {
         return Err(WarehouseError::InsufficientStock { lines: short });
     }
-    crate::site::capacity_check(tx, &transfer.to, capacity).await?;
+    if let Some(capacity) = capacity {
+        crate::site::capacity_check(tx, &transfer.to, capacity).await?;
+    }
     journal.flush(tx, now).await?;
-    Ok(TransferView {
+    let view = TransferView {
         id,
         from: transfer.from.to_string(),
         to: transfer.to.to_string(),
         reference: transfer.reference,
-        lines: per_sku.into_iter().map(|(sku, quantity)| TransferLineView { sku: sku.to_string(), quantity }).collect(),
+        lines: per_sku
+            .into_iter()
+            .map(|(sku, quantity)| TransferLineView {
+                sku: sku.to_string(),
+                quantity,
+                lots: moved.remove(sku).unwrap_or_default(),
+            })
+            .collect(),
+        status: if transfer.in_transit { "in_transit" } else { "received" }.to_owned(),
         at: now.to_rfc3339(),
-    })
+        received_at: (!transfer.in_transit).then(|| now.to_rfc3339()),
+    };
+    record(tx, &view).await?;
+    Ok(view)
+}
+
+async fn record(tx: &mut Tx, view: &TransferView) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO transfers (id, from_wh, to_wh, reference, status, created_at, received_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(view.id.clone())
+    .bind(view.from.clone())
+    .bind(view.to.clone())
+    .bind(view.reference.clone())
+    .bind(view.status.clone())
+    .bind(view.at.clone())
+    .bind(view.received_at.clone())
+    .execute(&mut **tx)
+    .await?;
+    for line in &view.lines {
+        let lots = (!line.lots.is_empty()).then(|| serde_json::to_string(&line.lots).unwrap_or_default());
+        sqlx::query("INSERT INTO transfer_lines (transfer_id, sku, quantity, lots) VALUES ($1, $2, $3, $4)")
+            .bind(view.id.clone())
+            .bind(line.sku.clone())
+            .bind(line.quantity)
+            .bind(lots)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Receives a transfer in transit: its units go into `to`'s on hand (lots with their codes and
+/// expiry, bins by putaway), each a `transfer_in` movement, and it becomes `received`. One not
+/// in transit is `InvalidState`; a warehouse that would overflow is `CapacityExceeded`.
+pub async fn transfer_receive(tx: &mut Tx, id: &str, now: Timestamp) -> Result<TransferView> {
+    let at = now.to_rfc3339();
+    let taken: Option<(String, Option<String>)> = sqlx::query_as(
+        "UPDATE transfers SET status = 'received', received_at = $2 WHERE id = $1 AND status = 'in_transit' \
+         RETURNING to_wh, reference",
+    )
+    .bind(id.to_owned())
+    .bind(at)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some((to, reference)) = taken else {
+        let current = transfer_get(tx, id).await?;
+        return Err(WarehouseError::InvalidState {
+            what: "transfer",
+            from: current.status,
+            action: "be received: only a transfer in transit is",
+        });
+    };
+    let to = WarehouseCode::parse(to).map_err(|e| corrupt(format!("transfer {id}: warehouse {e}")))?;
+    let reference = reference.unwrap_or_else(|| id.to_owned());
+    let capacity = crate::site::capacity_lock(tx, &to).await?;
+    let view = transfer_get(tx, id).await?;
+    let mut journal = Journal::new();
+    for line in &view.lines {
+        let sku = SkuCode::parse(line.sku.clone()).map_err(|e| corrupt(format!("transfer {id}: sku {e}")))?;
+        for lot in &line.lots {
+            crate::lot::lot_receive(tx, &sku, &to, (&lot.lot, &lot.expires_on, lot.quantity), now, "lines").await?;
+        }
+        receive_line(tx, &mut journal, &sku, &to, line.quantity, &reference).await?;
+    }
+    crate::site::capacity_check(tx, &to, capacity).await?;
+    journal.flush(tx, now).await?;
+    Ok(view)
+}
+
+#[derive(FromRow)]
+struct TransferRow {
+    id: String,
+    from_wh: String,
+    to_wh: String,
+    reference: Option<String>,
+    status: String,
+    created_at: String,
+    received_at: Option<String>,
+}
+
+/// One transfer, or `NotFound`.
+pub async fn transfer_get(conn: &mut sqlx::AnyConnection, id: &str) -> Result<TransferView> {
+    let row: Option<TransferRow> = sqlx::query_as(
+        "SELECT id, from_wh, to_wh, reference, status, created_at, received_at FROM transfers WHERE id = $1",
+    )
+    .bind(id.to_owned())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let row = row.ok_or_else(|| WarehouseError::NotFound { what: "transfer", key: id.to_owned() })?;
+    let mut views = with_lines(conn, vec![row]).await?;
+    views.pop().ok_or_else(|| corrupt(format!("transfer {id} vanished")))
+}
+
+/// Which transfers a list shows.
+#[derive(Debug, Clone, Default)]
+pub struct TransferFilter {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub status: Option<String>,
+}
+
+/// Transfers oldest first (ids are time-ordered), after the id `after`.
+pub async fn transfers_list(
+    pool: &sqlx::AnyPool,
+    filter: &TransferFilter,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<TransferView>> {
+    let rows: Vec<TransferRow> = sqlx::query_as(
+        "SELECT id, from_wh, to_wh, reference, status, created_at, received_at FROM transfers \
+         WHERE id > $1 AND ($2 = '' OR from_wh = $2) AND ($3 = '' OR to_wh = $3) AND ($4 = '' OR status = $4) \
+         ORDER BY id LIMIT $5",
+    )
+    .bind(after.unwrap_or("").to_owned())
+    .bind(filter.from.clone().unwrap_or_default())
+    .bind(filter.to.clone().unwrap_or_default())
+    .bind(filter.status.clone().unwrap_or_default())
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    let mut conn = pool.acquire().await?;
+    with_lines(&mut conn, rows).await
+}
+
+async fn with_lines(conn: &mut sqlx::AnyConnection, rows: Vec<TransferRow>) -> Result<Vec<TransferView>> {
+    let mut views = Vec::with_capacity(rows.len());
+    for row in rows {
+        let lines: Vec<(String, i64, Option<String>)> =
+            sqlx::query_as("SELECT sku, quantity, lots FROM transfer_lines WHERE transfer_id = $1 ORDER BY sku")
+                .bind(row.id.clone())
+                .fetch_all(&mut *conn)
+                .await?;
+        let lines = lines
+            .into_iter()
+            .map(|(sku, quantity, lots)| {
+                let lots = match lots {
+                    Some(text) => serde_json::from_str(&text)
+                        .map_err(|_| corrupt(format!("transfer {}: lots of {sku}", row.id)))?,
+                    None => Vec::new(),
+                };
+                Ok(TransferLineView { sku, quantity, lots })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        views.push(TransferView {
+            id: row.id,
+            from: row.from_wh,
+            to: row.to_wh,
+            reference: row.reference,
+            lines,
+            status: row.status,
+            at: row.created_at,
+            received_at: row.received_at,
+        });
+    }
+    Ok(views)
+}
+
+/// Units in transit to each (SKU, warehouse) among `skus`: the `incoming` of stock objects.
+pub async fn incoming_units(
+    pool: &sqlx::AnyPool,
+    skus: &[SkuCode],
+) -> Result<std::collections::HashMap<(String, String), i64>> {
+    if skus.is_empty() {
+        return Ok(Default::default());
+    }
+    let sql = format!(
+        "SELECT l.sku, t.to_wh, CAST(SUM(l.quantity) AS BIGINT) FROM transfer_lines l \
+         JOIN transfers t ON t.id = l.transfer_id \
+         WHERE t.status = 'in_transit' AND l.sku IN ({}) GROUP BY l.sku, t.to_wh",
+        store::sql::list_placeholders(skus.len(), 1)
+    );
+    let mut query = sqlx::query_as::<_, (String, String, i64)>(sqlx::AssertSqlSafe(sql));
+    for sku in skus {
+        query = query.bind(sku.as_str().to_owned());
+    }
+    Ok(query.fetch_all(pool).await?.into_iter().map(|(sku, wh, units)| ((sku, wh), units)).collect())
+}
+
+fn corrupt(message: String) -> WarehouseError {
+    WarehouseError::Store(store::StoreError::Corrupt(message))
 }
 
 async fn receive_line(

@@ -834,6 +834,7 @@ async fn apply(tx: &mut Tx, case: &Case, model: &mut Model, op: &Op, now: Timest
                 from: wh(*from),
                 to: wh(1 - from),
                 reference: None,
+                in_transit: false,
                 lines: lines
                     .iter()
                     .map(|(s, q)| TransferLine { sku: sku(*s), quantity: Quantity::new(*q).unwrap() })

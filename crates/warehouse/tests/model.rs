@@ -164,6 +164,7 @@ async fn apply(db: &Db, case: &Case, model: &mut StockModel, op: &Op, now: &mut 
                 from: wh(*from),
                 to: wh(to),
                 reference: None,
+                in_transit: false,
                 lines: vec![TransferLine { sku: sku(*s), quantity: Quantity::new(*quantity).unwrap() }],
             };
             let result = warehouse::transfer::transfer(&mut tx, transfer, *now).await;

@@ -27,13 +27,16 @@ pub fn routes() -> Router<AppState> {
         .route("/items/{sku}", get(item_get).patch(item_patch))
         .route("/warehouses", post(warehouse_create).get(warehouse_list))
         .route("/warehouses/{code}", get(warehouse_get).patch(warehouse_patch))
-        .route("/receipts", post(receipt_create))
+        .route("/receipts", post(receipt_create).get(receipt_list))
+        .route("/receipts/{id}", get(receipt_get))
         .route("/adjustments", post(adjustment_create))
         .route(
             "/bulk/adjustments",
             post(bulk_adjustments).layer(axum::extract::DefaultBodyLimit::max(BULK_BODY_BYTES_MAX)),
         )
-        .route("/transfers", post(transfer_create))
+        .route("/transfers", post(transfer_create).get(transfer_list))
+        .route("/transfers/{id}", get(transfer_get))
+        .route("/transfers/{id}/receive", post(transfer_receive))
         .route("/stock", get(stock_batch))
         .route("/stock/{sku}", get(stock_one))
 }
@@ -788,9 +791,14 @@ pub struct CreateTransfer {
     pub to: WarehouseCode,
     pub reference: Option<String>,
     pub lines: Vec<TransferLineRequest>,
+    /// Two steps: the units leave `from` now, are `incoming` at `to` meanwhile, and arrive
+    /// with `POST /v1/transfers/{id}/receive`. Default false: one transaction.
+    #[serde(default)]
+    pub in_transit: bool,
 }
 
-/// Moves available stock between warehouses in one transaction.
+/// Moves available stock between warehouses: in one transaction (`received`), or with
+/// `in_transit` out of `from` now and into `to` when received.
 #[utoipa::path(post, path = "/v1/transfers", tag = "stock", request_body = CreateTransfer,
     params(("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = TransferView), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
@@ -817,6 +825,7 @@ pub async fn transfer_create(
         to: req.to,
         reference: req.reference,
         lines: req.lines.into_iter().map(|l| TransferLine { sku: l.sku, quantity: l.quantity }).collect(),
+        in_transit: req.in_transit,
     };
     let checked = transfer.clone();
     crate::extract::finish_all(&state, errors, move |tx| {
@@ -831,6 +840,120 @@ pub async fn transfer_create(
         })
     })
     .await
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct TransferPage {
+    pub items: Vec<TransferView>,
+    pub next: Option<String>,
+}
+
+/// Transfers, oldest first.
+#[utoipa::path(get, path = "/v1/transfers", tag = "stock",
+    params(("from" = Option<String>, Query), ("to" = Option<String>, Query),
+           ("status" = Option<String>, Query, description = "`in_transit` or `received`"),
+           ("limit" = Option<u32>, Query, description = "1 to 1000 (default 100)"), ("next" = Option<String>, Query)),
+    responses((status = 200, body = TransferPage), (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
+pub async fn transfer_list(State(state): State<AppState>, query: QueryMap) -> Result<Json<TransferPage>, ApiError> {
+    let mut parse = query.only(&["from", "to", "status", "limit", "next"]);
+    let from = parse.code::<WarehouseCode>("from");
+    let to = parse.code::<WarehouseCode>("to");
+    let status = parse.get("status").map(str::to_owned);
+    if let Some(s) = &status
+        && !["in_transit", "received"].contains(&s.as_str())
+    {
+        parse.refuse("status", "must be in_transit or received");
+    }
+    let page = parse.page();
+    parse.require_warehouse(state.db.reader(), "from", from.as_ref()).await?;
+    parse.require_warehouse(state.db.reader(), "to", to.as_ref()).await?;
+    parse.finish()?;
+    let filter = warehouse::transfer::TransferFilter {
+        from: from.map(|w| w.to_string()),
+        to: to.map(|w| w.to_string()),
+        status,
+    };
+    let rows =
+        warehouse::transfer::transfers_list(state.db.reader(), &filter, page.after.as_deref(), page.limit).await?;
+    let page = kernel::Page::from_rows(rows, page.limit, |t| t.id.clone());
+    Ok(Json(TransferPage { items: page.items, next: page.next }))
+}
+
+/// Reads a transfer.
+#[utoipa::path(get, path = "/v1/transfers/{id}", tag = "stock", params(("id" = String, Path)),
+    responses((status = 200, body = TransferView), (status = 404, body = crate::error::Problem)), security(("bearer" = [])))]
+pub async fn transfer_get(
+    _query: NoQuery,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<TransferView>, ApiError> {
+    let mut conn = state.db.reader().acquire().await.map_err(store::StoreError::from)?;
+    Ok(Json(warehouse::transfer::transfer_get(&mut conn, &id).await?))
+}
+
+/// Receives a transfer in transit: its units go into the destination's stock (lots kept, bins
+/// by putaway), each a `transfer_in` movement.
+#[utoipa::path(post, path = "/v1/transfers/{id}/receive", tag = "stock",
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = TransferView, description = "The received transfer"),
+              (status = 404, body = crate::error::Problem, description = "No such transfer"),
+              (status = 409, body = crate::error::Problem, description = "Not in transit (`invalid_state`), or the destination would overflow (`capacity_exceeded`)")),
+    security(("bearer" = [])))]
+pub async fn transfer_receive(
+    _query: NoQuery,
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = id.clone().into_bytes();
+    run_write(&state, &principal, "POST /v1/transfers/{id}/receive", &headers, &key, move |tx, now| {
+        let id = id.clone();
+        Box::pin(async move {
+            let view = warehouse::transfer::transfer_receive(tx, &id, now).await?;
+            Ok(Answer::json(StatusCode::OK, &view))
+        })
+    })
+    .await
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct ReceiptPage {
+    pub items: Vec<ReceiptView>,
+    pub next: Option<String>,
+}
+
+/// Receipts, oldest first (those of the API; rows an import applies in bulk are not receipts).
+#[utoipa::path(get, path = "/v1/receipts", tag = "stock",
+    params(("warehouse" = Option<String>, Query),
+           ("limit" = Option<u32>, Query, description = "1 to 1000 (default 100)"), ("next" = Option<String>, Query)),
+    responses((status = 200, body = ReceiptPage), (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
+pub async fn receipt_list(State(state): State<AppState>, query: QueryMap) -> Result<Json<ReceiptPage>, ApiError> {
+    let mut parse = query.only(&["warehouse", "limit", "next"]);
+    let warehouse = parse.code::<WarehouseCode>("warehouse");
+    let page = parse.page();
+    parse.require_warehouse(state.db.reader(), "warehouse", warehouse.as_ref()).await?;
+    parse.finish()?;
+    let rows = warehouse::receipt::receipts_list(
+        state.db.reader(),
+        warehouse.as_ref().map(|w| w.as_str()),
+        page.after.as_deref(),
+        page.limit,
+    )
+    .await?;
+    let page = kernel::Page::from_rows(rows, page.limit, |r| r.id.clone());
+    Ok(Json(ReceiptPage { items: page.items, next: page.next }))
+}
+
+/// Reads a receipt as it was answered.
+#[utoipa::path(get, path = "/v1/receipts/{id}", tag = "stock", params(("id" = String, Path)),
+    responses((status = 200, body = ReceiptView), (status = 404, body = crate::error::Problem)), security(("bearer" = [])))]
+pub async fn receipt_get(
+    _query: NoQuery,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ReceiptView>, ApiError> {
+    Ok(Json(warehouse::receipt::receipt_get(state.db.reader(), &id).await?))
 }
 
 // ---------------------------------------------------------------- stock
