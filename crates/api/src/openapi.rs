@@ -27,7 +27,7 @@ use utoipa_swagger_ui::SwaggerUi;
         reservations::reservation_fulfill,
         ledger::movements, ledger::events, ledger::events_head, ledger::event_types, ledger::reconciliation,
         alerts::rules, alerts::rule_default, alerts::rule_item, alerts::rule_item_warehouse, alerts::alerts, alerts::acknowledge,
-        counts::count_open, counts::count_get, counts::count_submit, counts::count_approve, counts::count_cancel,
+        counts::count_open, counts::count_list, counts::count_get, counts::count_submit, counts::count_approve, counts::count_cancel,
         locations::bin_create, locations::bin_list, locations::bin_move_create, locations::lots, locations::lot_quarantine, locations::lot_release,
         locations::quarantine_create, locations::quarantine_list, locations::quarantine_release, locations::quarantine_scrap,
         locations::bins_of_sku,

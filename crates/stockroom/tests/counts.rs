@@ -107,3 +107,31 @@ async fn a_count_of_one_zone_lists_only_its_bins_and_can_be_cancelled() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn counts_are_listed_by_warehouse_and_status_oldest_first() {
+    each_backend(|app| async move {
+        app.create_item("X").await;
+        for code in ["BER-1", "MUC-1"] {
+            app.create_warehouse(code, 10).await;
+            app.receive(code, "X", 2).await;
+        }
+        let first = app.post("/v1/counts", json!({"warehouse": "BER-1"})).await.expect(201);
+        let second = app.post("/v1/counts", json!({"warehouse": "MUC-1"})).await.expect(201);
+        let first_id = first["id"].as_str().unwrap();
+        let cancelled = app.post(&format!("/v1/counts/{first_id}/cancel"), json!(null)).await.expect(200);
+        let all = app.get("/v1/counts").await.expect(200);
+        assert_eq!(all["items"], json!([cancelled, second]), "{all}");
+        let open = app.get("/v1/counts?status=open").await.expect(200);
+        assert_eq!(open["items"], json!([second]), "{open}");
+        assert_eq!(app.get("/v1/counts?warehouse=BER-1").await.expect(200)["items"], json!([cancelled]));
+        let page = app.get("/v1/counts?limit=1").await.expect(200);
+        let next = page["next"].as_str().unwrap();
+        assert_eq!(app.get(&format!("/v1/counts?limit=1&next={next}")).await.expect(200)["items"], json!([second]));
+        let bad = app.get("/v1/counts?status=done&warehouse=NOPE").await.expect_problem(422, "validation_failed");
+        let fields: Vec<&str> =
+            bad["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+        assert_eq!(fields, ["status", "warehouse"], "{bad}");
+    })
+    .await;
+}

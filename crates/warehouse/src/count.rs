@@ -218,6 +218,33 @@ pub async fn count_get(pool: &AnyPool, id: &str) -> Result<CountView> {
     view(&mut conn, id).await
 }
 
+/// Counts oldest first (ids are time-ordered), after the id `after`, of one warehouse or all,
+/// in one status or any.
+pub async fn counts_list(
+    pool: &AnyPool,
+    warehouse: Option<&str>,
+    status: Option<&str>,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<CountView>> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM counts WHERE id > $1 AND ($2 = '' OR warehouse = $2) AND ($3 = '' OR status = $3) \
+         ORDER BY id LIMIT $4",
+    )
+    .bind(after.unwrap_or("").to_owned())
+    .bind(warehouse.unwrap_or("").to_owned())
+    .bind(status.unwrap_or("").to_owned())
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    let mut conn = pool.acquire().await?;
+    let mut views = Vec::with_capacity(ids.len());
+    for id in ids {
+        views.push(view(&mut conn, &id).await?);
+    }
+    Ok(views)
+}
+
 /// A counted figure for a bin (`None`: unbinned stock) and SKU.
 #[derive(Debug, Clone)]
 pub struct CountedLine {

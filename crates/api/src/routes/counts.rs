@@ -3,7 +3,7 @@
 use crate::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, FieldError};
-use crate::extract::{ApiJson, NoQuery, check_text};
+use crate::extract::{ApiJson, NoQuery, QueryMap, check_text};
 use crate::idempotency::{Answer, run_write};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -18,7 +18,7 @@ use warehouse::count::{CountView, CountedLine, OpenCount};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/counts", post(count_open))
+        .route("/counts", post(count_open).get(count_list))
         .route("/counts/{id}", get(count_get))
         .route("/counts/{id}/lines", post(count_submit))
         .route("/counts/{id}/approve", post(count_approve))
@@ -92,6 +92,42 @@ fn path_id(raw: &str) -> Result<String, ApiError> {
     } else {
         Err(ApiError::not_found(format!("count {raw} does not exist")))
     }
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct CountPage {
+    pub items: Vec<CountView>,
+    pub next: Option<String>,
+}
+
+/// Counts, oldest first.
+#[utoipa::path(get, path = "/v1/counts", tag = "counts",
+    params(("warehouse" = Option<String>, Query),
+           ("status" = Option<String>, Query, description = "`open`, `approved` or `cancelled`"),
+           ("limit" = Option<u32>, Query, description = "1 to 1000 (default 100)"), ("next" = Option<String>, Query)),
+    responses((status = 200, body = CountPage), (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
+pub async fn count_list(State(state): State<AppState>, query: QueryMap) -> Result<Json<CountPage>, ApiError> {
+    let mut parse = query.only(&["warehouse", "status", "limit", "next"]);
+    let warehouse = parse.code::<WarehouseCode>("warehouse");
+    let status = parse.get("status").map(str::to_owned);
+    if let Some(s) = &status
+        && !["open", "approved", "cancelled"].contains(&s.as_str())
+    {
+        parse.refuse("status", "must be open, approved or cancelled");
+    }
+    let page = parse.page();
+    parse.require_warehouse(state.db.reader(), "warehouse", warehouse.as_ref()).await?;
+    parse.finish()?;
+    let rows = warehouse::count::counts_list(
+        state.db.reader(),
+        warehouse.as_ref().map(|w| w.as_str()),
+        status.as_deref(),
+        page.after.as_deref(),
+        page.limit,
+    )
+    .await?;
+    let page = kernel::Page::from_rows(rows, page.limit, |c| c.id.clone());
+    Ok(Json(CountPage { items: page.items, next: page.next }))
 }
 
 /// Reads a count; expected figures and variances appear once it is approved.
