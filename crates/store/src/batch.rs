@@ -19,9 +19,12 @@
 //! - supervision: a panic while applying a batch answers that batch's requests with
 //!   [`ExecutorError::Panicked`], is counted, and the worker goes on; a worker whose loop
 //!   panics is marked down in [`Workers`] and restarted;
+//! - abandonment: a request whose requester stopped waiting while it was queued (the API's
+//!   request timeout answered 503, the client went away) is dropped before its batch is
+//!   applied, so what it was told ("nothing was changed") holds;
 //! - metrics, labelled with the batch's name: `stockroom_group_commit_batch_size`,
 //!   `stockroom_group_commit_rejected_total`, `stockroom_group_commit_fallbacks_total`,
-//!   `stockroom_group_commit_panics_total`.
+//!   `stockroom_group_commit_panics_total`, `stockroom_group_commit_abandoned_total`.
 
 use crate::idempotency::{self, Claim, KeyClaim};
 use crate::workers::Workers;
@@ -257,7 +260,18 @@ async fn supervised_worker<B: Batch>(shared: Arc<Shared<B>>, workers: Workers, w
 /// Takes batches until the queue is closed and drained.
 async fn worker_loop<B: Batch>(shared: &Shared<B>, workers: &Workers, worker: &str) {
     let name = shared.batch.name();
-    while let Some(jobs) = next_batch(shared).await {
+    while let Some(mut jobs) = next_batch(shared).await {
+        // A requester that gave up while queued (the API's request timeout answered 503, or
+        // the client went away) is not applied: its "nothing was changed" stays true.
+        let queued = jobs.len();
+        jobs.retain(|job| !job.reply.is_closed());
+        if jobs.len() < queued {
+            metrics::counter!("stockroom_group_commit_abandoned_total", "executor" => name)
+                .increment((queued - jobs.len()) as u64);
+        }
+        if jobs.is_empty() {
+            continue;
+        }
         metrics::histogram!("stockroom_group_commit_batch_size", "executor" => name).record(jobs.len() as f64);
         let (requests, replies): (Vec<Request<B>>, Vec<_>) = jobs.into_iter().map(|j| (j.request, j.reply)).unzip();
         let answers = AssertUnwindSafe(apply_with_fallback(shared, &requests)).catch_unwind().await;
