@@ -600,3 +600,59 @@ async fn lot_tracked_units_fail_quality_control_into_quarantine_and_come_back_to
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_short_pick_of_a_lot_tracked_item_adjusts_out_what_the_hold_gave_up_and_reconciles() {
+    each_backend(|app| async move {
+        shop(&app).await;
+        app.post("/v1/items", json!({"sku": "MILK", "name": "Milk", "weight_grams": 500, "track_lots": true}))
+            .await
+            .expect(201);
+        let lines = json!([
+            {"sku": "MILK", "quantity": 2, "lot": "L-EARLY", "expires_on": "2030-01-01"},
+            {"sku": "MILK", "quantity": 2, "lot": "L-LATE", "expires_on": "2031-01-01"},
+        ]);
+        app.post("/v1/receipts", json!({"warehouse": "MUC-1", "lines": lines})).await.expect(201);
+        app.post("/v1/products", json!({"handle": "milk", "name": "Milk", "variants": [{"sku": "MILK"}]}))
+            .await
+            .expect(201);
+        app.put_json("/v1/prices/MILK", json!({"channel": "web-de", "amount": "2.00"})).await.expect(200);
+        app.availability_caught_up().await;
+        let order = paid_order(&app, "ms-1", &[("MILK", 3)], 1).await;
+        let order_id = order["id"].as_str().unwrap().to_owned();
+        let list = app.post("/v1/picklists", json!({"warehouse": "MUC-1"})).await.expect(201);
+        // The L-LATE unit is not found: only L-EARLY's two are picked.
+        let picked: Vec<Value> = list["stops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["lot"] == "L-EARLY")
+            .map(|s| json!({"bin": s["bin"], "sku": s["sku"], "quantity": s["quantity"], "lot": s["lot"]}))
+            .collect();
+        let done = app
+            .post(&format!("/v1/picklists/{}/complete", list["id"].as_str().unwrap()), json!({"picked": picked}))
+            .await
+            .expect(200);
+        let short = done["short"].as_array().unwrap();
+        assert_eq!(short.len(), 1, "{done}");
+        assert_eq!((short[0]["lot"].as_str(), short[0]["quantity"].as_i64()), (Some("L-LATE"), Some(1)), "{done}");
+        // One unit left on hand in all (4 received, 1 adjusted out), the order re-holds it.
+        let stock = app.stock("MILK").await;
+        assert_eq!(in_warehouse(&stock, "MUC-1", "on_hand"), 3, "{stock}");
+        let lots = milk_lots(&app, "MUC-1").await;
+        assert_eq!(lots.iter().map(|(_, units)| units).sum::<i64>(), 3, "{lots:?}");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let order = app.get(&format!("/v1/orders/{order_id}")).await.expect(200);
+            if order["lines"][0]["backordered"] == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "[{}] not re-held: {order}", app.label());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let stock = app.stock("MILK").await;
+        assert_eq!((in_warehouse(&stock, "MUC-1", "reserved"), in_warehouse(&stock, "MUC-1", "available")), (3, 0));
+        app.reconcile().await;
+    })
+    .await;
+}
