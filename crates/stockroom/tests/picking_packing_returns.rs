@@ -472,6 +472,23 @@ async fn a_requested_fulfilment_whose_holds_are_gone_is_re_held_or_taken_on_hold
     .await;
 }
 
+/// The lot-tracked MILK, sold on web-de: 2 of L-EARLY (2030) and 2 of L-LATE (2031) in MUC-1.
+async fn milk_in_muc(app: &TestApp) {
+    app.post("/v1/items", json!({"sku": "MILK", "name": "Milk", "weight_grams": 500, "track_lots": true}))
+        .await
+        .expect(201);
+    let lines = json!([
+        {"sku": "MILK", "quantity": 2, "lot": "L-EARLY", "expires_on": "2030-01-01"},
+        {"sku": "MILK", "quantity": 2, "lot": "L-LATE", "expires_on": "2031-01-01"},
+    ]);
+    app.post("/v1/receipts", json!({"warehouse": "MUC-1", "lines": lines})).await.expect(201);
+    app.post("/v1/products", json!({"handle": "milk", "name": "Milk", "variants": [{"sku": "MILK"}]}))
+        .await
+        .expect(201);
+    app.put_json("/v1/prices/MILK", json!({"channel": "web-de", "amount": "2.00"})).await.expect(200);
+    app.availability_caught_up().await;
+}
+
 /// On hand per lot of MILK in `warehouse`, from `GET /v1/stock/MILK/lots`.
 async fn milk_lots(app: &TestApp, warehouse: &str) -> Vec<(String, i64)> {
     let lots = app.get("/v1/stock/MILK/lots").await.expect(200);
@@ -488,19 +505,7 @@ async fn milk_lots(app: &TestApp, warehouse: &str) -> Vec<(String, i64)> {
 async fn lot_tracked_units_fail_quality_control_into_quarantine_and_come_back_to_their_lot() {
     each_backend(|app| async move {
         shop(&app).await;
-        app.post("/v1/items", json!({"sku": "MILK", "name": "Milk", "weight_grams": 500, "track_lots": true}))
-            .await
-            .expect(201);
-        let lines = json!([
-            {"sku": "MILK", "quantity": 2, "lot": "L-EARLY", "expires_on": "2030-01-01"},
-            {"sku": "MILK", "quantity": 2, "lot": "L-LATE", "expires_on": "2031-01-01"},
-        ]);
-        app.post("/v1/receipts", json!({"warehouse": "MUC-1", "lines": lines})).await.expect(201);
-        app.post("/v1/products", json!({"handle": "milk", "name": "Milk", "variants": [{"sku": "MILK"}]}))
-            .await
-            .expect(201);
-        app.put_json("/v1/prices/MILK", json!({"channel": "web-de", "amount": "2.00"})).await.expect(200);
-        app.availability_caught_up().await;
+        milk_in_muc(&app).await;
 
         // Unit quarantine of a lot-tracked item names the lot; one without lots names none.
         let bad = app
@@ -605,19 +610,7 @@ async fn lot_tracked_units_fail_quality_control_into_quarantine_and_come_back_to
 async fn a_short_pick_of_a_lot_tracked_item_adjusts_out_what_the_hold_gave_up_and_reconciles() {
     each_backend(|app| async move {
         shop(&app).await;
-        app.post("/v1/items", json!({"sku": "MILK", "name": "Milk", "weight_grams": 500, "track_lots": true}))
-            .await
-            .expect(201);
-        let lines = json!([
-            {"sku": "MILK", "quantity": 2, "lot": "L-EARLY", "expires_on": "2030-01-01"},
-            {"sku": "MILK", "quantity": 2, "lot": "L-LATE", "expires_on": "2031-01-01"},
-        ]);
-        app.post("/v1/receipts", json!({"warehouse": "MUC-1", "lines": lines})).await.expect(201);
-        app.post("/v1/products", json!({"handle": "milk", "name": "Milk", "variants": [{"sku": "MILK"}]}))
-            .await
-            .expect(201);
-        app.put_json("/v1/prices/MILK", json!({"channel": "web-de", "amount": "2.00"})).await.expect(200);
-        app.availability_caught_up().await;
+        milk_in_muc(&app).await;
         let order = paid_order(&app, "ms-1", &[("MILK", 3)], 1).await;
         let order_id = order["id"].as_str().unwrap().to_owned();
         let list = app.post("/v1/picklists", json!({"warehouse": "MUC-1"})).await.expect(201);

@@ -230,6 +230,7 @@ struct StockRow {
     on_hand: Option<i64>,
     reserved: Option<i64>,
     quarantined: Option<i64>,
+    incoming: Option<i64>,
     active: Option<i64>,
 }
 
@@ -255,7 +256,10 @@ pub async fn stock_views_at(
         return Ok(Vec::new());
     }
     let sql = format!(
-        "SELECT i.sku AS item_sku, s.warehouse, s.on_hand, s.reserved, s.quarantined, w.active \
+        "SELECT i.sku AS item_sku, s.warehouse, s.on_hand, s.reserved, s.quarantined, w.active, \
+                (SELECT CAST(SUM(l.quantity) AS BIGINT) FROM transfer_lines l \
+                 JOIN transfers t ON t.id = l.transfer_id \
+                 WHERE l.sku = s.sku AND t.to_wh = s.warehouse AND t.status = 'in_transit') AS incoming \
          FROM items i \
          LEFT JOIN stock_levels s ON s.sku = i.sku AND ($1 IS NULL OR s.warehouse = $1) \
          LEFT JOIN warehouses w ON w.code = s.warehouse \
@@ -269,7 +273,6 @@ pub async fn stock_views_at(
     }
     let rows = query.fetch_all(pool).await?;
     let blocked = crate::lot::blocked_units(pool, skus, now).await?;
-    let incoming = crate::transfer::incoming_units(pool, skus).await?;
     let mut views: Vec<StockView> = Vec::new();
     for row in rows {
         if views.last().is_none_or(|v| v.sku != row.item_sku) {
@@ -280,14 +283,13 @@ pub async fn stock_views_at(
             let unavailable = (blocked.get(&(view.sku.clone(), warehouse.clone())).copied().unwrap_or(0)
                 + row.quarantined.unwrap_or(0))
             .min(on_hand - reserved);
-            let arriving = incoming.get(&(view.sku.clone(), warehouse.clone())).copied().unwrap_or(0);
             view.add(WarehouseStock {
                 warehouse,
                 on_hand,
                 reserved,
                 unavailable,
                 available: (on_hand - reserved - unavailable).max(0),
-                incoming: arriving,
+                incoming: row.incoming.unwrap_or(0),
                 active: row.active == Some(1),
             });
         }

@@ -285,57 +285,41 @@ pub async fn transfers_list(
 }
 
 async fn with_lines(conn: &mut sqlx::AnyConnection, rows: Vec<TransferRow>) -> Result<Vec<TransferView>> {
-    let mut views = Vec::with_capacity(rows.len());
-    for row in rows {
-        let lines: Vec<(String, i64, Option<String>)> =
-            sqlx::query_as("SELECT sku, quantity, lots FROM transfer_lines WHERE transfer_id = $1 ORDER BY sku")
-                .bind(row.id.clone())
-                .fetch_all(&mut *conn)
-                .await?;
-        let lines = lines
-            .into_iter()
-            .map(|(sku, quantity, lots)| {
-                let lots = match lots {
-                    Some(text) => serde_json::from_str(&text)
-                        .map_err(|_| corrupt(format!("transfer {}: lots of {sku}", row.id)))?,
-                    None => Vec::new(),
-                };
-                Ok(TransferLineView { sku, quantity, lots })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        views.push(TransferView {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Every line of the page in one query.
+    let sql = format!(
+        "SELECT transfer_id, sku, quantity, lots FROM transfer_lines WHERE transfer_id IN ({}) ORDER BY transfer_id, sku",
+        store::sql::list_placeholders(rows.len(), 1)
+    );
+    let mut query = sqlx::query_as::<_, (String, String, i64, Option<String>)>(sqlx::AssertSqlSafe(sql));
+    for row in &rows {
+        query = query.bind(row.id.clone());
+    }
+    let mut lines: std::collections::HashMap<String, Vec<TransferLineView>> = Default::default();
+    for (transfer, sku, quantity, lots) in query.fetch_all(&mut *conn).await? {
+        let lots = match lots {
+            Some(text) => {
+                serde_json::from_str(&text).map_err(|_| corrupt(format!("transfer {transfer}: lots of {sku}")))?
+            }
+            None => Vec::new(),
+        };
+        lines.entry(transfer).or_default().push(TransferLineView { sku, quantity, lots });
+    }
+    Ok(rows
+        .into_iter()
+        .map(|row| TransferView {
+            lines: lines.remove(&row.id).unwrap_or_default(),
             id: row.id,
             from: row.from_wh,
             to: row.to_wh,
             reference: row.reference,
-            lines,
             status: row.status,
             at: row.created_at,
             received_at: row.received_at,
-        });
-    }
-    Ok(views)
-}
-
-/// Units in transit to each (SKU, warehouse) among `skus`: the `incoming` of stock objects.
-pub async fn incoming_units(
-    pool: &sqlx::AnyPool,
-    skus: &[SkuCode],
-) -> Result<std::collections::HashMap<(String, String), i64>> {
-    if skus.is_empty() {
-        return Ok(Default::default());
-    }
-    let sql = format!(
-        "SELECT l.sku, t.to_wh, CAST(SUM(l.quantity) AS BIGINT) FROM transfer_lines l \
-         JOIN transfers t ON t.id = l.transfer_id \
-         WHERE t.status = 'in_transit' AND l.sku IN ({}) GROUP BY l.sku, t.to_wh",
-        store::sql::list_placeholders(skus.len(), 1)
-    );
-    let mut query = sqlx::query_as::<_, (String, String, i64)>(sqlx::AssertSqlSafe(sql));
-    for sku in skus {
-        query = query.bind(sku.as_str().to_owned());
-    }
-    Ok(query.fetch_all(pool).await?.into_iter().map(|(sku, wh, units)| ((sku, wh), units)).collect())
+        })
+        .collect())
 }
 
 fn corrupt(message: String) -> WarehouseError {
