@@ -224,7 +224,16 @@ pub(crate) async fn request_fulfillment(
 /// per warehouse of its allocations, promotion uses kept, the checkout saga done.
 async fn pay(tx: &mut Tx, order: &mut OrderRecord, now: Timestamp) -> Result<()> {
     for id in order.reservations() {
-        warehouse::reservation::confirm(tx, &ReservationId::from_stored(id), now).await?;
+        match warehouse::reservation::confirm(tx, &ReservationId::from_stored(id), now).await {
+            Ok(_) => {}
+            // A hold given back from under the order (a cycle count found its stock missing, a
+            // person released it): the order is paid all the same, and its fulfilment intake
+            // sends the units no hold covers to the backorder, re-held from any warehouse of
+            // the channel (`shortfall::reopen_lost`). An expired hold is still refused: its
+            // saga cancels the order.
+            Err(WarehouseError::InvalidState { from, .. }) if from == "released" => {}
+            Err(error) => return Err(error.into()),
+        }
     }
     promotion::keep_uses(tx, &order.id).await?;
     for (_, _, status) in &mut order.promotions {

@@ -135,3 +135,84 @@ async fn counts_are_listed_by_warehouse_and_status_oldest_first() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_count_below_what_is_held_is_recorded_and_cuts_the_newest_unpaid_holds_first() {
+    each_backend(|app| async move {
+        app.create_item("X").await;
+        app.create_warehouse("BER-1", 10).await;
+        app.receive("BER-1", "X", 10).await;
+        let hold = |reference: &'static str, quantity: i64| {
+            let app = &app;
+            async move {
+                let body = json!({"reference": reference, "lines": [{"sku": "X", "quantity": quantity, "warehouse": "BER-1"}]});
+                app.post("/v1/reservations", body).await.expect(201)["id"].as_str().unwrap().to_owned()
+            }
+        };
+        let older_cart = hold("cart-1", 3).await;
+        let paid = hold("order-1", 4).await;
+        app.post(&format!("/v1/reservations/{paid}/confirm"), json!({})).await.expect(200);
+        let newer_cart = hold("cart-2", 2).await;
+        assert_eq!(app.stock("X").await["reserved"], 9);
+
+        // The shelf has 5: four units fewer than are held.
+        let open = json!({"warehouse": "BER-1", "recount_threshold_units": 100});
+        let count = app.post("/v1/counts", open.clone()).await.expect(201);
+        let id = count["id"].as_str().unwrap().to_owned();
+        app.post(&format!("/v1/counts/{id}/lines"), json!({"lines": [{"sku": "X", "counted": 5}]})).await.expect(200);
+        let approved = app.post(&format!("/v1/counts/{id}/approve"), json!({})).await.expect(200);
+        assert_eq!(
+            approved["holds_cut"],
+            json!([
+                {"reservation": newer_cart, "reference": "cart-2", "status": "active", "sku": "X", "warehouse": "BER-1", "quantity": 2},
+                {"reservation": older_cart, "reference": "cart-1", "status": "active", "sku": "X", "warehouse": "BER-1", "quantity": 2},
+            ]),
+            "{approved}"
+        );
+        assert_eq!(app.get(&format!("/v1/counts/{id}")).await.expect(200), approved);
+        let stock = app.stock("X").await;
+        assert_eq!((stock["on_hand"].as_i64(), stock["reserved"].as_i64()), (Some(5), Some(5)), "{stock}");
+        assert_eq!(app.get(&format!("/v1/reservations/{newer_cart}")).await.expect(200)["status"], "released");
+        let older = app.get(&format!("/v1/reservations/{older_cart}")).await.expect(200);
+        assert_eq!((older["status"].as_str(), older["lines"][0]["quantity"].as_i64()), (Some("active"), Some(1)));
+        let kept = app.get(&format!("/v1/reservations/{paid}")).await.expect(200);
+        assert_eq!((kept["status"].as_str(), kept["lines"][0]["quantity"].as_i64()), (Some("confirmed"), Some(4)));
+
+        // The cut holds are named in an alert, and the ledger shows them before the count.
+        let alerts = app.get("/v1/alerts").await.expect(200);
+        let cut_alert = alerts["items"].as_array().unwrap().iter().find(|a| a["kind"] == "holds_cut").cloned();
+        let cut_alert = cut_alert.unwrap_or_else(|| panic!("no holds_cut alert: {alerts}"));
+        assert_eq!((cut_alert["warehouse"].as_str(), cut_alert["sku"].as_str()), (Some("BER-1"), Some("X")));
+        assert_eq!(cut_alert["detail"]["count"], id.as_str());
+        assert_eq!(cut_alert["detail"]["missing_units"], 5);
+        assert_eq!(cut_alert["detail"]["units_cut"], 4);
+        assert_eq!(cut_alert["detail"]["reservations"], approved["holds_cut"]);
+        let movements = app.get("/v1/movements?sku=X").await.expect(200);
+        let kinds: Vec<&str> =
+            movements["items"].as_array().unwrap().iter().map(|m| m["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["receipt", "reserve", "reserve", "reserve", "release", "release", "count"]);
+        let events = app.get("/v1/events?type=reservation.released,reservation.reduced,alert.raised").await.expect(200);
+        let types: Vec<&str> =
+            events["items"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(types, ["reservation.released", "reservation.reduced", "alert.raised"], "{events}");
+        app.reconcile().await;
+
+        // Nothing on the shelf: the paid hold is cut too, last.
+        let count = app.post("/v1/counts", open).await.expect(201);
+        let id = count["id"].as_str().unwrap().to_owned();
+        app.post(&format!("/v1/counts/{id}/lines"), json!({"lines": [{"sku": "X", "counted": 0}]})).await.expect(200);
+        let approved = app.post(&format!("/v1/counts/{id}/approve"), json!({})).await.expect(200);
+        let cut: Vec<(&str, i64)> = approved["holds_cut"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["reservation"].as_str().unwrap(), c["quantity"].as_i64().unwrap()))
+            .collect();
+        assert_eq!(cut, [(older_cart.as_str(), 1), (paid.as_str(), 4)]);
+        let stock = app.stock("X").await;
+        assert_eq!((stock["on_hand"].as_i64(), stock["reserved"].as_i64()), (Some(0), Some(0)), "{stock}");
+        assert_eq!(app.get(&format!("/v1/reservations/{paid}")).await.expect(200)["status"], "released");
+        app.reconcile().await;
+    })
+    .await;
+}

@@ -408,6 +408,64 @@ async fn arriving_stock_goes_to_backorders_in_order_of_placement() {
     .await;
 }
 
+/// Waits until `check` holds for the order, read again every 20 ms.
+async fn order_becomes(app: &TestApp, id: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    loop {
+        let order = app.get(&format!("/v1/orders/{id}")).await.expect(200);
+        if check(&order) {
+            return order;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "[{}] order never got there: {order}", app.label());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_order_whose_hold_a_count_cut_is_paid_and_waits_for_stock_as_a_backorder() {
+    let options = || AppOptions {
+        orders: stockroom::OrderConfig { saga_interval: Duration::from_millis(50), ..Default::default() },
+        ..Default::default()
+    };
+    each_backend_with(options, |app| async move {
+        shop(&app, "priority", 900).await;
+        app.availability_caught_up().await;
+        let id = cart(&app, "cust-c1", &[("MUG", 2)]).await;
+        let order = checkout(&app, &id, "c-1", json!({"shipping_address": address()})).await.expect(201);
+        assert_eq!(allocated(&order, "MUG"), vec![("MUC-1".to_owned(), 2)], "{order}");
+        let order_id = order["id"].as_str().unwrap().to_owned();
+
+        // The shelf in MUC-1 is empty: the count cuts the order's hold, and names the order.
+        let count = app.post("/v1/counts", json!({"warehouse": "MUC-1", "skus": ["MUG"], "recount_threshold_units": 100})).await.expect(201);
+        let count_id = count["id"].as_str().unwrap().to_owned();
+        app.post(&format!("/v1/counts/{count_id}/lines"), json!({"lines": [{"sku": "MUG", "counted": 0}]}))
+            .await
+            .expect(200);
+        let approved = app.post(&format!("/v1/counts/{count_id}/approve"), json!({})).await.expect(200);
+        assert_eq!(approved["holds_cut"][0]["reference"], order_id.as_str(), "{approved}");
+        assert_eq!(approved["holds_cut"][0]["quantity"], 2, "{approved}");
+        assert_eq!(reserved(&app, "MUG").await, 0);
+
+        // Paid all the same; the units no hold covers wait as a backorder, nothing ships empty.
+        let paid = app
+            .post(&format!("/v1/orders/{order_id}/payments"), json!({"provider": "stripe", "reference": "pi_c1", "amount": order["totals"]["total"], "status": "captured"}))
+            .await
+            .expect(200);
+        assert_eq!(paid["status"], "paid", "{paid}");
+        let waiting = order_becomes(&app, &order_id, |o| line(o, "MUG")["backordered"] == 2).await;
+        assert!(allocated(&waiting, "MUG").is_empty(), "{waiting}");
+
+        // Stock arrives: the order is held and asked to ship again.
+        app.receive("MUC-1", "MUG", 5).await;
+        backorders_caught_up(&app).await;
+        let served = order_becomes(&app, &order_id, |o| line(o, "MUG")["backordered"] == 0).await;
+        assert_eq!(allocated(&served, "MUG"), vec![("MUC-1".to_owned(), 2)], "{served}");
+        assert_eq!(reserved(&app, "MUG").await, 2);
+        app.reconcile().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn carts_soft_hold_their_lines_until_checkout_or_abandonment() {
     let options = || AppOptions {

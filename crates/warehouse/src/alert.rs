@@ -147,7 +147,9 @@ fn rule_for<'a>(rules: &'a HashMap<String, AlertRule>, sku: &str, warehouse: &st
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Alert {
     pub id: String,
-    /// `low_stock`, `out_of_stock`, `overstock`, `expiring_soon` or `capacity`.
+    /// `low_stock`, `out_of_stock`, `overstock`, `expiring_soon`, `capacity`, or `holds_cut`
+    /// (a cycle count found fewer units than were held and gave holds back; `detail` names
+    /// them; it stays open until acknowledged, since nothing resolves it by itself).
     pub kind: String,
     pub warehouse: Option<String>,
     pub sku: Option<String>,
@@ -347,6 +349,57 @@ async fn settle(
         raised += 1;
     }
     Ok((raised, resolved))
+}
+
+/// Raises a `holds_cut` alert for the holds count `count_id` gave back because it found
+/// `missing` units of `sku` fewer than the ledger held in `warehouse`: one alert per count and
+/// SKU, naming each reservation (and its reference, so the order or cart can be found).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn raise_holds_cut(
+    tx: &mut Tx,
+    journal: &mut Journal,
+    count_id: &str,
+    warehouse: &WarehouseCode,
+    sku: &SkuCode,
+    missing: i64,
+    cut: &[crate::reservation::CutHold],
+    now: Timestamp,
+) -> Result<()> {
+    let alert = Alert {
+        id: format!("alr_{}", uuid::Uuid::now_v7().simple()),
+        kind: "holds_cut".into(),
+        warehouse: Some(warehouse.to_string()),
+        sku: Some(sku.to_string()),
+        lot: None,
+        bin: None,
+        status: "raised".into(),
+        detail: json!({
+            "count": count_id,
+            "missing_units": missing,
+            "units_cut": cut.iter().map(|c| c.quantity).sum::<i64>(),
+            "reservations": cut,
+        }),
+        raised_at: now.to_rfc3339(),
+        acknowledged_at: None,
+        resolved_at: None,
+    };
+    let subject = format!("{}|{count_id}", subject("holds_cut", warehouse.as_str(), Some(sku.as_str()), None, None));
+    sqlx::query(
+        "INSERT INTO alerts (id, subject, kind, warehouse, sku, lot, bin, status, detail, raised_at, seq) \
+         VALUES ($1, $2, 'holds_cut', $3, $4, NULL, NULL, 'raised', $5, $6, $7)",
+    )
+    .bind(alert.id.clone())
+    .bind(subject)
+    .bind(warehouse.to_string())
+    .bind(sku.to_string())
+    .bind(alert.detail.to_string())
+    .bind(alert.raised_at.clone())
+    .bind(now.millis())
+    .execute(&mut **tx)
+    .await?;
+    metrics::counter!("stockroom_alerts_raised_total", "kind" => "holds_cut").increment(1);
+    journal.event(alert_event(&alert, events::AlertRaised));
+    Ok(())
 }
 
 async fn open_alerts(tx: &mut Tx, kinds: &[&str]) -> Result<Vec<AlertRow>> {

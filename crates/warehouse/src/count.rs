@@ -8,6 +8,7 @@
 //! counted per lot with counted adjustments instead (a bin count does not say which lot).
 
 use crate::ledger::{Journal, MovementKind, NewMovement};
+use crate::reservation::CutHold;
 use crate::{Result, ShortLine, WarehouseError};
 use kernel::{SkuCode, Timestamp, WarehouseCode};
 use serde::Serialize;
@@ -52,6 +53,9 @@ pub struct CountView {
     pub created_at: String,
     pub approved_at: Option<String>,
     pub lines: Vec<CountLineView>,
+    /// Holds given up at approval because the count found fewer units than were held (unpaid
+    /// holds before confirmed ones, newest first); empty when none.
+    pub holds_cut: Vec<CutHold>,
 }
 
 #[derive(FromRow)]
@@ -187,7 +191,9 @@ async fn view(conn: &mut sqlx::AnyConnection, id: &str) -> Result<CountView> {
     .fetch_all(&mut *conn)
     .await?;
     let approved = count.status == "approved";
+    let holds_cut = if approved { holds_cut_of(conn, id).await? } else { Vec::new() };
     Ok(CountView {
+        holds_cut,
         lines: lines
             .into_iter()
             .map(|l| CountLineView {
@@ -365,8 +371,11 @@ async fn check_lines(
 }
 
 /// Applies every line's variance as `count` movements (one per SKU) and closes the count.
-/// Refused while a line is uncounted or asks for a recount, or if a variance would take on
-/// hand below reserved.
+/// Refused while a line is uncounted or asks for a recount. A variance that takes on hand
+/// below what is reserved is recorded all the same: the holds that no longer fit are cut
+/// ([`crate::reservation::cut_holds`]), listed on the count (`holds_cut`) and raised as a
+/// `holds_cut` alert naming them. Refused only if quarantined units would still be above on
+/// hand (they are released or scrapped first).
 pub async fn count_approve(tx: &mut Tx, id: &str, now: Timestamp) -> Result<CountView> {
     let count = count_row(tx, id).await?;
     if count.status != "open" {
@@ -426,9 +435,22 @@ pub async fn count_approve(tx: &mut Tx, id: &str, now: Timestamp) -> Result<Coun
         let level = if delta > 0 {
             crate::stock::stock_level_receive(tx, &sku, &warehouse, delta).await?
         } else {
-            match crate::stock::stock_level_take(tx, &sku, &warehouse, -delta).await? {
+            let mut taken = crate::stock::stock_level_take(tx, &sku, &warehouse, -delta).await?;
+            if taken.is_none() {
+                // The shelf has fewer units than are held: the count is the truth, so the
+                // holds that no longer fit are given back and named, never kept as if the
+                // stock were there.
+                let cut = crate::reservation::cut_holds(tx, &sku, &warehouse, -delta, now).await?;
+                if !cut.is_empty() {
+                    record_holds_cut(tx, &mut journal, id, &warehouse, &sku, -delta, &cut, now).await?;
+                    taken = crate::stock::stock_level_take(tx, &sku, &warehouse, -delta).await?;
+                }
+            }
+            match taken {
                 Some(level) => level,
                 None => {
+                    // Only quarantined units stand in the way now: they are released or
+                    // scrapped first, which is a person's decision.
                     let level = crate::stock::stock_level_in_tx(tx, &sku, &warehouse).await?;
                     return Err(WarehouseError::InsufficientStock {
                         lines: vec![ShortLine {
@@ -462,6 +484,63 @@ pub async fn count_approve(tx: &mut Tx, id: &str, now: Timestamp) -> Result<Coun
         .await?;
     journal.flush(tx, now).await?;
     count_in_tx(tx, id).await
+}
+
+/// The holds a count cut, in the order they were cut.
+async fn holds_cut_of(conn: &mut sqlx::AnyConnection, id: &str) -> Result<Vec<CutHold>> {
+    let rows: Vec<(String, Option<String>, String, String, String, i64)> = sqlx::query_as(
+        "SELECT reservation_id, reference, status, sku, warehouse, quantity FROM count_holds_cut \
+         WHERE count_id = $1 ORDER BY position",
+    )
+    .bind(id.to_owned())
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(reservation, reference, status, sku, warehouse, quantity)| CutHold {
+            reservation,
+            reference,
+            status,
+            sku,
+            warehouse,
+            quantity,
+        })
+        .collect())
+}
+
+/// Keeps the holds a count cut with the count and raises a `holds_cut` alert naming them.
+#[allow(clippy::too_many_arguments)]
+async fn record_holds_cut(
+    tx: &mut Tx,
+    journal: &mut Journal,
+    id: &str,
+    warehouse: &WarehouseCode,
+    sku: &SkuCode,
+    missing: i64,
+    cut: &[CutHold],
+    now: Timestamp,
+) -> Result<()> {
+    let first: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM count_holds_cut WHERE count_id = $1")
+        .bind(id.to_owned())
+        .fetch_one(&mut **tx)
+        .await?;
+    for (i, hold) in cut.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO count_holds_cut (count_id, position, reservation_id, reference, status, sku, warehouse, quantity) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(id.to_owned())
+        .bind(first + i as i64)
+        .bind(hold.reservation.clone())
+        .bind(hold.reference.clone())
+        .bind(hold.status.clone())
+        .bind(hold.sku.clone())
+        .bind(hold.warehouse.clone())
+        .bind(hold.quantity)
+        .execute(&mut **tx)
+        .await?;
+    }
+    crate::alert::raise_holds_cut(tx, journal, id, warehouse, sku, missing, cut, now).await
 }
 
 /// Cancels an open count; nothing is applied.

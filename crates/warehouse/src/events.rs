@@ -340,7 +340,7 @@ impl From<&AlertRule> for AlertRuleUpdated {
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct AlertState {
     pub id: String,
-    /// `low_stock`, `out_of_stock`, `overstock`, `expiring_soon` or `capacity`.
+    /// `low_stock`, `out_of_stock`, `overstock`, `expiring_soon`, `capacity` or `holds_cut`.
     pub kind: String,
     pub warehouse: Option<String>,
     pub sku: Option<String>,

@@ -742,3 +742,81 @@ pub async fn sweep_expired(db: &Db, now: Timestamp, batch_max: i64) -> Result<us
     tx.commit().await?;
     Ok(expired)
 }
+
+/// A hold given up because the stock under it is not there (a cycle count found less).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CutHold {
+    pub reservation: String,
+    /// The reservation's reference (an order, a cart), so whoever owns it can be told.
+    pub reference: Option<String>,
+    /// What the reservation was when it was cut: `active` or `confirmed`.
+    pub status: String,
+    pub sku: String,
+    pub warehouse: String,
+    /// Units no longer held.
+    pub quantity: i64,
+}
+
+/// Makes `units` of `sku` in `warehouse` free to take away, for a count that found them
+/// missing: due reservations holding the SKU expire first, then held units are given back
+/// (`release` movements, `reservation.reduced` or `reservation.released`), unpaid holds
+/// (`active`) before confirmed ones and the newest first within each, so the oldest and most
+/// committed holds keep their stock. Returns what was cut; stops early (leaving the caller's
+/// guarded take to refuse) when quarantined units are what stands in the way.
+pub(crate) async fn cut_holds(
+    tx: &mut Tx,
+    sku: &SkuCode,
+    warehouse: &WarehouseCode,
+    units: i64,
+    now: Timestamp,
+) -> Result<Vec<CutHold>> {
+    let due = store::reservations_due_holding(tx, &[sku], now, INLINE_RECLAIM_MAX).await?;
+    if !due.is_empty() {
+        let mut journal = Journal::new();
+        expire_reservations(tx, &mut journal, &due, now).await?;
+        journal.flush(tx, now).await?;
+    }
+    let free: Option<i64> = sqlx::query_scalar(
+        "SELECT on_hand - reserved - quarantined FROM stock_levels WHERE sku = $1 AND warehouse = $2",
+    )
+    .bind(sku.as_str().to_owned())
+    .bind(warehouse.as_str().to_owned())
+    .fetch_optional(&mut **tx)
+    .await?;
+    let mut short = units - free.unwrap_or(0);
+    if short <= 0 {
+        return Ok(Vec::new());
+    }
+    let holders: Vec<(String, String, String, i64)> = sqlx::query_as(
+        "SELECT r.id, r.reference, r.status, CAST(SUM(l.quantity) AS BIGINT) FROM reservations r \
+         JOIN reservation_lines l ON l.reservation_id = r.id \
+         WHERE l.sku = $1 AND l.warehouse = $2 AND r.status IN ('active', 'confirmed') \
+         GROUP BY r.id, r.reference, r.status, r.created_at \
+         ORDER BY CASE r.status WHEN 'active' THEN 0 ELSE 1 END, r.created_at DESC, r.id DESC",
+    )
+    .bind(sku.as_str().to_owned())
+    .bind(warehouse.as_str().to_owned())
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut cut = Vec::new();
+    for (id, reference, status, held) in holders {
+        if short <= 0 {
+            break;
+        }
+        let quantity = held.min(short);
+        let reservation_id = ReservationId::from_stored(id.clone());
+        let part = Part { sku: sku.clone(), warehouse: warehouse.clone(), quantity };
+        settle_part(tx, &reservation_id, &[part], Settlement::Release, now).await?;
+        short -= quantity;
+        cut.push(CutHold {
+            reservation: id,
+            reference: Some(reference).filter(|r| !r.is_empty()),
+            status,
+            sku: sku.to_string(),
+            warehouse: warehouse.to_string(),
+            quantity,
+        });
+    }
+    metrics::counter!("stockroom_reservation_units_cut_total").increment(cut.iter().map(|c| c.quantity as u64).sum());
+    Ok(cut)
+}
