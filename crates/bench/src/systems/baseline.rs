@@ -64,16 +64,7 @@ impl Baseline {
     }
 
     pub async fn read(&self, sku: &str) -> Outcome {
-        let rows: Result<Vec<(String, i64, i64)>, sqlx::Error> =
-            sqlx::query_as("SELECT warehouse, on_hand, reserved FROM stock_levels WHERE sku = $1 ORDER BY warehouse")
-                .bind(sku.to_owned())
-                .fetch_all(self.db.reader())
-                .await;
-        match rows {
-            Ok(rows) if !rows.is_empty() => Outcome::Ok,
-            Ok(_) => Outcome::other(format!("no stock rows for {sku}")),
-            Err(e) => classify_sqlx(&e),
-        }
+        read_levels(self.db.reader(), sku).await
     }
 
     /// One transaction: a guarded `UPDATE` per line (trying the candidate warehouses in
@@ -185,6 +176,20 @@ impl Baseline {
         .await?;
         tx.commit().await?;
         Ok(true)
+    }
+}
+
+/// A baseline's availability read: the SKU's stock rows.
+pub async fn read_levels(pool: &sqlx::AnyPool, sku: &str) -> Outcome {
+    let rows: Result<Vec<(String, i64, i64)>, sqlx::Error> =
+        sqlx::query_as("SELECT warehouse, on_hand, reserved FROM stock_levels WHERE sku = $1 ORDER BY warehouse")
+            .bind(sku.to_owned())
+            .fetch_all(pool)
+            .await;
+    match rows {
+        Ok(rows) if !rows.is_empty() => Outcome::Ok,
+        Ok(_) => Outcome::other(format!("no stock rows for {sku}")),
+        Err(e) => classify_sqlx(&e),
     }
 }
 

@@ -8,6 +8,7 @@
 //! [`GroupCommit::hold`]: warehouse::reservation::group_commit::GroupCommit::hold
 
 pub mod baseline;
+pub mod ceiling;
 pub mod stockroom;
 
 use crate::database::BenchDatabase;
@@ -26,16 +27,18 @@ pub enum System {
     BaselineSqliteTxPerRequest,
     BaselineSaleorPostgres,
     BaselineGuardedUpdatePostgres,
+    CeilingSqlite,
 }
 
 impl System {
-    pub const ALL: [System; 6] = [
+    pub const ALL: [System; 7] = [
         System::StockroomSqliteFull,
         System::StockroomSqliteNormal,
         System::StockroomPostgres,
         System::BaselineSqliteTxPerRequest,
         System::BaselineSaleorPostgres,
         System::BaselineGuardedUpdatePostgres,
+        System::CeilingSqlite,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +49,7 @@ impl System {
             System::BaselineSqliteTxPerRequest => "baseline-sqlite-tx-per-request",
             System::BaselineSaleorPostgres => "baseline-saleor-postgres",
             System::BaselineGuardedUpdatePostgres => "baseline-guarded-update-postgres",
+            System::CeilingSqlite => "ceiling-sqlite",
         }
     }
 
@@ -55,17 +59,22 @@ impl System {
 
     pub fn backend(self) -> Backend {
         match self {
-            System::StockroomSqliteFull | System::StockroomSqliteNormal | System::BaselineSqliteTxPerRequest => {
-                Backend::Sqlite
-            }
+            System::StockroomSqliteFull
+            | System::StockroomSqliteNormal
+            | System::BaselineSqliteTxPerRequest
+            | System::CeilingSqlite => Backend::Sqlite,
             _ => Backend::Postgres,
         }
     }
 
+    /// Baselines and the ceiling: Stockroom's figures are reported as ratios to theirs.
     pub fn is_baseline(self) -> bool {
         matches!(
             self,
-            System::BaselineSqliteTxPerRequest | System::BaselineSaleorPostgres | System::BaselineGuardedUpdatePostgres
+            System::BaselineSqliteTxPerRequest
+                | System::BaselineSaleorPostgres
+                | System::BaselineGuardedUpdatePostgres
+                | System::CeilingSqlite
         )
     }
 
@@ -77,7 +86,7 @@ impl System {
     /// What an acknowledged write survives.
     pub fn durability(self) -> &'static str {
         match self {
-            System::StockroomSqliteFull | System::BaselineSqliteTxPerRequest => {
+            System::StockroomSqliteFull | System::BaselineSqliteTxPerRequest | System::CeilingSqlite => {
                 "SQLite WAL, synchronous=FULL: survives power loss"
             }
             System::StockroomSqliteNormal => {
@@ -134,6 +143,7 @@ pub enum Target {
     InProcess(Arc<stockroom::InProcess>),
     Http(Arc<stockroom::HttpClient>),
     Baseline(Arc<baseline::Baseline>),
+    Ceiling(Arc<ceiling::Ceiling>),
 }
 
 impl Target {
@@ -142,6 +152,7 @@ impl Target {
             Target::InProcess(t) => t.hold(request).await,
             Target::Http(t) => t.hold(request).await,
             Target::Baseline(t) => t.hold(request).await,
+            Target::Ceiling(t) => t.hold(request).await,
         }
     }
 
@@ -151,6 +162,8 @@ impl Target {
             Target::InProcess(t) => t.read(sku).await,
             Target::Http(t) => t.read(sku).await,
             Target::Baseline(t) => t.read(sku).await,
+            // The ceiling is a write path; reads go to the same reader pool as the baselines'.
+            Target::Ceiling(t) => baseline::read_levels(t.db.reader(), sku).await,
         }
     }
 }
@@ -197,6 +210,19 @@ impl Instance {
         database: &BenchDatabase,
     ) -> anyhow::Result<Self> {
         let now = kernel::Clock::now(&kernel::SystemClock);
+        if system == System::CeilingSqlite {
+            let options = store::DbOptions { max_connections: 64, ..store::DbOptions::default() };
+            let db = store::Db::connect_and_migrate(&database.url, &options).await?;
+            crate::seed::seed(&db, plan, now).await?;
+            let ceiling = ceiling::Ceiling::start(&database.url, db.clone())?;
+            return Ok(Self {
+                db,
+                target: Target::Ceiling(Arc::new(ceiling)),
+                database: database.clone(),
+                running: None,
+                workers: Vec::new(),
+            });
+        }
         if system.is_baseline() {
             let baseline = baseline::Baseline::connect(system, &database.url).await?;
             crate::seed::seed(&baseline.db, plan, now).await?;

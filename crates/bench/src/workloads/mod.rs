@@ -230,7 +230,9 @@ impl Run<'_> {
     pub async fn record(&self, entry: Entry<'_>, measured: &Measured) -> anyhow::Result<RunResult> {
         let end = Marks::now();
         let start = *self.marks.lock().unwrap_or_else(|e| e.into_inner());
-        let checked: Checked = check(&self.instance.db, &self.tally, !self.spec.system.is_baseline()).await?;
+        // The ceiling writes the ledger too, so its books are reconciled like Stockroom's.
+        let reconciles = !self.spec.system.is_baseline() || self.spec.system == System::CeilingSqlite;
+        let checked: Checked = check(&self.instance.db, &self.tally, reconciles).await?;
         let mut result = RunResult::new(&entry, self.spec, measured, checked);
         let extra = &mut result.extra;
         let wall = end.at.duration_since(start.at).as_secs_f64().max(1e-9);
