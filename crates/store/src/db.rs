@@ -200,6 +200,9 @@ async fn sqlite_pool(url: &str, max: u32, cache_kib: u32, options: &DbOptions) -
     let pool = AnyPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(options.acquire_timeout)
+        // A connection to a local file cannot go stale: no ping (a round trip through the
+        // driver's worker thread) before every transaction (issue 13).
+        .test_before_acquire(false)
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 // WAL lets readers run beside the writer; foreign keys are off by default in

@@ -7,7 +7,6 @@
 use crate::sql::Values;
 use crate::{StoreError, Tx};
 use kernel::Timestamp;
-use kernel::limits::INSERT_ROWS_MAX;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 
@@ -79,7 +78,7 @@ pub type KeyClaim<'a> = (&'a str, &'a str, &'a str);
 /// key that was there already. Answers one [`Claim`] per key, in order.
 pub async fn claim_many(tx: &mut Tx, keys: &[KeyClaim<'_>], now: Timestamp) -> Result<Vec<Claim>, StoreError> {
     let mut fresh: HashSet<(String, String)> = HashSet::with_capacity(keys.len());
-    for chunk in keys.chunks(INSERT_ROWS_MAX) {
+    for chunk in crate::sql::fixed_chunks(keys) {
         let mut values = Values::new(tx, 4);
         for (scope, key, fingerprint) in chunk {
             values.row().text(*scope).text(*key).text(*fingerprint).int(now.millis());
@@ -105,7 +104,7 @@ pub async fn claim_many(tx: &mut Tx, keys: &[KeyClaim<'_>], now: Timestamp) -> R
 /// Saves the typed outcomes of [`Claim::Fresh`] keys claimed by a batch executor:
 /// (scope, key, outcome as JSON), one `UPDATE ... FROM (VALUES ...)` per chunk.
 pub async fn save_outcomes(tx: &mut Tx, outcomes: &[(&str, &str, String)]) -> Result<(), StoreError> {
-    for chunk in outcomes.chunks(INSERT_ROWS_MAX) {
+    for chunk in crate::sql::fixed_chunks(outcomes) {
         let mut values = Values::new(tx, 3);
         for (scope, key, outcome) in chunk {
             values.row().text(*scope).text(*key).text(outcome.as_str());

@@ -14,7 +14,6 @@
 
 use crate::sql::Values;
 use crate::{StoreError, Tx};
-use kernel::limits::INSERT_ROWS_MAX;
 use kernel::{NewEvent, Timestamp};
 use serde::Serialize;
 use sqlx::any::AnyRow;
@@ -84,7 +83,7 @@ pub async fn append(tx: &mut Tx, events: &[NewEvent], at: Timestamp) -> Result<(
         per_aggregate[i].1 += 1;
     }
     let mut next_aggregate_seq: HashMap<String, i64> = HashMap::with_capacity(per_aggregate.len());
-    for chunk in per_aggregate.chunks(INSERT_ROWS_MAX) {
+    for chunk in crate::sql::fixed_chunks(&per_aggregate) {
         let mut values = Values::new(tx, 2);
         for (aggregate, count) in chunk {
             values.row().text(*aggregate).int(*count);
@@ -106,10 +105,10 @@ pub async fn append(tx: &mut Tx, events: &[NewEvent], at: Timestamp) -> Result<(
     }
 
     let at = at.to_rfc3339();
-    for (chunk_no, chunk) in events.chunks(INSERT_ROWS_MAX).enumerate() {
+    let mut seq = first_seq;
+    for chunk in crate::sql::fixed_chunks(events) {
         let mut values = Values::new(tx, 8);
-        for (i, event) in chunk.iter().enumerate() {
-            let seq = first_seq + (chunk_no * INSERT_ROWS_MAX + i) as i64;
+        for event in chunk {
             let aggregate_seq = next_aggregate_seq
                 .get_mut(&event.aggregate)
                 .ok_or_else(|| StoreError::Corrupt("aggregate head missing".into()))?;
@@ -124,6 +123,7 @@ pub async fn append(tx: &mut Tx, events: &[NewEvent], at: Timestamp) -> Result<(
                 .int(i64::from(event.version))
                 .text(event.data.to_string());
             *aggregate_seq += 1;
+            seq += 1;
         }
         values
             .query(

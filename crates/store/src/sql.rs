@@ -216,6 +216,42 @@ pub fn values_placeholders(rows: usize, columns: usize, first: usize) -> String 
     out
 }
 
+/// The largest chunk [`fixed_chunks`] makes: 256 rows of our widest row (12 columns) stay far
+/// below either database's bind-parameter limit.
+pub const FIXED_CHUNK_MAX: usize = 256;
+
+/// Splits `items` into chunks whose lengths are powers of two (largest first, at most
+/// [`FIXED_CHUNK_MAX`]): 38 rows are 32 + 4 + 2. A multi-row statement then has at most nine
+/// texts, so its prepared form stays in the connection's statement cache instead of being
+/// parsed again for every batch size (issue 13: a miss re-prepares hundreds of placeholders).
+pub fn fixed_chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let size = FIXED_CHUNK_MAX.min(1 << rest.len().ilog2());
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+/// The values of an `IN (...)` list padded to a power of two (at most 1,024, then a multiple of
+/// 1,024) by repeating the last one, which changes nothing an `IN` matches: the query has few
+/// distinct texts and stays in the statement cache. Bind them with
+/// `list_placeholders(padded.len(), first)`.
+pub fn padded_in_list<T: Clone>(values: &[T]) -> Vec<T> {
+    const STEP: usize = 1_024;
+    let len = values.len();
+    let padded = if len <= STEP { len.next_power_of_two() } else { len.div_ceil(STEP) * STEP };
+    let mut out = values.to_vec();
+    if let Some(last) = values.last() {
+        out.resize(padded, last.clone());
+    }
+    out
+}
+
 /// `$first, $first+1, ...` for an `IN (...)` list of `count` values.
 pub fn list_placeholders(count: usize, first: usize) -> String {
     (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
@@ -229,6 +265,28 @@ pub fn dynamic(sql: String) -> Query<'static, sqlx::Any, AnyArguments> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fixed_chunks_are_powers_of_two_largest_first_and_cover_every_item_once() {
+        let items: Vec<usize> = (0..1_000).collect();
+        for len in [0, 1, 2, 3, 38, 255, 256, 257, 1_000] {
+            let sizes: Vec<usize> = fixed_chunks(&items[..len]).map(<[usize]>::len).collect();
+            assert!(sizes.iter().all(|s| s.is_power_of_two() && *s <= FIXED_CHUNK_MAX), "{len}: {sizes:?}");
+            assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{len}: {sizes:?}");
+            let joined: Vec<usize> = fixed_chunks(&items[..len]).flatten().copied().collect();
+            assert_eq!(joined, items[..len]);
+        }
+        assert_eq!(fixed_chunks(&items[..38]).map(<[usize]>::len).collect::<Vec<_>>(), [32, 4, 2]);
+    }
+
+    #[test]
+    fn in_lists_are_padded_with_their_last_value() {
+        assert_eq!(padded_in_list(&[1, 2, 3]), [1, 2, 3, 3]);
+        assert_eq!(padded_in_list(&[7]), [7]);
+        assert!(padded_in_list::<i32>(&[]).is_empty());
+        assert_eq!(padded_in_list(&vec![0; 1_025]).len(), 2_048);
+        assert_eq!(padded_in_list(&vec![0; 600]).len(), 1_024);
+    }
 
     #[test]
     fn values_number_their_own_placeholders_per_backend() {

@@ -214,6 +214,7 @@ pub async fn items_known(tx: &mut Tx, skus: &[&SkuCode]) -> Result<Vec<(String, 
     if skus.is_empty() {
         return Ok(Vec::new());
     }
+    let skus = &store::sql::padded_in_list(skus);
     let sql =
         format!("SELECT sku, track_lots FROM items WHERE sku IN ({})", store::sql::list_placeholders(skus.len(), 1));
     let mut query = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql));

@@ -3,7 +3,6 @@
 //! current level; [`crate::reconcile`] checks exactly that.
 
 use crate::Result;
-use kernel::limits::INSERT_ROWS_MAX;
 use kernel::{NewEvent, Page, PageRequest, SkuCode, Timestamp, WarehouseCode};
 use serde::Serialize;
 use sqlx::{AnyPool, FromRow};
@@ -119,7 +118,7 @@ impl Journal {
             store::outbox::lock_sequence(tx, 0).await?;
         }
         let at = now.to_rfc3339();
-        for chunk in self.movements.chunks(INSERT_ROWS_MAX) {
+        for chunk in store::sql::fixed_chunks(&self.movements) {
             let mut values = Values::new(tx, 11);
             for m in chunk {
                 values

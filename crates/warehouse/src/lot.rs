@@ -92,6 +92,7 @@ pub(crate) async fn lots_lock(tx: &mut Tx, skus: &[&SkuCode]) -> Result<Vec<LotR
     if skus.is_empty() {
         return Ok(Vec::new());
     }
+    let skus = &store::sql::padded_in_list(skus);
     let lock = Lock::ForUpdate.clause(store::db::backend_of(tx));
     let sql = format!(
         "SELECT sku, warehouse, lot, expires_on, expires_at_ms, received_at_ms, on_hand, reserved, quarantined \

@@ -241,6 +241,7 @@ async fn codes_where(
     if codes.is_empty() {
         return Ok(Default::default());
     }
+    let codes = &store::sql::padded_in_list(codes);
     let sql = format!("{select_where_column} IN ({})", store::sql::list_placeholders(codes.len(), 1));
     let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
     for code in codes {

@@ -2,7 +2,6 @@
 
 use super::{Reservation, ReservationLine, Status};
 use crate::Result;
-use kernel::limits::INSERT_ROWS_MAX;
 use kernel::{ReservationId, SkuCode, Timestamp, WarehouseCode};
 use sqlx::FromRow;
 use std::collections::HashMap;
@@ -29,6 +28,7 @@ pub(crate) async fn stock_rows_lock(tx: &mut Tx, skus: &[&SkuCode]) -> Result<Ve
     if skus.is_empty() {
         return Ok(Vec::new());
     }
+    let skus = &::store::sql::padded_in_list(skus);
     let lock = Lock::ForUpdateOf("s").clause(::store::db::backend_of(tx));
     let sql = format!(
         "SELECT s.sku, s.warehouse, s.on_hand, s.reserved, s.quarantined, w.priority, w.active \
@@ -73,7 +73,7 @@ pub(crate) async fn stock_rows_unhold(
     deltas: &[(&str, &str, i64)],
 ) -> Result<HashMap<(String, String), (i64, i64)>> {
     let mut after = HashMap::with_capacity(deltas.len());
-    for chunk in deltas.chunks(INSERT_ROWS_MAX) {
+    for chunk in ::store::sql::fixed_chunks(&deltas) {
         // `VALUES` columns are column1.. on both databases.
         let mut values = Values::new(tx, 3);
         for (sku, warehouse, units) in chunk {
@@ -99,7 +99,7 @@ pub(crate) async fn stock_rows_unhold(
 
 /// Inserts reservations with their lines: multi-row statements, whatever the batch size.
 pub(crate) async fn reservations_insert(tx: &mut Tx, reservations: &[(Reservation, Timestamp)]) -> Result<()> {
-    for chunk in reservations.chunks(INSERT_ROWS_MAX) {
+    for chunk in ::store::sql::fixed_chunks(&reservations) {
         let mut values = Values::new(tx, 6);
         for (r, expires_at) in chunk {
             values
@@ -122,7 +122,7 @@ pub(crate) async fn reservations_insert(tx: &mut Tx, reservations: &[(Reservatio
         .iter()
         .flat_map(|(r, _)| r.lines.iter().enumerate().map(move |(i, l)| (r.id.as_str(), i, l)))
         .collect();
-    for chunk in lines.chunks(INSERT_ROWS_MAX) {
+    for chunk in ::store::sql::fixed_chunks(&lines) {
         let mut values = Values::new(tx, 5);
         for (id, line_no, line) in chunk {
             values
@@ -147,7 +147,7 @@ pub(crate) async fn reservations_insert(tx: &mut Tx, reservations: &[(Reservatio
                 .flat_map(move |(i, l)| l.lots.iter().enumerate().map(move |(p, t)| (r.id.as_str(), i, p, t)))
         })
         .collect();
-    for chunk in lots.chunks(INSERT_ROWS_MAX) {
+    for chunk in ::store::sql::fixed_chunks(&lots) {
         let mut values = Values::new(tx, 5);
         for (id, line_no, position, taken) in chunk {
             values
@@ -192,6 +192,7 @@ async fn attach_lots(
     if ids.is_empty() {
         return Ok(());
     }
+    let ids = &::store::sql::padded_in_list(ids);
     let sql = format!(
         "SELECT reservation_id, line_no, lot, quantity FROM reservation_lots WHERE reservation_id IN ({}) \
          ORDER BY reservation_id, line_no, position",
@@ -294,6 +295,7 @@ pub(crate) async fn reservations_expire(tx: &mut Tx, ids: &[String], now: Timest
     if ids.is_empty() {
         return Ok(Vec::new());
     }
+    let ids = &::store::sql::padded_in_list(ids);
     let sql = format!(
         "UPDATE reservations SET status = 'expired', updated_at = $1 \
          WHERE status = 'active' AND expires_at_ms <= $2 AND id IN ({}) RETURNING id",
@@ -315,6 +317,7 @@ async fn lines_of_conn(conn: &mut sqlx::AnyConnection, ids: &[String]) -> Result
     if ids.is_empty() {
         return Ok(Vec::new());
     }
+    let ids = &::store::sql::padded_in_list(ids);
     let sql = format!(
         "SELECT line_no, reservation_id, sku, warehouse, quantity FROM reservation_lines WHERE reservation_id IN ({}) \
          ORDER BY reservation_id, line_no",
@@ -434,6 +437,7 @@ pub(crate) async fn reservations_due_holding(
     if skus.is_empty() {
         return Ok(Vec::new());
     }
+    let skus = &::store::sql::padded_in_list(skus);
     let sql = format!(
         "SELECT DISTINCT r.id FROM reservations r JOIN reservation_lines l ON l.reservation_id = r.id \
          WHERE r.status = 'active' AND r.expires_at_ms <= $1 AND l.sku IN ({}) LIMIT $2",
