@@ -73,7 +73,7 @@ pub(crate) async fn stock_rows_unhold(
     deltas: &[(&str, &str, i64)],
 ) -> Result<HashMap<(String, String), (i64, i64)>> {
     let mut after = HashMap::with_capacity(deltas.len());
-    for chunk in ::store::sql::fixed_chunks(&deltas) {
+    for chunk in ::store::sql::fixed_chunks(deltas) {
         // `VALUES` columns are column1.. on both databases.
         let mut values = Values::new(tx, 3);
         for (sku, warehouse, units) in chunk {
@@ -99,7 +99,7 @@ pub(crate) async fn stock_rows_unhold(
 
 /// Inserts reservations with their lines: multi-row statements, whatever the batch size.
 pub(crate) async fn reservations_insert(tx: &mut Tx, reservations: &[(Reservation, Timestamp)]) -> Result<()> {
-    for chunk in ::store::sql::fixed_chunks(&reservations) {
+    for chunk in ::store::sql::fixed_chunks(reservations) {
         let mut values = Values::new(tx, 6);
         for (r, expires_at) in chunk {
             values
