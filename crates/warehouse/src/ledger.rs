@@ -85,6 +85,8 @@ pub struct NewMovement {
 #[derive(Debug, Default)]
 pub struct Journal {
     movements: Vec<NewMovement>,
+    /// Per movement: how many holds a `reserve` movement carries (`None` for every other).
+    carried: Vec<Option<i64>>,
     events: Vec<NewEvent>,
 }
 
@@ -100,6 +102,16 @@ impl Journal {
             &crate::events::StockChanged::from(&movement),
         ));
         self.movements.push(movement);
+        self.carried.push(None);
+    }
+
+    /// Records the `reserve` movement of a stock row carrying `holds` holds of one batch, and
+    /// its `stock.changed` event.
+    pub fn holds_carried(&mut self, movement: NewMovement, holds: i64) {
+        self.stock_changed(movement);
+        if let Some(last) = self.carried.last_mut() {
+            *last = Some(holds);
+        }
     }
 
     pub fn event(&mut self, event: NewEvent) {
@@ -118,9 +130,10 @@ impl Journal {
             store::outbox::lock_sequence(tx, 0).await?;
         }
         let at = now.to_rfc3339();
-        for chunk in store::sql::fixed_chunks(&self.movements) {
-            let mut values = Values::new(tx, 11);
-            for m in chunk {
+        let rows: Vec<(&NewMovement, Option<i64>)> = self.movements.iter().zip(self.carried.iter().copied()).collect();
+        for chunk in store::sql::fixed_chunks(&rows) {
+            let mut values = Values::new(tx, 12);
+            for (m, carried) in chunk {
                 values
                     .row()
                     .text(format!("mov_{}", uuid::Uuid::now_v7().simple()))
@@ -133,12 +146,13 @@ impl Journal {
                     .int(m.reserved_after)
                     .opt_text(m.reference.clone())
                     .opt_text(m.reason.clone())
-                    .text(at.as_str());
+                    .text(at.as_str())
+                    .opt_int(*carried);
             }
             values
                 .query(
                     "INSERT INTO movements (id, warehouse, sku, kind, on_hand_delta, reserved_delta, \
-                     on_hand_after, reserved_after, reference, reason, at) VALUES {values}",
+                     on_hand_after, reserved_after, reference, reason, at, reservations) VALUES {values}",
                 )
                 .execute(&mut **tx)
                 .await?;
@@ -162,6 +176,11 @@ pub struct Movement {
     pub reference: Option<String>,
     pub reason: Option<String>,
     pub at: String,
+    /// `reserve` movements: how many holds this one carries. Holds applied together in one
+    /// group-commit batch share one movement per stock row; its `reference` is then the batch
+    /// (`hbt_...`), which each of those reservations shows as `hold_batch`. `null` for other
+    /// kinds.
+    pub reservations: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -179,7 +198,7 @@ pub async fn movements_list(
 ) -> Result<Page<Movement>> {
     let rows: Vec<Movement> = sqlx::query_as(
         "SELECT id, seq, warehouse, sku, kind, on_hand_delta, reserved_delta, on_hand_after, \
-         reserved_after, reference, reason, at FROM movements \
+         reserved_after, reference, reason, at, reservations FROM movements \
          WHERE seq > $1 AND ($2 IS NULL OR sku = $2) AND ($3 IS NULL OR warehouse = $3) \
          ORDER BY seq LIMIT $4",
     )

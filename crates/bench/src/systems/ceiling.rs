@@ -34,10 +34,20 @@ pub struct Ceiling {
     pub db: store::Db,
 }
 
+/// Which rows a hold writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// One `reserve` movement and one `stock.changed` per hold line (Stockroom before issue 13).
+    PerHold,
+    /// One `reserve` movement and one `stock.changed` per stock row per batch (Stockroom's
+    /// shape since issue 13).
+    PerRow,
+}
+
 impl Ceiling {
     /// Starts the writer thread on the SQLite file of `url` (already migrated and seeded
     /// through `db`).
-    pub fn start(url: &str, db: store::Db) -> anyhow::Result<Self> {
+    pub fn start(url: &str, db: store::Db, shape: Shape) -> anyhow::Result<Self> {
         let path = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
@@ -50,7 +60,7 @@ impl Ceiling {
         )?;
         conn.set_prepared_statement_cache_capacity(64);
         let (queue, receiver) = mpsc::channel(QUEUE_MAX);
-        std::thread::Builder::new().name("ceiling-writer".into()).spawn(move || writer(conn, receiver))?;
+        std::thread::Builder::new().name("ceiling-writer".into()).spawn(move || writer(conn, receiver, shape))?;
         Ok(Self { queue, db })
     }
 
@@ -68,7 +78,7 @@ impl Ceiling {
     }
 }
 
-fn writer(mut conn: Connection, mut receiver: mpsc::Receiver<(HoldRequest, Reply)>) {
+fn writer(mut conn: Connection, mut receiver: mpsc::Receiver<(HoldRequest, Reply)>, shape: Shape) {
     let mut batch = Vec::with_capacity(BATCH_MAX);
     while let Some(first) = receiver.blocking_recv() {
         batch.push(first);
@@ -78,7 +88,7 @@ fn writer(mut conn: Connection, mut receiver: mpsc::Receiver<(HoldRequest, Reply
                 Err(_) => break,
             }
         }
-        match apply(&mut conn, &batch) {
+        match apply(&mut conn, &batch, shape) {
             Ok(held) => {
                 for ((_, reply), held) in batch.drain(..).zip(held) {
                     let _ = reply.send(Ok(held));
@@ -100,12 +110,13 @@ struct Row {
     reserved: i64,
     quarantined: i64,
     added: i64,
+    holds: i64,
 }
 
 /// A line as held: SKU, warehouse, quantity, the row's reserved units after it.
 type Placed = (String, String, i64, i64);
 
-fn apply(conn: &mut Connection, batch: &[(HoldRequest, Reply)]) -> rusqlite::Result<Vec<bool>> {
+fn apply(conn: &mut Connection, batch: &[(HoldRequest, Reply)], shape: Shape) -> rusqlite::Result<Vec<bool>> {
     let now = SystemClock.now();
     let at = now.to_rfc3339();
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -130,7 +141,13 @@ fn apply(conn: &mut Connection, batch: &[(HoldRequest, Reply)]) -> rusqlite::Res
                     if !rows.contains_key(&key) {
                         let found = read
                             .query_row(params![line.sku, warehouse], |r| {
-                                Ok(Row { on_hand: r.get(0)?, reserved: r.get(1)?, quarantined: r.get(2)?, added: 0 })
+                                Ok(Row {
+                                    on_hand: r.get(0)?,
+                                    reserved: r.get(1)?,
+                                    quarantined: r.get(2)?,
+                                    added: 0,
+                                    holds: 0,
+                                })
                             })
                             .ok();
                         match found {
@@ -142,6 +159,7 @@ fn apply(conn: &mut Connection, batch: &[(HoldRequest, Reply)]) -> rusqlite::Res
                     if row.on_hand - row.reserved - row.quarantined >= line.quantity {
                         row.reserved += line.quantity;
                         row.added += line.quantity;
+                        row.holds += 1;
                         chosen = Some((line.sku.clone(), warehouse.to_owned(), line.quantity, row.reserved));
                         break;
                     }
@@ -160,6 +178,7 @@ fn apply(conn: &mut Connection, batch: &[(HoldRequest, Reply)]) -> rusqlite::Res
                     let row = rows.get_mut(&(sku.clone(), warehouse.clone())).expect("planned");
                     row.reserved -= quantity;
                     row.added -= quantity;
+                    row.holds -= 1;
                 }
                 placed.push(None);
             } else {
@@ -178,9 +197,13 @@ fn apply(conn: &mut Connection, batch: &[(HoldRequest, Reply)]) -> rusqlite::Res
             }
         }
     }
-    let lines_total: i64 = placed.iter().flatten().map(|l| l.len() as i64).sum();
     let holds = placed.iter().flatten().count() as i64;
-    let events = holds + lines_total;
+    let batch_reference = format!("hbt_{}", uuid::Uuid::now_v7().simple());
+    let stock_rows_written = match shape {
+        Shape::PerHold => placed.iter().flatten().map(|l| l.len() as i64).sum(),
+        Shape::PerRow => rows.values().filter(|r| r.added > 0).count() as i64,
+    };
+    let events = holds + stock_rows_written;
     if events > 0 {
         let last: i64 = tx.query_row(
             "UPDATE event_sequence SET last_seq = last_seq + ?1 WHERE id = 1 RETURNING last_seq",
@@ -190,8 +213,17 @@ fn apply(conn: &mut Connection, batch: &[(HoldRequest, Reply)]) -> rusqlite::Res
         let mut seq = last - events + 1;
         // The stock aggregates' heads, bumped once per batch for all their events.
         let mut stock_events: HashMap<String, i64> = HashMap::new();
-        for (sku, warehouse, _, _) in placed.iter().flatten().flatten() {
-            *stock_events.entry(format!("stock:{warehouse}:{sku}")).or_default() += 1;
+        match shape {
+            Shape::PerHold => {
+                for (sku, warehouse, _, _) in placed.iter().flatten().flatten() {
+                    *stock_events.entry(format!("stock:{warehouse}:{sku}")).or_default() += 1;
+                }
+            }
+            Shape::PerRow => {
+                for (sku, warehouse) in rows.iter().filter(|(_, r)| r.added > 0).map(|(k, _)| k) {
+                    *stock_events.entry(format!("stock:{warehouse}:{sku}")).or_default() += 1;
+                }
+            }
         }
         let mut next_stock_seq: HashMap<String, i64> = HashMap::with_capacity(stock_events.len());
         {
@@ -206,9 +238,10 @@ fn apply(conn: &mut Connection, batch: &[(HoldRequest, Reply)]) -> rusqlite::Res
             }
         }
         let mut reservation = tx.prepare_cached(
-            "INSERT INTO reservations (id, reference, status, expires_at_ms, created_at, updated_at) \
-             VALUES (?1, ?2, 'active', ?3, ?4, ?4)",
+            "INSERT INTO reservations (id, reference, status, expires_at_ms, created_at, updated_at, hold_batch) \
+             VALUES (?1, ?2, 'active', ?3, ?4, ?4, ?5)",
         )?;
+        let hold_batch = (shape == Shape::PerRow && holds > 1).then_some(batch_reference.as_str());
         let mut line_insert = tx.prepare_cached(
             "INSERT INTO reservation_lines (reservation_id, line_no, sku, warehouse, quantity) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
@@ -224,9 +257,12 @@ fn apply(conn: &mut Connection, batch: &[(HoldRequest, Reply)]) -> rusqlite::Res
         let expires_at_ms = now.millis() + TTL_MS;
         for lines in placed.iter().flatten() {
             let id = ReservationId::new().to_string();
-            reservation.execute(params![id, REFERENCE, expires_at_ms, at])?;
+            reservation.execute(params![id, REFERENCE, expires_at_ms, at, hold_batch])?;
             for (no, (sku, warehouse, quantity, reserved_after)) in lines.iter().enumerate() {
                 line_insert.execute(params![id, no as i64, sku, warehouse, quantity])?;
+                if shape == Shape::PerRow {
+                    continue;
+                }
                 let on_hand = rows[&(sku.clone(), warehouse.clone())].on_hand;
                 movement.execute(params![
                     format!("mov_{}", uuid::Uuid::now_v7().simple()),
@@ -277,7 +313,63 @@ fn apply(conn: &mut Connection, batch: &[(HoldRequest, Reply)]) -> rusqlite::Res
             ])?;
             seq += 1;
         }
+        if shape == Shape::PerRow {
+            drop((reservation, line_insert, movement, event, head));
+            // Stockroom names a lone hold's reservation instead; an id of the same size.
+            write_per_row(&tx, &rows, &mut next_stock_seq, &mut seq, &batch_reference, &at)?;
+        }
     }
     tx.commit()?;
     Ok(placed.iter().map(Option::is_some).collect())
+}
+
+/// The per-row shape's movement and `stock.changed` of every row the batch held from.
+#[allow(clippy::too_many_arguments)]
+fn write_per_row(
+    tx: &rusqlite::Transaction<'_>,
+    rows: &HashMap<(String, String), Row>,
+    next_stock_seq: &mut HashMap<String, i64>,
+    seq: &mut i64,
+    reference: &str,
+    at: &str,
+) -> rusqlite::Result<()> {
+    let mut movement = tx.prepare_cached(
+        "INSERT INTO movements (id, warehouse, sku, kind, on_hand_delta, reserved_delta, on_hand_after, \
+         reserved_after, reference, reason, at, reservations) VALUES (?1, ?2, ?3, 'reserve', 0, ?4, ?5, ?6, ?7, NULL, ?8, ?9)",
+    )?;
+    let mut event = tx.prepare_cached(
+        "INSERT INTO events (seq, id, event_type, aggregate, aggregate_seq, at, version, data) \
+         VALUES (?1, ?2, 'stock.changed', ?3, ?4, ?5, 1, ?6)",
+    )?;
+    for ((sku, warehouse), row) in rows.iter().filter(|(_, r)| r.added > 0) {
+        movement.execute(params![
+            format!("mov_{}", uuid::Uuid::now_v7().simple()),
+            warehouse,
+            sku,
+            row.added,
+            row.on_hand,
+            row.reserved,
+            reference,
+            at,
+            row.holds
+        ])?;
+        let aggregate = format!("stock:{warehouse}:{sku}");
+        let aggregate_seq = next_stock_seq.get_mut(&aggregate).expect("counted");
+        let data = serde_json::json!({
+            "warehouse": warehouse, "sku": sku, "kind": "reserve", "on_hand_delta": 0,
+            "reserved_delta": row.added, "on_hand": row.on_hand, "reserved": row.reserved,
+            "available": row.on_hand - row.reserved, "reference": reference,
+        });
+        event.execute(params![
+            *seq,
+            format!("evt_{}", uuid::Uuid::now_v7().simple()),
+            aggregate,
+            *aggregate_seq,
+            at,
+            data.to_string()
+        ])?;
+        *aggregate_seq += 1;
+        *seq += 1;
+    }
+    Ok(())
 }

@@ -28,10 +28,11 @@ pub enum System {
     BaselineSaleorPostgres,
     BaselineGuardedUpdatePostgres,
     CeilingSqlite,
+    CeilingSqliteLean,
 }
 
 impl System {
-    pub const ALL: [System; 7] = [
+    pub const ALL: [System; 8] = [
         System::StockroomSqliteFull,
         System::StockroomSqliteNormal,
         System::StockroomPostgres,
@@ -39,6 +40,7 @@ impl System {
         System::BaselineSaleorPostgres,
         System::BaselineGuardedUpdatePostgres,
         System::CeilingSqlite,
+        System::CeilingSqliteLean,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +52,7 @@ impl System {
             System::BaselineSaleorPostgres => "baseline-saleor-postgres",
             System::BaselineGuardedUpdatePostgres => "baseline-guarded-update-postgres",
             System::CeilingSqlite => "ceiling-sqlite",
+            System::CeilingSqliteLean => "ceiling-sqlite-lean",
         }
     }
 
@@ -62,7 +65,8 @@ impl System {
             System::StockroomSqliteFull
             | System::StockroomSqliteNormal
             | System::BaselineSqliteTxPerRequest
-            | System::CeilingSqlite => Backend::Sqlite,
+            | System::CeilingSqlite
+            | System::CeilingSqliteLean => Backend::Sqlite,
             _ => Backend::Postgres,
         }
     }
@@ -75,7 +79,17 @@ impl System {
                 | System::BaselineSaleorPostgres
                 | System::BaselineGuardedUpdatePostgres
                 | System::CeilingSqlite
+                | System::CeilingSqliteLean
         )
+    }
+
+    /// The rows a ceiling system writes per hold; `None` for every other system.
+    pub fn ceiling_shape(self) -> Option<ceiling::Shape> {
+        match self {
+            System::CeilingSqlite => Some(ceiling::Shape::PerHold),
+            System::CeilingSqliteLean => Some(ceiling::Shape::PerRow),
+            _ => None,
+        }
     }
 
     /// Baselines are SQL designs, not servers: in-process only.
@@ -86,9 +100,10 @@ impl System {
     /// What an acknowledged write survives.
     pub fn durability(self) -> &'static str {
         match self {
-            System::StockroomSqliteFull | System::BaselineSqliteTxPerRequest | System::CeilingSqlite => {
-                "SQLite WAL, synchronous=FULL: survives power loss"
-            }
+            System::StockroomSqliteFull
+            | System::BaselineSqliteTxPerRequest
+            | System::CeilingSqlite
+            | System::CeilingSqliteLean => "SQLite WAL, synchronous=FULL: survives power loss",
             System::StockroomSqliteNormal => {
                 "SQLite WAL, synchronous=NORMAL: NOT power-loss durable (survives a process crash)"
             }
@@ -210,11 +225,11 @@ impl Instance {
         database: &BenchDatabase,
     ) -> anyhow::Result<Self> {
         let now = kernel::Clock::now(&kernel::SystemClock);
-        if system == System::CeilingSqlite {
+        if let Some(shape) = system.ceiling_shape() {
             let options = store::DbOptions { max_connections: 64, ..store::DbOptions::default() };
             let db = store::Db::connect_and_migrate(&database.url, &options).await?;
             crate::seed::seed(&db, plan, now).await?;
-            let ceiling = ceiling::Ceiling::start(&database.url, db.clone())?;
+            let ceiling = ceiling::Ceiling::start(&database.url, db.clone(), shape)?;
             return Ok(Self {
                 db,
                 target: Target::Ceiling(Arc::new(ceiling)),

@@ -88,6 +88,12 @@ pub struct Reservation {
     pub expires_at: Option<String>,
     pub created_at: String,
     pub lines: Vec<ReservationLine>,
+    /// When this hold was applied in one group-commit batch with other holds: the batch
+    /// (`hbt_...`), which the `reserve` movements that carried it name as their `reference`
+    /// (one movement per stock row per batch). Absent when the hold was alone: its movements
+    /// name the reservation itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_batch: Option<String>,
 }
 
 /// Answers stored before references became optional said `""` for none.
@@ -208,7 +214,10 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
     let mut net: BTreeMap<(SkuCode, WarehouseCode), i64> = BTreeMap::new();
     let mut lot_net: BTreeMap<(String, String, String), i64> = BTreeMap::new();
     let mut created: Vec<(Reservation, Timestamp)> = Vec::new();
-    let mut outcomes = Vec::with_capacity(commands.len());
+    // Per stock row: units held, on hand and reserved after the batch, holds carried.
+    let mut carried_by_row: BTreeMap<(SkuCode, WarehouseCode), (i64, i64, i64, i64)> = BTreeMap::new();
+    // The index into `created` of each command's reservation, or its refusal.
+    let mut outcomes: Vec<Result<usize>> = Vec::with_capacity(commands.len());
     for (command, plan) in commands.into_iter().zip(plans) {
         let held = match plan {
             Ok(held) => held,
@@ -234,6 +243,7 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
             reference: Some(command.reference).filter(|r| !r.is_empty()),
             expires_at: Some(expires_at.to_rfc3339()),
             created_at: now.to_rfc3339(),
+            hold_batch: None,
             lines: held
                 .iter()
                 .map(|line| ReservationLine {
@@ -253,22 +263,48 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
                 *lot_net.entry((line.sku.to_string(), line.warehouse.to_string(), lot.clone())).or_default() += q;
             }
             *net.entry((line.sku.clone(), line.warehouse.clone())).or_default() += line.quantity;
-            journal.stock_changed(NewMovement {
-                warehouse: line.warehouse,
-                sku: line.sku,
-                kind: MovementKind::Reserve,
-                on_hand_delta: 0,
-                reserved_delta: line.quantity,
-                on_hand_after: line.on_hand_after,
-                reserved_after: line.reserved_after,
-                reference: Some(reservation.id.clone()),
-                reason: None,
-            });
+            // Lines are planned in queue order, so the last line on a row leaves its level.
+            let carried = carried_by_row.entry((line.sku, line.warehouse)).or_insert((0, 0, 0, 0));
+            *carried = (carried.0 + line.quantity, line.on_hand_after, line.reserved_after, carried.3 + 1);
         }
-        journal.event(reservation_event(&reservation, events::ReservationCreated));
-        outcomes.push(Ok(reservation.clone()));
+        outcomes.push(Ok(created.len()));
         created.push((reservation, expires_at));
     }
+
+    // The lean ledger shape (issue 13): one `reserve` movement and one `stock.changed` per
+    // stock row per batch, carrying every hold of the batch on that row. A batch of one hold
+    // writes exactly what a lone hold always wrote (its movements name the reservation); a
+    // batch of several names the batch, and each of its reservations names the batch too
+    // (`hold_batch`), so every hold is traced to the movement that carried it.
+    let batch_reference = match created.as_slice() {
+        [(alone, _)] => alone.id.clone(),
+        _ => format!("hbt_{}", uuid::Uuid::now_v7().simple()),
+    };
+    if created.len() > 1 {
+        for (reservation, _) in &mut created {
+            reservation.hold_batch = Some(batch_reference.clone());
+        }
+    }
+    for ((sku, warehouse), (units, on_hand_after, reserved_after, holds)) in carried_by_row {
+        journal.holds_carried(
+            NewMovement {
+                warehouse,
+                sku,
+                kind: MovementKind::Reserve,
+                on_hand_delta: 0,
+                reserved_delta: units,
+                on_hand_after,
+                reserved_after,
+                reference: Some(batch_reference.clone()),
+                reason: None,
+            },
+            holds,
+        );
+    }
+    for (reservation, _) in &created {
+        journal.event(reservation_event(reservation, events::ReservationCreated));
+    }
+    let outcomes: Vec<Result<Reservation>> = outcomes.into_iter().map(|o| o.map(|i| created[i].0.clone())).collect();
 
     let deltas: Vec<(&SkuCode, &WarehouseCode, i64)> = net.iter().map(|((s, w), n)| (s, w, *n)).collect();
     store::stock_rows_add_reserved(tx, &deltas).await?;

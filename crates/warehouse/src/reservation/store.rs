@@ -100,7 +100,7 @@ pub(crate) async fn stock_rows_unhold(
 /// Inserts reservations with their lines: multi-row statements, whatever the batch size.
 pub(crate) async fn reservations_insert(tx: &mut Tx, reservations: &[(Reservation, Timestamp)]) -> Result<()> {
     for chunk in ::store::sql::fixed_chunks(reservations) {
-        let mut values = Values::new(tx, 6);
+        let mut values = Values::new(tx, 7);
         for (r, expires_at) in chunk {
             values
                 .row()
@@ -109,11 +109,13 @@ pub(crate) async fn reservations_insert(tx: &mut Tx, reservations: &[(Reservatio
                 .text(r.status.as_str())
                 .int(expires_at.millis())
                 .text(r.created_at.as_str())
-                .text(r.created_at.as_str());
+                .text(r.created_at.as_str())
+                .opt_text(r.hold_batch.as_deref());
         }
         values
             .query(
-                "INSERT INTO reservations (id, reference, status, expires_at_ms, created_at, updated_at) VALUES {values}",
+                "INSERT INTO reservations (id, reference, status, expires_at_ms, created_at, updated_at, hold_batch) \
+                 VALUES {values}",
             )
             .execute(&mut **tx)
             .await?;
@@ -173,6 +175,7 @@ struct ReservationRow {
     status: String,
     expires_at_ms: i64,
     created_at: String,
+    hold_batch: Option<String>,
 }
 
 #[derive(FromRow)]
@@ -226,7 +229,7 @@ pub(crate) async fn reservation_find(
     id: &ReservationId,
 ) -> Result<Option<(Reservation, Timestamp)>> {
     let Some(row) = sqlx::query_as::<_, ReservationRow>(
-        "SELECT id, reference, status, expires_at_ms, created_at FROM reservations WHERE id = $1",
+        "SELECT id, reference, status, expires_at_ms, created_at, hold_batch FROM reservations WHERE id = $1",
     )
     .bind(id.as_str().to_owned())
     .fetch_optional(&mut *conn)
@@ -259,6 +262,7 @@ pub(crate) async fn reservation_find(
             expires_at: Reservation::shown_expiry(status, expires_at),
             created_at: row.created_at,
             lines: lines.into_iter().map(|(_, _, line)| line).collect(),
+            hold_batch: row.hold_batch,
         },
         expires_at,
     )))
@@ -358,7 +362,7 @@ pub(crate) async fn reservations_page(
         Some(Status::Fulfilled) => "status = 'fulfilled' AND $5 = $5",
     };
     let sql = format!(
-        "SELECT id, reference, status, expires_at_ms, created_at FROM reservations r \
+        "SELECT id, reference, status, expires_at_ms, created_at, hold_batch FROM reservations r \
          WHERE id > $1 AND ($2 IS NULL OR reference = $2) AND {status} \
          AND (($3 IS NULL AND $4 IS NULL) OR EXISTS (SELECT 1 FROM reservation_lines l WHERE l.reservation_id = r.id \
               AND ($3 IS NULL OR l.sku = $3) AND ($4 IS NULL OR l.warehouse = $4))) \
@@ -389,6 +393,7 @@ pub(crate) async fn reservations_page(
                 reference: Some(row.reference).filter(|r| !r.is_empty()),
                 expires_at: Reservation::shown_expiry(status, expires_at),
                 created_at: row.created_at,
+                hold_batch: row.hold_batch,
             };
             Ok((reservation, expires_at))
         })
