@@ -53,7 +53,8 @@ pub struct RunArgs {
     pub workloads: Vec<String>,
     /// Systems to run (default: all): stockroom-sqlite-full, stockroom-sqlite-normal,
     /// stockroom-postgres, baseline-sqlite-tx-per-request, baseline-saleor-postgres,
-    /// baseline-guarded-update-postgres.
+    /// baseline-guarded-update-postgres, ceiling-sqlite (Stockroom's earlier rows per hold,
+    /// leanest code), ceiling-sqlite-lean (Stockroom's rows per hold now, leanest code).
     #[arg(long, value_delimiter = ',')]
     pub systems: Vec<String>,
     /// Layers of Stockroom to run: in-process, http (default: both).

@@ -87,7 +87,7 @@ pub async fn export<W: Write>(db: &Db, what: What, format: Format, out: W, progr
         What::Movements => {
             let mut rows = sqlx::query_as::<_, warehouse::ledger::Movement>(
                 "SELECT id, seq, warehouse, sku, kind, on_hand_delta, reserved_delta, on_hand_after, reserved_after, \
-                 reference, reason, at FROM movements ORDER BY seq",
+                 reference, reason, at, reservations FROM movements ORDER BY seq",
             )
             .fetch(db.reader());
             while let Some(row) = rows.try_next().await? {
