@@ -34,6 +34,9 @@ pub enum Command {
     /// Fulfilments from pick to ship over HTTP, batched pick lists against one walk per
     /// fulfilment, side by side; every fulfilment shipped and the books reconciled after each.
     Fulfillment(crate::fulfilment::FulfilmentArgs),
+    /// Hold latency over HTTP, idle and while `stockroom import receipts` runs on the same
+    /// SQLite file as a separate process, with the import unbounded and bounded.
+    Import(crate::import::ImportArgs),
 }
 
 #[derive(Debug, Args)]

@@ -7,7 +7,8 @@
 //! - [`load`]: closed-loop, open-loop and burst drivers; [`stats`]: HDR histograms;
 //! - [`check`]: oversell/undersell and reconciliation from the database after each run;
 //! - [`report`]: the table, the ratios and the JSON file; [`env`]: the header line;
-//! - [`orchestrate`]: one child process per job, results gathered by the parent.
+//! - [`orchestrate`]: one child process per job, results gathered by the parent;
+//! - subcommands `availability`, `orders`, `fulfillment` and `import` (holds beside a CLI import).
 
 mod availability;
 mod check;
@@ -15,6 +16,7 @@ mod cli;
 mod database;
 mod env;
 mod fulfilment;
+mod import;
 mod load;
 mod orchestrate;
 mod orders;
@@ -42,6 +44,7 @@ fn main() -> anyhow::Result<()> {
         Some(cli::Command::Availability(args)) => availability::run(&args),
         Some(cli::Command::Orders(args)) => orders::run(&args),
         Some(cli::Command::Fulfillment(args)) => fulfilment::run(&args),
+        Some(cli::Command::Import(args)) => import::run(&args),
         None => orchestrate::run(&cli.run),
     }
 }

@@ -8,6 +8,18 @@
 //! reason, and written to the rejects file; every other row is applied, or with
 //! `--all-or-nothing` none unless all are. `--dry-run` checks and reports everything and keeps
 //! nothing. The exit code is 1 if anything was rejected.
+//!
+//! An import shares its database with a running server, so it is a polite writer: each
+//! transaction takes as many rows as fit in `--max-tx-ms` (at most `--batch-size`; the count
+//! adapts to the time the transactions before it took, begin to commit), and it waits
+//! `--pause-ms` after each one. On SQLite a transaction holds the one write lock of the file
+//! from `BEGIN IMMEDIATE` to its commit, and a server's writer that finds it taken sleeps in
+//! SQLite's busy handler (1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100 ms, then 100 ms, up to
+//! the busy timeout) and tries again: short transactions bound how long it waits, and the pause
+//! lets its next try find the lock free instead of the import's next transaction. On
+//! PostgreSQL (row locks) the same bound and pause apply. `--all-or-nothing` and `--dry-run`
+//! run the whole file in one transaction, so they are not polite: the server's writes wait for
+//! the whole import.
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -19,7 +31,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use store::Db;
 use warehouse::adjustment::{Adjustment, Change};
 use warehouse::import::{BatchRefusal, Row};
@@ -47,6 +59,11 @@ pub struct Report {
     pub seconds: f64,
     /// All or nothing with a rejected row, or a dry run: nothing was kept.
     pub rolled_back: bool,
+    /// Transactions begun (with all or nothing or a dry run: 1).
+    pub transactions: u64,
+    /// The longest time a transaction held the database, from its begin (once granted) to
+    /// the end of its commit or rollback; for all or nothing and dry runs, the whole import.
+    pub longest_tx: Duration,
 }
 
 #[derive(Deserialize, Serialize)]
@@ -209,6 +226,50 @@ pub struct Options {
     pub dry_run: bool,
     /// Every rejected row, with its number, reason and text, as JSON lines.
     pub rejects: Option<PathBuf>,
+    /// The longest a transaction should hold the database: the rows per transaction adapt to
+    /// it (up to `batch_size`). `None`: always `batch_size` rows (the behaviour before the
+    /// bound). Not applied to all or nothing and dry runs (one transaction).
+    pub max_tx: Option<Duration>,
+    /// The wait after each transaction, so a server's writer waiting for the lock gets it.
+    pub pause: Duration,
+}
+
+/// Default of `--max-tx-ms`.
+pub const DEFAULT_MAX_TX_MS: u64 = 5;
+/// Default of `--pause-ms`.
+pub const DEFAULT_PAUSE_MS: u64 = 20;
+
+/// Rows in the first transaction of a bounded import, before any has been timed.
+const FIRST_BOUNDED_ROWS: usize = 50;
+
+/// How many rows the next transaction takes. Bounded, the count follows the time the last
+/// transaction took: scaled by `max_tx / took` (which, with a fixed cost per commit such as
+/// SQLite's fsync, approaches the best count from below), at most doubling at once.
+struct Pace {
+    max_rows: usize,
+    rows: usize,
+    max_tx: Option<Duration>,
+}
+
+impl Pace {
+    fn new(options: &Options) -> Self {
+        let max_rows = options.batch_size.clamp(1, 10_000);
+        let bounded = options.max_tx.is_some() && !options.all_or_nothing && !options.dry_run;
+        let max_tx = if bounded { options.max_tx } else { None };
+        let rows = if max_tx.is_some() { FIRST_BOUNDED_ROWS.min(max_rows) } else { max_rows };
+        Self { max_rows, rows, max_tx }
+    }
+
+    /// A transaction of `rows` rows took `took` from begin to the end of its commit.
+    fn took(&mut self, rows: usize, took: Duration) {
+        let Some(max_tx) = self.max_tx else { return };
+        if rows == 0 {
+            return;
+        }
+        let scaled = rows as f64 * max_tx.as_secs_f64() / took.as_secs_f64().max(1e-6);
+        let next = scaled.min(rows as f64 * 2.0).floor() as usize;
+        self.rows = next.clamp(1, self.max_rows);
+    }
 }
 
 /// The key of a row without a `key` column: its content (every field but the key, after
@@ -236,6 +297,8 @@ struct Sink {
     db: Db,
     whole: Option<store::Tx>,
     rejects: Option<std::io::BufWriter<std::fs::File>>,
+    pace: Pace,
+    pause: Duration,
 }
 
 impl Sink {
@@ -246,6 +309,26 @@ impl Sink {
         }
         report.errors.push((number, reason));
         Ok(())
+    }
+
+    /// A transaction of its own, of `rows` rows, begun at `began`, has committed or rolled
+    /// back: the next one's size follows its time, and the lock is left free for `pause`.
+    async fn finished(&mut self, report: &mut Report, rows: usize, began: Instant) {
+        let took = began.elapsed();
+        report.longest_tx = report.longest_tx.max(took);
+        self.pace.took(rows, took);
+        if self.pause.is_zero() {
+            return;
+        }
+        let paused = Instant::now();
+        if self.db.backend() == store::Backend::Sqlite {
+            // Copy this transaction's pages from the WAL into the file now, while the lock is
+            // free anyway: otherwise the server's next commit finds the WAL past its
+            // auto-checkpoint size and copies them (with an fsync of the file) before it
+            // answers. Passive: it waits for nobody, and a failure only leaves it to the next.
+            let _ = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(self.db.reader()).await;
+        }
+        tokio::time::sleep(self.pause.saturating_sub(paused.elapsed())).await;
     }
 }
 
@@ -264,8 +347,12 @@ pub async fn import(db: &Db, kind: Kind, path: &Path, options: &Options) -> anyh
         None => None,
     };
     let whole = if options.all_or_nothing || options.dry_run { Some(db.begin().await?) } else { None };
-    let mut sink = Sink { db: db.clone(), whole, rejects };
+    let whole_began = Instant::now();
     let mut report = Report::default();
+    if whole.is_some() {
+        report.transactions = 1;
+    }
+    let mut sink = Sink { db: db.clone(), whole, rejects, pace: Pace::new(options), pause: options.pause };
     match kind {
         Kind::Items => {
             let rows = records::<ItemRecord>(path, options.format)?;
@@ -289,6 +376,7 @@ pub async fn import(db: &Db, kind: Kind, path: &Path, options: &Options) -> anyh
         } else {
             tx.commit().await?;
         }
+        report.longest_tx = whole_began.elapsed();
     }
     if let Some(out) = &mut sink.rejects {
         out.flush().context("writing the rejects file")?;
@@ -319,9 +407,8 @@ where
         kernel::Timestamp,
     ) -> Result<warehouse::import::BatchOutcome, BatchRefusal>,
 {
-    let batch_size = options.batch_size.clamp(1, 10_000);
     let mut keys = ContentKeys { seen: HashMap::new() };
-    let mut batch: Vec<(Row<T>, String)> = Vec::with_capacity(batch_size);
+    let mut batch: Vec<(Row<T>, String)> = Vec::with_capacity(sink.pace.rows);
     for row in rows {
         report.rows += 1;
         let parsed = row.record.and_then(|record| {
@@ -335,7 +422,7 @@ where
             Ok((key, value)) => batch.push((Row { number: row.number, key, value }, row.text)),
             Err(message) => sink.reject(report, row.number, &row.text, message)?,
         }
-        if batch.len() >= batch_size {
+        if batch.len() >= sink.pace.rows {
             apply(sink, report, std::mem::take(&mut batch), &run).await?;
             bar.set_position(report.rows);
         }
@@ -368,21 +455,28 @@ where
             .iter()
             .map(|(row, _)| Row { number: row.number, key: row.key.clone(), value: row.value.clone() })
             .collect();
+        let count = rows.len();
         let now = kernel::SystemClock.now();
-        let (outcome, mut own) = match &mut sink.whole {
+        let (outcome, mut own, began) = match &mut sink.whole {
             Some(tx) => {
                 sqlx::query("SAVEPOINT import_batch").execute(&mut **tx).await?;
-                (run(tx, rows, now).await, None)
+                (run(tx, rows, now).await, None, Instant::now())
             }
             None => {
                 let mut tx = sink.db.begin().await?;
-                (run(&mut tx, rows, now).await, Some(tx))
+                // Timed from when the lock is granted: waiting for it holds nothing.
+                let began = Instant::now();
+                report.transactions += 1;
+                (run(&mut tx, rows, now).await, Some(tx), began)
             }
         };
         match outcome {
             Ok(outcome) => {
                 match (own.take(), &mut sink.whole) {
-                    (Some(tx), _) => tx.commit().await?,
+                    (Some(tx), _) => {
+                        tx.commit().await?;
+                        sink.finished(report, count, began).await;
+                    }
                     (None, Some(tx)) => {
                         sqlx::query("RELEASE SAVEPOINT import_batch").execute(&mut **tx).await?;
                     }
@@ -397,7 +491,10 @@ where
             }
             Err(refusal) => {
                 match (own.take(), &mut sink.whole) {
-                    (Some(tx), _) => tx.rollback().await?,
+                    (Some(tx), _) => {
+                        tx.rollback().await?;
+                        sink.finished(report, count, began).await;
+                    }
                     (None, Some(tx)) => {
                         sqlx::query("ROLLBACK TO SAVEPOINT import_batch").execute(&mut **tx).await?;
                         sqlx::query("RELEASE SAVEPOINT import_batch").execute(&mut **tx).await?;

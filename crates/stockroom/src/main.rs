@@ -193,9 +193,18 @@ enum Command {
         /// Default: by the file's extension (.jsonl/.ndjson: JSON lines, else CSV).
         #[arg(long, value_enum)]
         format: Option<stockroom::import::Format>,
-        /// Rows per transaction.
+        /// Most rows per transaction.
         #[arg(long, default_value_t = 1000)]
         batch_size: usize,
+        /// Milliseconds a transaction may hold the database (SQLite's write lock), begin to
+        /// commit: the rows per transaction adapt to it, up to --batch-size. 0: no bound,
+        /// always --batch-size rows. Not for --all-or-nothing or --dry-run (one transaction).
+        #[arg(long, env = "STOCKROOM_IMPORT_MAX_TX_MS", default_value_t = stockroom::import::DEFAULT_MAX_TX_MS)]
+        max_tx_ms: u64,
+        /// Milliseconds to wait after each transaction, so a server's writes waiting for the
+        /// lock go first. 0: none.
+        #[arg(long, env = "STOCKROOM_IMPORT_PAUSE_MS", default_value_t = stockroom::import::DEFAULT_PAUSE_MS)]
+        pause_ms: u64,
         /// Key rows without a `key` column BATCH_ID:ROW instead of by their content.
         #[arg(long)]
         batch_id: Option<String>,
@@ -308,7 +317,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("created key {} (shown once)", key.id);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Import { kind, file, format, batch_size, batch_id, all_or_nothing, dry_run, rejects, database } => {
+        Command::Import {
+            kind,
+            file,
+            format,
+            batch_size,
+            max_tx_ms,
+            pause_ms,
+            batch_id,
+            all_or_nothing,
+            dry_run,
+            rejects,
+            database,
+        } => {
             // An import touches index pages all over large tables: a big writer cache (only
             // what is used is allocated) keeps them in memory from batch to batch.
             let options = DbOptions {
@@ -325,6 +346,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 all_or_nothing,
                 dry_run,
                 rejects,
+                max_tx: (max_tx_ms > 0).then(|| Duration::from_millis(max_tx_ms)),
+                pause: Duration::from_millis(pause_ms),
             };
             let report = stockroom::import::import(&db, kind, &file, &options).await?;
             for (row, message) in report.errors.iter().take(100) {
@@ -339,13 +362,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (false, false) => "",
             };
             println!(
-                "{} rows read, {} applied, {} skipped (applied before), {} rejected, {:.1} s, {:.0} rows/s{kept}",
+                "{} rows read, {} applied, {} skipped (applied before), {} rejected, {:.1} s, {:.0} rows/s, {} \
+                 transactions (longest {:.1} ms){kept}",
                 report.rows,
                 report.applied,
                 report.skipped,
                 report.errors.len(),
                 report.seconds,
-                report.rows as f64 / report.seconds.max(1e-9)
+                report.rows as f64 / report.seconds.max(1e-9),
+                report.transactions,
+                report.longest_tx.as_secs_f64() * 1000.0
             );
             Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }

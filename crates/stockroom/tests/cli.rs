@@ -266,6 +266,61 @@ async fn import_applies_batches_reports_rows_and_skips_what_it_applied_before() 
 }
 
 #[tokio::test]
+async fn a_bounded_import_applies_every_row_exactly_once_over_many_small_transactions() {
+    for backend in backends() {
+        let app = testkit::spawn_app(backend).await;
+        app.create_warehouse("BER-1", 10).await;
+        for sku in ["A", "B", "C"] {
+            app.create_item(sku).await;
+        }
+        let url = app.database_url().to_owned();
+        // 600 rows, one of them refused (an unknown SKU), no key column: keyed by content.
+        let mut rows = String::from("warehouse,sku,quantity,reference\n");
+        let mut expected = [0i64; 3];
+        for n in 0..600usize {
+            if n == 333 {
+                rows.push_str("BER-1,NOPE,1,PO-x\n");
+                continue;
+            }
+            let (sku, quantity) = (n % 3, 1 + (n % 7) as i64);
+            expected[sku] += quantity;
+            rows.push_str(&format!("BER-1,{},{quantity},PO-{}\n", ["A", "B", "C"][sku], n / 50));
+        }
+        let file = write_temp("receipts-bounded.csv", &rows);
+        let path = file.to_str().unwrap();
+        // A bound of 1 ms keeps transactions far below --batch-size; a short pause after each.
+        let args = ["import", "receipts", path, "--batch-size", "500", "--max-tx-ms", "1", "--pause-ms", "1"];
+        let out = stockroom(&args, &url).await;
+        assert_eq!(out.status.code(), Some(1), "the unknown SKU is rejected: {out:?}");
+        let summary = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            summary.contains("600 rows read, 599 applied, 0 skipped") && summary.contains("1 rejected"),
+            "{summary}"
+        );
+        let transactions: u64 = summary
+            .split(", ")
+            .find_map(|part| part.split_once(" transactions (").map(|(n, _)| n))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no transaction count in {summary}"));
+        assert!(transactions > 2, "the bound splits the file into more than its 2 batches: {summary}");
+        for (sku, units) in ["A", "B", "C"].iter().zip(expected) {
+            assert_eq!(app.stock(sku).await["on_hand"], units, "{sku}");
+        }
+        // Again, bounded or not: nothing is applied twice.
+        let again = stockroom(&args, &url).await;
+        assert!(String::from_utf8_lossy(&again.stdout).contains("0 applied, 599 skipped"), "{again:?}");
+        let unbounded = ["import", "receipts", path, "--max-tx-ms", "0", "--pause-ms", "0"];
+        let again = stockroom(&unbounded, &url).await;
+        assert!(String::from_utf8_lossy(&again.stdout).contains("0 applied, 599 skipped"), "{again:?}");
+        for (sku, units) in ["A", "B", "C"].iter().zip(expected) {
+            assert_eq!(app.stock(sku).await["on_hand"], units, "{sku}");
+        }
+        app.reconcile().await;
+        app.shutdown().await;
+    }
+}
+
+#[tokio::test]
 async fn an_import_keyed_by_content_is_a_no_op_under_another_name_and_rejects_are_written_or_kept_back() {
     for backend in backends() {
         let app = testkit::spawn_app(backend).await;
