@@ -67,21 +67,6 @@ pub struct Db {
     write: AnyPool,
     read: AnyPool,
     backend: Backend,
-    /// How long a SQLite write waits for the file's write lock (another process's
-    /// transaction) before giving up.
-    lock_wait: Duration,
-}
-
-/// How often a SQLite writer tries again for a write lock another process holds.
-const SQLITE_LOCK_RETRY: Duration = Duration::from_millis(1);
-
-/// `SQLITE_BUSY` (and its extended codes): another connection holds the lock.
-fn is_busy(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .and_then(|e| e.code())
-        .and_then(|code| code.parse::<i32>().ok())
-        .is_some_and(|code| code & 0xff == 5)
 }
 
 impl Db {
@@ -91,16 +76,10 @@ impl Db {
         sqlx::any::install_default_drivers();
         if url.starts_with("sqlite:") {
             let url = sqlite_url_with_create(url);
-            let write = sqlite_pool(&url, 1, options.sqlite_writer_cache_kib, Duration::ZERO, options).await?;
-            let read = sqlite_pool(
-                &url,
-                options.max_connections.max(1),
-                options.sqlite_reader_cache_kib,
-                options.acquire_timeout,
-                options,
-            )
-            .await?;
-            Ok(Self { write, read, backend: Backend::Sqlite, lock_wait: options.acquire_timeout })
+            let write = sqlite_pool(&url, 1, options.sqlite_writer_cache_kib, options).await?;
+            let read =
+                sqlite_pool(&url, options.max_connections.max(1), options.sqlite_reader_cache_kib, options).await?;
+            Ok(Self { write, read, backend: Backend::Sqlite })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let connect = AnyConnectOptions::from_str(url)?
                 .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
@@ -109,7 +88,7 @@ impl Db {
                 .acquire_timeout(options.acquire_timeout)
                 .connect_with(connect)
                 .await?;
-            Ok(Self { write: pool.clone(), read: pool, backend: Backend::Postgres, lock_wait: options.acquire_timeout })
+            Ok(Self { write: pool.clone(), read: pool, backend: Backend::Postgres })
         } else {
             Err(StoreError::UnsupportedUrl(url.to_owned()))
         }
@@ -153,18 +132,8 @@ impl Db {
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let deadline = std::time::Instant::now() + self.lock_wait;
-        loop {
-            match self.migrator().run(&self.write).await {
-                Ok(()) => return Ok(()),
-                // Each migration is its own transaction: one refused for a lock another
-                // process holds is simply run again.
-                Err(sqlx::migrate::MigrateError::Execute(e)) if is_busy(&e) && std::time::Instant::now() < deadline => {
-                    tokio::time::sleep(SQLITE_LOCK_RETRY).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        self.migrator().run(&self.write).await?;
+        Ok(())
     }
 
     /// True when the database answers and every embedded migration is applied.
@@ -179,26 +148,9 @@ impl Db {
     /// Begins a write transaction. On SQLite it takes the write lock at once
     /// (`BEGIN IMMEDIATE`), so a transaction that reads before it writes cannot fail halfway
     /// with `SQLITE_BUSY` when another process writes.
-    ///
-    /// The writer connection has no busy timeout: SQLite's busy handler sleeps 1, 2, 5, ...
-    /// 100 ms between its tries, so a server waiting for the lock of another process's
-    /// transaction (a `stockroom import`) would sleep through the gaps that process leaves
-    /// between its short transactions. `BEGIN IMMEDIATE` is tried again here every
-    /// millisecond instead, for as long as a lock may be waited for.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         let tx = match self.backend {
-            Backend::Sqlite => {
-                let deadline = std::time::Instant::now() + self.lock_wait;
-                loop {
-                    match self.write.begin_with("BEGIN IMMEDIATE").await {
-                        Ok(tx) => break tx,
-                        Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
-                            tokio::time::sleep(SQLITE_LOCK_RETRY).await;
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }
+            Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.write.begin().await?,
         };
         Ok(tx)
@@ -237,20 +189,12 @@ fn sqlite_url_with_create(url: &str) -> String {
     }
 }
 
-/// A pool of SQLite connections; `busy` is how long SQLite itself waits for a lock (zero for
-/// the writer, whose waits [`Db::begin`] makes).
-async fn sqlite_pool(
-    url: &str,
-    max: u32,
-    cache_kib: u32,
-    busy: Duration,
-    options: &DbOptions,
-) -> Result<AnyPool, StoreError> {
+async fn sqlite_pool(url: &str, max: u32, cache_kib: u32, options: &DbOptions) -> Result<AnyPool, StoreError> {
     let synchronous = match options.sqlite_sync {
         SqliteSync::Full => "PRAGMA synchronous = FULL",
         SqliteSync::Normal => "PRAGMA synchronous = NORMAL",
     };
-    let busy_ms = busy.as_millis();
+    let busy_ms = options.acquire_timeout.as_millis();
     let autocheckpoint = options.sqlite_wal_autocheckpoint_pages;
     let connect = AnyConnectOptions::from_str(url)?;
     let pool = AnyPoolOptions::new()
