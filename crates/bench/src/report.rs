@@ -139,14 +139,21 @@ pub fn sort_by_workload(results: &mut [RunResult]) {
     results.sort_by_key(|r| order.iter().position(|w| *w == r.workload));
 }
 
-/// Fills `ratio_vs` of every Stockroom record against each baseline record of its workload.
+/// Fills `ratio_vs` of every Stockroom record against each baseline and ceiling record of its
+/// workload (above 1: better than that system; against a ceiling, the share of the limit
+/// Stockroom reaches), and of each ceiling record against the baselines.
 pub fn compute_ratios(results: &mut [RunResult]) {
-    let baselines: Vec<RunResult> = results.iter().filter(|r| r.system.starts_with("baseline-")).cloned().collect();
+    let reference = |system: &str| system.starts_with("baseline-") || system.starts_with("ceiling-");
+    let baselines: Vec<RunResult> = results.iter().filter(|r| reference(&r.system)).cloned().collect();
     for result in results.iter_mut() {
         if result.system.starts_with("baseline-") {
             continue;
         }
+        let is_ceiling = result.system.starts_with("ceiling-");
         for baseline in baselines.iter().filter(|b| b.workload == result.workload) {
+            if is_ceiling && baseline.system.starts_with("ceiling-") {
+                continue;
+            }
             let ratio = match result.mode {
                 Mode::Closed => ratio(result.ok_per_s, baseline.ok_per_s),
                 Mode::Open => ratio(baseline.p99_ms, result.p99_ms),
@@ -201,6 +208,7 @@ fn short_system(name: &str) -> String {
         .replace("baseline-", "bl-")
         .replace("tx-per-request", "tx/req")
         .replace("guarded-update", "guarded")
+        .replace("ceiling-sqlite", "ceil")
 }
 
 /// The table printed at the end.
