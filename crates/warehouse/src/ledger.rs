@@ -84,9 +84,9 @@ pub struct NewMovement {
 /// lock is then held only from the append to the commit (see `store::outbox`).
 #[derive(Debug, Default)]
 pub struct Journal {
-    movements: Vec<NewMovement>,
-    /// Per movement: how many holds a `reserve` movement carries (`None` for every other).
-    carried: Vec<Option<i64>>,
+    /// Each movement with how many holds it carries (`reserve` movements of a hold batch;
+    /// `None` for every other).
+    movements: Vec<(NewMovement, Option<i64>)>,
     events: Vec<NewEvent>,
 }
 
@@ -101,16 +101,15 @@ impl Journal {
             format!("stock:{}:{}", movement.warehouse, movement.sku),
             &crate::events::StockChanged::from(&movement),
         ));
-        self.movements.push(movement);
-        self.carried.push(None);
+        self.movements.push((movement, None));
     }
 
     /// Records the `reserve` movement of a stock row carrying `holds` holds of one batch, and
     /// its `stock.changed` event.
     pub fn holds_carried(&mut self, movement: NewMovement, holds: i64) {
         self.stock_changed(movement);
-        if let Some(last) = self.carried.last_mut() {
-            *last = Some(holds);
+        if let Some((_, carried)) = self.movements.last_mut() {
+            *carried = Some(holds);
         }
     }
 
@@ -130,8 +129,7 @@ impl Journal {
             store::outbox::lock_sequence(tx, 0).await?;
         }
         let at = now.to_rfc3339();
-        let rows: Vec<(&NewMovement, Option<i64>)> = self.movements.iter().zip(self.carried.iter().copied()).collect();
-        for chunk in store::sql::fixed_chunks(&rows) {
+        for chunk in store::sql::fixed_chunks(&self.movements) {
             let mut values = Values::new(tx, 12);
             for (m, carried) in chunk {
                 values

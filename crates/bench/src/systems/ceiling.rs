@@ -324,7 +324,6 @@ fn apply(conn: &mut Connection, batch: &[(HoldRequest, Reply)], shape: Shape) ->
 }
 
 /// The per-row shape's movement and `stock.changed` of every row the batch held from.
-#[allow(clippy::too_many_arguments)]
 fn write_per_row(
     tx: &rusqlite::Transaction<'_>,
     rows: &HashMap<(String, String), Row>,

@@ -211,7 +211,6 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
     }
     let plans = rules::plan_batch(&mut figures, commands.iter().map(|c| c.lines.as_slice()), now)?;
 
-    let mut net: BTreeMap<(SkuCode, WarehouseCode), i64> = BTreeMap::new();
     let mut lot_net: BTreeMap<(String, String, String), i64> = BTreeMap::new();
     let mut created: Vec<(Reservation, Timestamp)> = Vec::new();
     // Per stock row: units held, on hand and reserved after the batch, holds carried.
@@ -262,7 +261,6 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
             for (lot, q) in &line.lots {
                 *lot_net.entry((line.sku.to_string(), line.warehouse.to_string(), lot.clone())).or_default() += q;
             }
-            *net.entry((line.sku.clone(), line.warehouse.clone())).or_default() += line.quantity;
             // Lines are planned in queue order, so the last line on a row leaves its level.
             let carried = carried_by_row.entry((line.sku, line.warehouse)).or_insert((0, 0, 0, 0));
             *carried = (carried.0 + line.quantity, line.on_hand_after, line.reserved_after, carried.3 + 1);
@@ -285,20 +283,20 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
             reservation.hold_batch = Some(batch_reference.clone());
         }
     }
-    for ((sku, warehouse), (units, on_hand_after, reserved_after, holds)) in carried_by_row {
+    for ((sku, warehouse), (units, on_hand_after, reserved_after, holds)) in &carried_by_row {
         journal.holds_carried(
             NewMovement {
-                warehouse,
-                sku,
+                warehouse: warehouse.clone(),
+                sku: sku.clone(),
                 kind: MovementKind::Reserve,
                 on_hand_delta: 0,
-                reserved_delta: units,
-                on_hand_after,
-                reserved_after,
+                reserved_delta: *units,
+                on_hand_after: *on_hand_after,
+                reserved_after: *reserved_after,
                 reference: Some(batch_reference.clone()),
                 reason: None,
             },
-            holds,
+            *holds,
         );
     }
     for (reservation, _) in &created {
@@ -306,7 +304,8 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
     }
     let outcomes: Vec<Result<Reservation>> = outcomes.into_iter().map(|o| o.map(|i| created[i].0.clone())).collect();
 
-    let deltas: Vec<(&SkuCode, &WarehouseCode, i64)> = net.iter().map(|((s, w), n)| (s, w, *n)).collect();
+    let deltas: Vec<(&SkuCode, &WarehouseCode, i64)> =
+        carried_by_row.iter().map(|((s, w), (units, ..))| (s, w, *units)).collect();
     store::stock_rows_add_reserved(tx, &deltas).await?;
     for ((sku, warehouse, lot), q) in &lot_net {
         crate::lot::lot_change_held(tx, sku, warehouse, lot, 0, *q).await?;
