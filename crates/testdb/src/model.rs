@@ -258,6 +258,49 @@ impl StockModel {
         }
     }
 
+    /// Frees `units` of `sku` in `wh` for a cycle count that found them missing, as the store
+    /// does: due reservations holding the SKU expire, then held units are given back, active
+    /// holds before confirmed ones and the newest first within each (a reservation that gives
+    /// back all it holds is released; otherwise its lines shrink). Returns the movements
+    /// written (one per line of a whole release, one per partial cut).
+    pub fn cut_holds(&mut self, sku: usize, wh: usize, units: i64, now: Timestamp) -> i64 {
+        self.expire_due(now, Some(&[sku]));
+        let mut short = units - self.available(sku, wh);
+        let mut order: Vec<usize> = (0..self.reservations.len())
+            .filter(|i| {
+                let r = &self.reservations[*i];
+                r.holding() && r.lines.iter().any(|l| l.sku == sku && l.wh == wh && l.quantity > 0)
+            })
+            .collect();
+        order.sort_by_key(|i| (self.reservations[*i].status != Status::Active, std::cmp::Reverse(*i)));
+        let mut movements = 0;
+        for index in order {
+            if short <= 0 {
+                break;
+            }
+            let lines = &self.reservations[index].lines;
+            let held: i64 = lines.iter().filter(|l| l.sku == sku && l.wh == wh).map(|l| l.quantity).sum();
+            let total: i64 = lines.iter().map(|l| l.quantity).sum();
+            let take = held.min(short);
+            short -= take;
+            if take == total {
+                movements += lines.len() as i64;
+                self.give_back(index, Status::Released);
+                continue;
+            }
+            let mut need = take;
+            for line in self.reservations[index].lines.iter_mut().filter(|l| l.sku == sku && l.wh == wh) {
+                let cut = need.min(line.quantity);
+                line.quantity -= cut;
+                need -= cut;
+            }
+            self.reservations[index].lines.retain(|l| l.quantity > 0);
+            self.level_mut(sku, wh).1 -= take;
+            movements += 1;
+        }
+        movements
+    }
+
     fn give_back(&mut self, index: usize, status: Status) {
         let shipped = status == Status::Fulfilled;
         for line in self.reservations[index].lines.clone() {
