@@ -120,6 +120,20 @@ pub trait Batch: Send + Sync + 'static {
         now: Timestamp,
     ) -> impl Future<Output = Applied<Self::Outcome, Self::Error>> + Send + 'a;
 
+    /// Applies a batch of ops that carry no idempotency key on a faster path, where the batch
+    /// has one for them (SQLite's direct writer, [`crate::direct`]), in a transaction of its
+    /// own; `None` (nothing written) leaves them to [`Batch::apply`]. Outcomes must be exactly
+    /// those [`Batch::apply`] would give.
+    fn apply_direct<'a>(
+        &'a self,
+        db: &'a Db,
+        ops: &'a [Self::Op],
+        now: Timestamp,
+    ) -> impl Future<Output = Option<Applied<Self::Outcome, Self::Error>>> + Send + 'a {
+        let _ = (db, ops, now);
+        std::future::ready(None)
+    }
+
     /// A lock conflict worth retrying the whole batch for.
     fn is_retryable(error: &Self::Error) -> bool;
 
@@ -371,6 +385,22 @@ enum Slot {
 /// outcomes of the fresh keys, commits.
 async fn apply_batch<B: Batch>(shared: &Shared<B>, requests: &[Request<B>]) -> Result<Vec<Replied<B>>, B::Error> {
     let now = shared.clock.now();
+    if requests.iter().all(|r| r.key.is_none()) {
+        let ops: Vec<B::Op> = requests.iter().map(|r| r.op.clone()).collect();
+        if let Some(applied) = shared.batch.apply_direct(&shared.db, &ops, now).await {
+            let answers = applied?;
+            if answers.len() != ops.len() {
+                return Err(StoreError::Corrupt(format!(
+                    "{} answered {} outcomes for {} ops",
+                    shared.batch.name(),
+                    answers.len(),
+                    ops.len()
+                ))
+                .into());
+            }
+            return Ok(answers.into_iter().map(|answer| (answer, false)).collect());
+        }
+    }
     let mut tx = shared.db.begin().await?;
 
     // The first request of each key claims it; a repeat in the batch answers like it.

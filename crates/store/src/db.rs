@@ -67,6 +67,8 @@ pub struct Db {
     write: AnyPool,
     read: AnyPool,
     backend: Backend,
+    /// SQLite files only: the writer thread hot batches run on ([`crate::direct`]).
+    direct: Option<crate::direct::DirectWriter>,
 }
 
 impl Db {
@@ -79,7 +81,11 @@ impl Db {
             let write = sqlite_pool(&url, 1, options.sqlite_writer_cache_kib, options).await?;
             let read =
                 sqlite_pool(&url, options.max_connections.max(1), options.sqlite_reader_cache_kib, options).await?;
-            Ok(Self { write, read, backend: Backend::Sqlite })
+            let direct = match sqlite_path(&url) {
+                Some(path) => Some(crate::direct::DirectWriter::open(path, options)?),
+                None => None,
+            };
+            Ok(Self { write, read, backend: Backend::Sqlite, direct })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let connect = AnyConnectOptions::from_str(url)?
                 .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
@@ -88,7 +94,7 @@ impl Db {
                 .acquire_timeout(options.acquire_timeout)
                 .connect_with(connect)
                 .await?;
-            Ok(Self { write: pool.clone(), read: pool, backend: Backend::Postgres })
+            Ok(Self { write: pool.clone(), read: pool, backend: Backend::Postgres, direct: None })
         } else {
             Err(StoreError::UnsupportedUrl(url.to_owned()))
         }
@@ -154,6 +160,42 @@ impl Db {
             Backend::Postgres => self.write.begin().await?,
         };
         Ok(tx)
+    }
+
+    /// Runs `work` in one `BEGIN IMMEDIATE` transaction on SQLite's direct writer
+    /// ([`crate::direct`]); `None` where there is none (PostgreSQL, in-memory SQLite). `work`
+    /// answers `Ok(Some(_))` to commit, `Ok(None)` to roll back and leave the batch to the
+    /// general path, an error to roll back.
+    pub async fn write_direct<T, E>(
+        &self,
+        work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<Option<T>, E> + Send + 'static,
+    ) -> Option<Result<Option<T>, E>>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let writer = self.direct.as_ref()?;
+        let outcome = async {
+            // The sqlx writer's one connection is the in-process write lock: holding it keeps
+            // the two writers queueing in order rather than in SQLite's busy handler.
+            let _turn = self.write.acquire().await.map_err(StoreError::from)?;
+            writer
+                .run(move |conn| {
+                    let tx = conn
+                        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                        .map_err(StoreError::from)?;
+                    match work(&tx)? {
+                        Some(done) => {
+                            tx.commit().map_err(StoreError::from)?;
+                            Ok(Some(done))
+                        }
+                        // Dropping the transaction rolls it back.
+                        None => Ok(None),
+                    }
+                })
+                .await?
+        };
+        Some(outcome.await)
     }
 
     /// The pool for reads that need no transaction.

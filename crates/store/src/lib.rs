@@ -11,10 +11,13 @@
 //!   goes through.
 //! - [`subscriber`] is the one way a context consumes the outbox.
 //! - [`sql`] speaks the two dialects: row locks and multi-row `VALUES`.
+//! - [`direct`] is SQLite's direct writer: a thread that applies a whole batch with no
+//!   hand-off per statement.
 //! - [`workers`] records which background workers are up, for `/ready`.
 
 pub mod batch;
 pub mod db;
+pub mod direct;
 pub mod error;
 pub mod idempotency;
 pub mod outbox;

@@ -159,6 +159,44 @@ impl Journal {
     }
 }
 
+impl Journal {
+    /// [`Journal::flush`] on SQLite's direct writer (`store::direct`): the same rows in the
+    /// same order, one cached single-row statement each.
+    pub(crate) fn flush_direct(self, tx: &rusqlite::Transaction<'_>, now: Timestamp) -> Result<()> {
+        store::direct::append_events(tx, &self.events, now)?;
+        if self.events.is_empty() && !self.movements.is_empty() {
+            store::direct::lock_sequence(tx, 0)?;
+        }
+        let at = now.to_rfc3339();
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO movements (id, warehouse, sku, kind, on_hand_delta, reserved_delta, \
+                 on_hand_after, reserved_after, reference, reason, at, reservations) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )
+            .map_err(store::StoreError::from)?;
+        for (m, carried) in &self.movements {
+            insert
+                .execute(rusqlite::params![
+                    format!("mov_{}", uuid::Uuid::now_v7().simple()),
+                    m.warehouse.as_str(),
+                    m.sku.as_str(),
+                    m.kind.as_str(),
+                    m.on_hand_delta,
+                    m.reserved_delta,
+                    m.on_hand_after,
+                    m.reserved_after,
+                    m.reference,
+                    m.reason,
+                    at,
+                    carried,
+                ])
+                .map_err(store::StoreError::from)?;
+        }
+        Ok(())
+    }
+}
+
 /// A movement as the API shows it.
 #[derive(Debug, Clone, Serialize, FromRow, PartialEq, utoipa::ToSchema)]
 pub struct Movement {

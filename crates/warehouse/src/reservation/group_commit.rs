@@ -85,6 +85,29 @@ impl Batch for ReservationBatch {
         apply_ops(tx, ops, now).await
     }
 
+    /// Batches of holds only, on SQLite's direct writer ([`super::hold_batch_direct`]).
+    async fn apply_direct(
+        &self,
+        db: &Db,
+        ops: &[ReservationOp],
+        now: Timestamp,
+    ) -> Option<Result<Vec<Result<Reservation>>>> {
+        let commands: Vec<HoldCommand> = ops
+            .iter()
+            .map(|op| match op {
+                ReservationOp::Hold(command) => Some(command.clone()),
+                _ => None,
+            })
+            .collect::<Option<_>>()?;
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("reservation-batch-apply");
+        match db.write_direct(move |tx| super::hold_batch_direct(tx, commands, now)).await? {
+            Ok(Some(outcomes)) => Some(Ok(outcomes)),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
     fn is_retryable(error: &WarehouseError) -> bool {
         matches!(error, WarehouseError::Store(e) if e.is_retryable())
     }

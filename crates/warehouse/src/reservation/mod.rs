@@ -9,6 +9,7 @@
 //! Holding takes a batch of commands ([`hold_batch`]) and answers one outcome per command,
 //! exactly as if they had been applied one by one in order; a batch of one is the simple case.
 
+mod direct;
 pub mod group_commit;
 pub mod rules;
 mod store;
@@ -151,10 +152,7 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
     let lot_tracked: HashSet<String> = known_items.iter().filter(|(_, lots)| *lots).map(|(s, _)| s.clone()).collect();
     distinct.retain(|s| known.contains(s.as_str()));
     let lot_skus: Vec<&SkuCode> = distinct.iter().copied().filter(|s| lot_tracked.contains(s.as_str())).collect();
-    let mut named: Vec<&WarehouseCode> =
-        commands.iter().flat_map(|c| c.lines.iter().filter_map(|l| l.warehouse.as_ref())).collect();
-    named.sort();
-    named.dedup();
+    let named = named_warehouses(&commands);
     let known_warehouses = crate::site::warehouses_known(tx, &named).await?;
     let inactive = crate::site::warehouses_inactive(tx, &named).await?;
 
@@ -164,11 +162,80 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
 
     // An expired reservation never blocks a sale: where the batch asks for more of a SKU than
     // is available, reclaim that SKU's due reservations first, then read the rows again.
+    let short_skus = short_skus(&commands, &distinct, &rows);
+    if !short_skus.is_empty() {
+        let due = store::reservations_due_holding(tx, &short_skus, now, INLINE_RECLAIM_MAX).await?;
+        if expire_reservations(tx, &mut journal, &due, now).await? > 0 {
+            rows = store::stock_rows_lock(tx, &distinct).await?;
+            lots = load_lots(tx, &lot_skus).await?;
+        }
+    }
+
+    let reads = HoldReads { known_items, known_warehouses, inactive, rows, lots };
+    let planned = plan_holds(reads, commands, now, &mut journal)?;
+    let deltas: Vec<(&SkuCode, &WarehouseCode, i64)> = planned.deltas.iter().map(|(s, w, u)| (s, w, *u)).collect();
+    store::stock_rows_add_reserved(tx, &deltas).await?;
+    for ((sku, warehouse, lot), q) in &planned.lot_net {
+        crate::lot::lot_change_held(tx, sku, warehouse, lot, 0, *q).await?;
+    }
+    store::reservations_insert(tx, &planned.created).await?;
+    journal.flush(tx, now).await?;
+    metrics::counter!("stockroom_reservations_held_total").increment(planned.created.len() as u64);
+    Ok(planned.outcomes)
+}
+
+/// [`hold_batch`] on SQLite's direct writer (`store::direct`), for batches of plain holds:
+/// the same reads, the same plan ([`plan_holds`]) and the same rows, through cached
+/// prepared statements on the writer thread. `None` (nothing written) when the batch needs
+/// what only the general path does: lot-tracked SKUs, or due reservations to reclaim first.
+pub fn hold_batch_direct(
+    tx: &rusqlite::Transaction<'_>,
+    commands: Vec<HoldCommand>,
+    now: Timestamp,
+) -> Result<Option<Vec<Result<Reservation>>>> {
+    let mut distinct: Vec<&SkuCode> = commands.iter().flat_map(|c| c.lines.iter().map(|l| &l.sku)).collect();
+    distinct.sort();
+    distinct.dedup();
+    let known_items = direct::items_known(tx, &distinct)?;
+    if known_items.iter().any(|(_, lots)| *lots) {
+        return Ok(None);
+    }
+    let known: HashSet<String> = known_items.iter().map(|(s, _)| s.clone()).collect();
+    distinct.retain(|s| known.contains(s.as_str()));
+    let named = named_warehouses(&commands);
+    let known_warehouses = direct::warehouses_where(tx, "SELECT code FROM warehouses WHERE code", &named)?;
+    let inactive = direct::warehouses_where(tx, "SELECT code FROM warehouses WHERE active = 0 AND code", &named)?;
+    let rows = direct::stock_rows(tx, &distinct)?;
+    let short_skus = short_skus(&commands, &distinct, &rows);
+    if !short_skus.is_empty() && direct::any_due_holding(tx, &short_skus, now)? {
+        return Ok(None);
+    }
+
+    let mut journal = Journal::new();
+    let reads = HoldReads { known_items, known_warehouses, inactive, rows, lots: HashMap::new() };
+    let planned = plan_holds(reads, commands, now, &mut journal)?;
+    direct::stock_rows_add_reserved(tx, &planned.deltas)?;
+    direct::reservations_insert(tx, &planned.created)?;
+    journal.flush_direct(tx, now)?;
+    metrics::counter!("stockroom_reservations_held_total").increment(planned.created.len() as u64);
+    Ok(Some(planned.outcomes))
+}
+
+fn named_warehouses(commands: &[HoldCommand]) -> Vec<&WarehouseCode> {
+    let mut named: Vec<&WarehouseCode> =
+        commands.iter().flat_map(|c| c.lines.iter().filter_map(|l| l.warehouse.as_ref())).collect();
+    named.sort();
+    named.dedup();
+    named
+}
+
+/// The SKUs the batch asks more of than their rows have available.
+fn short_skus<'a>(commands: &[HoldCommand], distinct: &[&'a SkuCode], rows: &[store::StockRow]) -> Vec<&'a SkuCode> {
     let mut demand: HashMap<&SkuCode, i64> = HashMap::new();
     for line in commands.iter().flat_map(|c| c.lines.iter()) {
         *demand.entry(&line.sku).or_default() += line.quantity.get();
     }
-    let short_skus: Vec<&SkuCode> = distinct
+    distinct
         .iter()
         .copied()
         .filter(|sku| {
@@ -179,15 +246,36 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
                 .sum();
             demand.get(sku).copied().unwrap_or(0) > available
         })
-        .collect();
-    if !short_skus.is_empty() {
-        let due = store::reservations_due_holding(tx, &short_skus, now, INLINE_RECLAIM_MAX).await?;
-        if expire_reservations(tx, &mut journal, &due, now).await? > 0 {
-            rows = store::stock_rows_lock(tx, &distinct).await?;
-            lots = load_lots(tx, &lot_skus).await?;
-        }
-    }
+        .collect()
+}
 
+/// What a hold batch reads before it plans.
+struct HoldReads {
+    known_items: Vec<(String, bool)>,
+    known_warehouses: HashSet<String>,
+    inactive: HashSet<String>,
+    rows: Vec<store::StockRow>,
+    lots: HashMap<(String, String), Vec<crate::lot::LotRow>>,
+}
+
+/// What a hold batch writes, planned: one outcome per command, the reservations made, each
+/// touched stock row's net change and each lot's. The movements and events are in the journal.
+struct PlannedHolds {
+    outcomes: Vec<Result<Reservation>>,
+    created: Vec<(Reservation, Timestamp)>,
+    deltas: Vec<(SkuCode, WarehouseCode, i64)>,
+    lot_net: BTreeMap<(String, String, String), i64>,
+}
+
+/// Plans the commands in order against what was read (no database), and journals the
+/// batch's movements and events.
+fn plan_holds(
+    reads: HoldReads,
+    commands: Vec<HoldCommand>,
+    now: Timestamp,
+    journal: &mut Journal,
+) -> Result<PlannedHolds> {
+    let HoldReads { known_items, known_warehouses, inactive, rows, lots } = reads;
     let mut figures = rules::Figures {
         items: known_items.into_iter().collect(),
         warehouses: known_warehouses,
@@ -303,17 +391,8 @@ pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp)
         journal.event(reservation_event(reservation, events::ReservationCreated));
     }
     let outcomes: Vec<Result<Reservation>> = outcomes.into_iter().map(|o| o.map(|i| created[i].0.clone())).collect();
-
-    let deltas: Vec<(&SkuCode, &WarehouseCode, i64)> =
-        carried_by_row.iter().map(|((s, w), (units, ..))| (s, w, *units)).collect();
-    store::stock_rows_add_reserved(tx, &deltas).await?;
-    for ((sku, warehouse, lot), q) in &lot_net {
-        crate::lot::lot_change_held(tx, sku, warehouse, lot, 0, *q).await?;
-    }
-    store::reservations_insert(tx, &created).await?;
-    journal.flush(tx, now).await?;
-    metrics::counter!("stockroom_reservations_held_total").increment(created.len() as u64);
-    Ok(outcomes)
+    let deltas = carried_by_row.into_iter().map(|((s, w), (units, ..))| (s, w, units)).collect();
+    Ok(PlannedHolds { outcomes, created, deltas, lot_net })
 }
 
 /// What the database finds wrong with a hold's lines, every line at once: each unknown SKU and
