@@ -24,6 +24,7 @@
 //!   applied, so what it was told ("nothing was changed") holds;
 //! - metrics, labelled with the batch's name: `stockroom_group_commit_batch_size`,
 //!   `stockroom_group_commit_rejected_total`, `stockroom_group_commit_fallbacks_total`,
+//!   `stockroom_group_commit_direct_batches_total`,
 //!   `stockroom_group_commit_panics_total`, `stockroom_group_commit_abandoned_total`.
 
 use crate::idempotency::{self, Claim, KeyClaim};
@@ -398,6 +399,8 @@ async fn apply_batch<B: Batch>(shared: &Shared<B>, requests: &[Request<B>]) -> R
                 ))
                 .into());
             }
+            metrics::counter!("stockroom_group_commit_direct_batches_total", "executor" => shared.batch.name())
+                .increment(1);
             return Ok(answers.into_iter().map(|answer| (answer, false)).collect());
         }
     }
