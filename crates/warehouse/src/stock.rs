@@ -226,6 +226,7 @@ impl StockView {
 #[derive(FromRow)]
 struct StockRow {
     item_sku: String,
+    track_lots: i64,
     warehouse: Option<String>,
     on_hand: Option<i64>,
     reserved: Option<i64>,
@@ -256,7 +257,7 @@ pub async fn stock_views_at(
         return Ok(Vec::new());
     }
     let sql = format!(
-        "SELECT i.sku AS item_sku, s.warehouse, s.on_hand, s.reserved, s.quarantined, w.active, \
+        "SELECT i.sku AS item_sku, i.track_lots, s.warehouse, s.on_hand, s.reserved, s.quarantined, w.active, \
                 (SELECT CAST(SUM(l.quantity) AS BIGINT) FROM transfer_lines l \
                  JOIN transfers t ON t.id = l.transfer_id \
                  WHERE l.sku = s.sku AND t.to_wh = s.warehouse AND t.status = 'in_transit') AS incoming \
@@ -272,7 +273,11 @@ pub async fn stock_views_at(
         query = query.bind(sku.as_str().to_owned());
     }
     let rows = query.fetch_all(pool).await?;
-    let blocked = crate::lot::blocked_units(pool, skus, now).await?;
+    // Only lots can block units: a read of SKUs that track none makes no second round trip.
+    let mut lot_skus: Vec<SkuCode> =
+        skus.iter().filter(|s| rows.iter().any(|r| r.track_lots != 0 && r.item_sku == s.as_str())).cloned().collect();
+    lot_skus.dedup();
+    let blocked = crate::lot::blocked_units(pool, &lot_skus, now).await?;
     let mut views: Vec<StockView> = Vec::new();
     for row in rows {
         if views.last().is_none_or(|v| v.sku != row.item_sku) {

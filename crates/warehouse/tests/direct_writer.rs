@@ -95,6 +95,9 @@ async fn prepare(db: &Db, case_no: usize, case: &Case, start: Timestamp) {
     tx.commit().await.unwrap();
 }
 
+/// seq, warehouse, SKU, kind, on hand and reserved deltas and after, reference, holds carried.
+type MovementSeen = (i64, String, String, String, i64, i64, i64, i64, Option<String>, Option<i64>);
+
 /// What a database shows of a case, ids of rows and batches aside.
 async fn seen(db: &Db, case_no: usize) -> Vec<String> {
     let like = format!("D{case_no}-%");
@@ -124,15 +127,14 @@ async fn seen(db: &Db, case_no: usize) -> Vec<String> {
     .await
     .unwrap();
     seen.extend(lines.iter().map(|l| format!("line {l:?}")));
-    let movements: Vec<(i64, String, String, String, i64, i64, i64, i64, Option<String>, Option<i64>)> =
-        sqlx::query_as(
-            "SELECT seq, warehouse, sku, kind, on_hand_delta, reserved_delta, on_hand_after, reserved_after, \
+    let movements: Vec<MovementSeen> = sqlx::query_as(
+        "SELECT seq, warehouse, sku, kind, on_hand_delta, reserved_delta, on_hand_after, reserved_after, \
              reference, reservations FROM movements WHERE sku LIKE $1 ORDER BY seq",
-        )
-        .bind(like)
-        .fetch_all(db.reader())
-        .await
-        .unwrap();
+    )
+    .bind(like)
+    .fetch_all(db.reader())
+    .await
+    .unwrap();
     seen.extend(movements.iter().map(|m| without_batch_ids(&format!("movement {m:?}"))));
     let events: Vec<(i64, String, String, i64, i64, String)> = sqlx::query_as(
         "SELECT seq, event_type, aggregate, aggregate_seq, version, data FROM events \
