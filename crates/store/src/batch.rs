@@ -391,13 +391,7 @@ async fn apply_batch<B: Batch>(shared: &Shared<B>, requests: &[Request<B>]) -> R
         if let Some(applied) = shared.batch.apply_direct(&shared.db, &ops, now).await {
             let answers = applied?;
             if answers.len() != ops.len() {
-                return Err(StoreError::Corrupt(format!(
-                    "{} answered {} outcomes for {} ops",
-                    shared.batch.name(),
-                    answers.len(),
-                    ops.len()
-                ))
-                .into());
+                return Err(miscounted(shared.batch.name(), answers.len(), ops.len()).into());
             }
             metrics::counter!("stockroom_group_commit_direct_batches_total", "executor" => shared.batch.name())
                 .increment(1);
@@ -460,13 +454,7 @@ async fn apply_batch<B: Batch>(shared: &Shared<B>, requests: &[Request<B>]) -> R
         shared.batch.apply(&mut tx, &ops, now).await?.into_iter().map(Some).collect()
     };
     if applied.len() != ops.len() {
-        return Err(StoreError::Corrupt(format!(
-            "{} answered {} outcomes for {} ops",
-            shared.batch.name(),
-            applied.len(),
-            ops.len()
-        ))
-        .into());
+        return Err(miscounted(shared.batch.name(), applied.len(), ops.len()).into());
     }
     let mut take = |n: usize| applied[n].take().ok_or_else(|| StoreError::Corrupt("an op answered twice".into()));
 
@@ -525,6 +513,11 @@ async fn apply_batch<B: Batch>(shared: &Shared<B>, requests: &[Request<B>]) -> R
     idempotency::release_many(&mut tx, &to_release).await?;
     tx.commit().await.map_err(StoreError::from)?;
     Ok(answers)
+}
+
+/// A batch that answered another number of outcomes than it was given ops: a bug.
+fn miscounted(name: &str, answered: usize, ops: usize) -> StoreError {
+    StoreError::Corrupt(format!("{name} answered {answered} outcomes for {ops} ops"))
 }
 
 /// How the first request of a key was answered.
