@@ -3,13 +3,13 @@
 //! list padded to a fixed length, so every statement text is fixed and stays prepared.
 
 use super::store::StockRow;
-use super::{Reservation, Status};
+use super::{Reservation, ReservationLine, Status};
 use crate::{Result, WarehouseError};
 use ::store::StoreError;
 use ::store::sql::padded_in_list;
 use kernel::{SkuCode, Timestamp, WarehouseCode};
 use rusqlite::{Transaction, params, params_from_iter};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 fn db(e: rusqlite::Error) -> WarehouseError {
     WarehouseError::Store(StoreError::Sqlite(e))
@@ -148,4 +148,102 @@ pub(super) fn reservations_insert(tx: &Transaction<'_>, reservations: &[(Reserva
         }
     }
     Ok(())
+}
+
+/// Up to `limit` active reservations due at `now`, soonest due first.
+pub(super) fn reservations_due(tx: &Transaction<'_>, now: Timestamp, limit: i64) -> Result<Vec<String>> {
+    let mut statement = tx
+        .prepare_cached(
+            "SELECT id FROM reservations WHERE status = 'active' AND expires_at_ms <= ?1 \
+             ORDER BY expires_at_ms LIMIT ?2",
+        )
+        .map_err(db)?;
+    let rows = statement.query_map(params![now.millis(), limit], |row| row.get::<_, String>(0)).map_err(db)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(db)
+}
+
+/// The lines of the reservations `ids`, as (reservation id, line), in order; `None` if any line
+/// holds lots.
+pub(super) fn lines_without_lots(
+    tx: &Transaction<'_>,
+    ids: &[String],
+) -> Result<Option<Vec<(String, ReservationLine)>>> {
+    let mut statement = tx
+        .prepare_cached(
+            "SELECT l.sku, l.warehouse, l.quantity, \
+             EXISTS (SELECT 1 FROM reservation_lots x WHERE x.reservation_id = l.reservation_id AND x.line_no = l.line_no) \
+             FROM reservation_lines l WHERE l.reservation_id = ?1 ORDER BY l.line_no",
+        )
+        .map_err(db)?;
+    let mut lines = Vec::new();
+    for id in ids {
+        let rows = statement
+            .query_map([id], |row| {
+                Ok((
+                    ReservationLine {
+                        sku: row.get(0)?,
+                        warehouse: row.get(1)?,
+                        quantity: row.get(2)?,
+                        lots: Vec::new(),
+                    },
+                    row.get::<_, bool>(3)?,
+                ))
+            })
+            .map_err(db)?;
+        for row in rows {
+            let (line, has_lots) = row.map_err(db)?;
+            if has_lots {
+                return Ok(None);
+            }
+            lines.push((id.clone(), line));
+        }
+    }
+    Ok(Some(lines))
+}
+
+/// Marks the reservations `ids` expired; each must still be active and due (they were read
+/// under the write lock).
+pub(super) fn reservations_expire(tx: &Transaction<'_>, ids: &[String], now: Timestamp) -> Result<()> {
+    let mut statement = tx
+        .prepare_cached(
+            "UPDATE reservations SET status = 'expired', updated_at = ?1 \
+             WHERE id = ?2 AND status = 'active' AND expires_at_ms <= ?3",
+        )
+        .map_err(db)?;
+    let at = now.to_rfc3339();
+    for id in ids {
+        if statement.execute(params![at, id, now.millis()]).map_err(db)? != 1 {
+            return Err(WarehouseError::Store(StoreError::Corrupt(format!(
+                "reservation {id} changed under the write lock"
+            ))));
+        }
+    }
+    Ok(())
+}
+
+/// Takes `units` off reserved of each (SKU, warehouse) row; each row's (on hand, reserved)
+/// after.
+pub(super) fn stock_rows_unhold(
+    tx: &Transaction<'_>,
+    per_row: &[(&str, &str, i64)],
+) -> Result<HashMap<(String, String), (i64, i64)>> {
+    let mut statement = tx
+        .prepare_cached(
+            "UPDATE stock_levels SET reserved = reserved - ?1 WHERE sku = ?2 AND warehouse = ?3 \
+             RETURNING on_hand, reserved",
+        )
+        .map_err(db)?;
+    let mut after = HashMap::with_capacity(per_row.len());
+    for (sku, warehouse, units) in per_row {
+        let level = statement
+            .query_row(params![units, sku, warehouse], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)))
+            .map_err(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => WarehouseError::Store(StoreError::Corrupt(
+                    "a reservation line names a stock row that does not exist".into(),
+                )),
+                other => db(other),
+            })?;
+        after.insert((sku.to_string(), warehouse.to_string()), level);
+    }
+    Ok(after)
 }

@@ -466,6 +466,13 @@ async fn unhold_many(
     lines: &[&(String, ReservationLine)],
     kind: MovementKind,
 ) -> Result<()> {
+    let per_row = units_per_row(lines);
+    let after = store::stock_rows_unhold(tx, &per_row).await?;
+    journal_unheld(journal, lines, &per_row, &after, kind)
+}
+
+/// The units given back of each stock row, in `lines`' order (sorted by stock row).
+fn units_per_row<'a>(lines: &[&'a (String, ReservationLine)]) -> Vec<(&'a str, &'a str, i64)> {
     let mut per_row: Vec<(&str, &str, i64)> = Vec::new();
     for (_, line) in lines {
         match per_row.last_mut() {
@@ -475,9 +482,20 @@ async fn unhold_many(
             _ => per_row.push((&line.sku, &line.warehouse, line.quantity)),
         }
     }
-    let after = store::stock_rows_unhold(tx, &per_row).await?;
+    per_row
+}
+
+/// Journals one movement per line given back with the level after it, as if the lines had
+/// been given back one by one in order, from each row's level `after` all of them.
+fn journal_unheld(
+    journal: &mut Journal,
+    lines: &[&(String, ReservationLine)],
+    per_row: &[(&str, &str, i64)],
+    after: &HashMap<(String, String), (i64, i64)>,
+    kind: MovementKind,
+) -> Result<()> {
     let mut running: HashMap<(&str, &str), (i64, i64)> = HashMap::with_capacity(per_row.len());
-    for (sku, warehouse, units) in &per_row {
+    for (sku, warehouse, units) in per_row {
         let (on_hand, reserved) = after[&(sku.to_string(), warehouse.to_string())];
         running.insert((sku, warehouse), (on_hand, reserved + units));
     }
@@ -848,13 +866,54 @@ pub async fn extend(tx: &mut Tx, id: &ReservationId, ttl_seconds: i64, now: Time
 /// One sweeper run: expires up to `batch_max` due reservations in one transaction; returns
 /// how many.
 pub async fn sweep_expired(db: &Db, now: Timestamp, batch_max: i64) -> Result<usize> {
+    // On SQLite the batch runs on the direct writer unless it meets lots.
+    if let Some(swept) = db.write_direct(move |tx| sweep_expired_direct(tx, now, batch_max)).await
+        && let Some(expired) = swept?
+    {
+        return Ok(expired);
+    }
     let mut tx = db.begin().await?;
-    let due = store::reservations_due(&mut tx, db.backend(), now, batch_max).await?;
-    let mut journal = Journal::new();
-    let expired = expire_reservations(&mut tx, &mut journal, &due, now).await?;
-    journal.flush(&mut tx, now).await?;
+    let expired = sweep_expired_in(&mut tx, now, batch_max).await?;
     tx.commit().await?;
     Ok(expired)
+}
+
+/// One sweeper run in the caller's transaction, through sqlx (the general path).
+pub async fn sweep_expired_in(tx: &mut Tx, now: Timestamp, batch_max: i64) -> Result<usize> {
+    let due = store::reservations_due(tx, ::store::db::backend_of(tx), now, batch_max).await?;
+    let mut journal = Journal::new();
+    let expired = expire_reservations(tx, &mut journal, &due, now).await?;
+    journal.flush(tx, now).await?;
+    Ok(expired)
+}
+
+/// [`sweep_expired`] on SQLite's direct writer: the same rows through cached single-row
+/// statements. `None` (nothing written) when a due reservation holds lots: the general path
+/// gives those back lot by lot.
+fn sweep_expired_direct(tx: &rusqlite::Transaction<'_>, now: Timestamp, batch_max: i64) -> Result<Option<usize>> {
+    let due = direct::reservations_due(tx, now, batch_max)?;
+    if due.is_empty() {
+        return Ok(Some(0));
+    }
+    let Some(lines) = direct::lines_without_lots(tx, &due)? else {
+        return Ok(None);
+    };
+    direct::reservations_expire(tx, &due, now)?;
+    let mut lines: Vec<&(String, ReservationLine)> = lines.iter().collect();
+    lines.sort_by(|a, b| (&a.1.sku, &a.1.warehouse, &a.0).cmp(&(&b.1.sku, &b.1.warehouse, &b.0)));
+    let per_row = units_per_row(&lines);
+    let after = direct::stock_rows_unhold(tx, &per_row)?;
+    let mut journal = Journal::new();
+    journal_unheld(&mut journal, &lines, &per_row, &after, MovementKind::Expire)?;
+    for id in &due {
+        journal.event(NewEvent::of(
+            format!("reservation:{id}"),
+            &events::ReservationExpired { id: id.clone(), status: Status::Expired },
+        ));
+    }
+    journal.flush_direct(tx, now)?;
+    metrics::counter!("stockroom_reservations_expired_total").increment(due.len() as u64);
+    Ok(Some(due.len()))
 }
 
 /// A hold given up because the stock under it is not there (a cycle count found less).
