@@ -77,11 +77,14 @@ impl Db {
     pub async fn connect(url: &str, options: &DbOptions) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         if url.starts_with("sqlite:") {
+            let plain_file = sqlite_path(url).filter(|_| !url.contains('?') && !url.contains('%'));
             let url = sqlite_url_with_create(url);
             let write = sqlite_pool(&url, 1, options.sqlite_writer_cache_kib, options).await?;
             let read =
                 sqlite_pool(&url, options.max_connections.max(1), options.sqlite_reader_cache_kib, options).await?;
-            let direct = match sqlite_path(&url) {
+            // Only a plain file path: a URL with options (`mode=`, `immutable=`, `vfs=`) or
+            // percent-encoding is left to sqlx alone, which reads them; rusqlite would not.
+            let direct = match plain_file {
                 Some(path) => Some(crate::direct::DirectWriter::open(path, options)?),
                 None => None,
             };
@@ -177,21 +180,29 @@ impl Db {
         let writer = self.direct.as_ref()?;
         let outcome = async {
             // The sqlx writer's one connection is the in-process write lock: holding it keeps
-            // the two writers queueing in order rather than in SQLite's busy handler.
-            let _turn = self.write.acquire().await.map_err(StoreError::from)?;
+            // the two writers queueing in order rather than in SQLite's busy handler. The job
+            // owns it, so a caller that stops waiting cannot release it while the job runs.
+            let turn = WriteTurn {
+                conn: Some(self.write.acquire().await.map_err(StoreError::from)?),
+                runtime: tokio::runtime::Handle::current(),
+            };
             writer
                 .run(move |conn| {
-                    let tx = conn
-                        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                        .map_err(StoreError::from)?;
-                    match work(&tx)? {
-                        Some(done) => {
-                            tx.commit().map_err(StoreError::from)?;
-                            Ok(Some(done))
+                    let done = (|| {
+                        let tx = conn
+                            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                            .map_err(StoreError::from)?;
+                        match work(&tx)? {
+                            Some(done) => {
+                                tx.commit().map_err(StoreError::from)?;
+                                Ok(Some(done))
+                            }
+                            // Dropping the transaction rolls it back.
+                            None => Ok(None),
                         }
-                        // Dropping the transaction rolls it back.
-                        None => Ok(None),
-                    }
+                    })();
+                    drop(turn);
+                    done
                 })
                 .await?
         };
@@ -206,6 +217,21 @@ impl Db {
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
+    }
+}
+
+/// The sqlx writer connection a direct job holds as the in-process write lock. It may be
+/// dropped on the writer thread (also while a panicking job unwinds), and returning a pooled
+/// connection spawns on the runtime: the drop enters it first.
+struct WriteTurn {
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Any>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Drop for WriteTurn {
+    fn drop(&mut self) {
+        let _entered = self.runtime.enter();
+        self.conn.take();
     }
 }
 

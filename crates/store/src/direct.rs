@@ -32,7 +32,11 @@ const STATEMENT_CACHE: usize = 128;
 impl DirectWriter {
     /// Opens `path` with the same settings as the sqlx writer and starts the thread.
     pub(crate) fn open(path: &str, options: &DbOptions) -> Result<Self, StoreError> {
-        let conn = rusqlite::Connection::open(path)?;
+        // The file exists (the sqlx pools created it) and is opened for writing, never created.
+        let conn = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
         let synchronous = match options.sqlite_sync {
             SqliteSync::Full => "FULL",
             SqliteSync::Normal => "NORMAL",
@@ -52,8 +56,8 @@ impl DirectWriter {
             .spawn(move || {
                 let mut conn = conn;
                 for job in receiver {
-                    // A job that panics drops its reply (its caller sees the error) and rolls
-                    // back its transaction as it unwinds; the thread goes on with the next.
+                    // Jobs catch their own panics (see `run`); this keeps the thread alive
+                    // should dropping one panic too.
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut conn)));
                 }
             })
@@ -61,7 +65,9 @@ impl DirectWriter {
         Ok(Self { jobs })
     }
 
-    /// Runs `work` on the writer thread and answers what it returned.
+    /// Runs `work` on the writer thread and answers what it returned. A panic in `work` (its
+    /// transaction rolled back as it unwound) is raised again in the caller, so the executor
+    /// and the workers' supervision see a panic, not a database error.
     pub(crate) async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut rusqlite::Connection) -> T + Send + 'static,
@@ -69,10 +75,14 @@ impl DirectWriter {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Box::new(move |conn| {
-                let _ = reply.send(work(conn));
+                let _ = reply.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(conn))));
             }))
             .map_err(|_| StoreError::Corrupt("the SQLite writer thread has stopped".into()))?;
-        answer.await.map_err(|_| StoreError::Corrupt("a batch panicked on the SQLite writer thread".into()))
+        match answer.await {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => Err(StoreError::Corrupt("the SQLite writer thread dropped a job".into())),
+        }
     }
 }
 

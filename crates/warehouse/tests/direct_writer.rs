@@ -4,7 +4,7 @@
 //! levels, reservations, movements and events (ids aside). A batch the direct path leaves to
 //! the general one (due holds to reclaim) writes nothing there. Then everything expires and
 //! the sweep runs both ways (`sweep_expired` on the writer thread, `sweep_expired_in` through
-//! sqlx), with the same result.
+//! sqlx), with the same result, events in the same feed order.
 //!
 //! SQLite only: the direct writer exists only there (PostgreSQL keeps sqlx).
 
@@ -101,9 +101,7 @@ async fn prepare(db: &Db, case_no: usize, case: &Case, start: Timestamp) {
 type MovementSeen = (i64, String, String, String, i64, i64, i64, i64, Option<String>, Option<i64>);
 
 /// What a database shows of a case, ids of rows and batches aside.
-/// With `in_feed_order` false, events are listed by aggregate, each in its own order, without
-/// their global `seq` (a sweep's expiry events of different reservations may go in either order).
-async fn seen(db: &Db, case_no: usize, in_feed_order: bool) -> Vec<String> {
+async fn seen(db: &Db, case_no: usize) -> Vec<String> {
     let like = format!("D{case_no}-%");
     let mut seen = Vec::new();
     let levels: Vec<(String, String, i64, i64)> = sqlx::query_as(
@@ -149,16 +147,7 @@ async fn seen(db: &Db, case_no: usize, in_feed_order: bool) -> Vec<String> {
     .fetch_all(db.reader())
     .await
     .unwrap();
-    if in_feed_order {
-        seen.extend(events.iter().map(|e| without_batch_ids(&format!("event {e:?}"))));
-    } else {
-        let mut by_aggregate: Vec<_> = events
-            .into_iter()
-            .map(|(_, kind, aggregate, n, version, data)| (aggregate, n, kind, version, data))
-            .collect();
-        by_aggregate.sort();
-        seen.extend(by_aggregate.iter().map(|e| without_batch_ids(&format!("event {e:?}"))));
-    }
+    seen.extend(events.iter().map(|e| without_batch_ids(&format!("event {e:?}"))));
     seen
 }
 
@@ -236,9 +225,9 @@ fn the_direct_writer_holds_exactly_as_the_general_path() {
                 let general_outcomes = warehouse::reservation::hold_batch(&mut tx, batch, now).await.unwrap();
                 tx.commit().await.unwrap();
                 let mut a = outcomes_seen(direct_outcomes);
-                a.extend(seen(&direct, case_no, true).await);
+                a.extend(seen(&direct, case_no).await);
                 let mut b = outcomes_seen(general_outcomes);
-                b.extend(seen(&general, case_no, true).await);
+                b.extend(seen(&general, case_no).await);
                 // Then everything expires: the sweep on the writer thread against sqlx's.
                 let later = Timestamp::from_millis(now.millis() + 601_000);
                 let swept = warehouse::reservation::sweep_expired(&direct, later, 500).await.unwrap();
@@ -246,9 +235,9 @@ fn the_direct_writer_holds_exactly_as_the_general_path() {
                 let swept_general = warehouse::reservation::sweep_expired_in(&mut tx, later, 500).await.unwrap();
                 tx.commit().await.unwrap();
                 a.push(format!("swept {swept}"));
-                a.extend(seen(&direct, case_no, false).await);
+                a.extend(seen(&direct, case_no).await);
                 b.push(format!("swept {swept_general}"));
-                b.extend(seen(&general, case_no, false).await);
+                b.extend(seen(&general, case_no).await);
                 (a, b, went_direct)
             });
             let path = if went_direct { &took_direct } else { &left_to_general };

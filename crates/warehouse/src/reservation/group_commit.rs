@@ -99,9 +99,15 @@ impl Batch for ReservationBatch {
                 _ => None,
             })
             .collect::<Option<_>>()?;
-        #[cfg(feature = "failpoints")]
-        fail::fail_point!("reservation-batch-apply");
-        match db.write_direct(move |tx| super::hold_batch_direct(tx, commands, now)).await? {
+        match db
+            .write_direct(move |tx| {
+                // On the writer thread: a panic here is raised again in the executor.
+                #[cfg(feature = "failpoints")]
+                fail::fail_point!("reservation-batch-apply");
+                super::hold_batch_direct(tx, commands, now)
+            })
+            .await?
+        {
             Ok(Some(outcomes)) => Some(Ok(outcomes)),
             Ok(None) => None,
             Err(e) => Some(Err(e)),

@@ -434,10 +434,13 @@ fn reservation_event<E: kernel::Event>(
 /// Expires those of `ids` that are still active and due, giving back their stock with
 /// `expire` movements; returns how many it expired.
 async fn expire_reservations(tx: &mut Tx, journal: &mut Journal, ids: &[String], now: Timestamp) -> Result<usize> {
-    let expired = store::reservations_expire(tx, ids, now).await?;
-    if expired.is_empty() {
+    let returned: HashSet<String> = store::reservations_expire(tx, ids, now).await?.into_iter().collect();
+    if returned.is_empty() {
         return Ok(0);
     }
+    // In the order given (the sweep's: soonest due first), not the order the database
+    // returned them in, which depends on its plan; the direct path writes the same order.
+    let expired: Vec<String> = ids.iter().filter(|id| returned.contains(*id)).cloned().collect();
     let mut lines = store::lines_of(tx, &expired).await?;
     lines.sort_by(|a, b| (&a.1.sku, &a.1.warehouse, &a.0).cmp(&(&b.1.sku, &b.1.warehouse, &b.0)));
     // Lines of lot-tracked items give back lot by lot; the others (every line of other items)
