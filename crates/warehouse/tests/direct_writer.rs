@@ -3,7 +3,7 @@
 //! `hold_batch` through sqlx in another, answer the same outcomes and leave the same stock
 //! levels, reservations, movements and events (ids aside). A batch the direct path leaves to
 //! the general one (due holds to reclaim) writes nothing there. Then everything expires and
-//! the sweep runs both ways (`sweep_expired` on the writer thread, `sweep_expired_in` through
+//! the sweep runs both ways (`sweep_expired_direct` on the writer thread, `sweep_expired_in` through
 //! sqlx), with the same result, events in the same feed order.
 //!
 //! SQLite only: the direct writer exists only there (PostgreSQL keeps sqlx).
@@ -230,7 +230,12 @@ fn the_direct_writer_holds_exactly_as_the_general_path() {
                 b.extend(seen(&general, case_no).await);
                 // Then everything expires: the sweep on the writer thread against sqlx's.
                 let later = Timestamp::from_millis(now.millis() + 601_000);
-                let swept = warehouse::reservation::sweep_expired(&direct, later, 500).await.unwrap();
+                let swept = direct
+                    .write_direct(move |tx| warehouse::reservation::sweep_expired_direct(tx, later, 500))
+                    .await
+                    .expect("a SQLite file has a direct writer")
+                    .unwrap()
+                    .expect("no lots: the sweep runs on the writer thread");
                 let mut tx = general.begin().await.unwrap();
                 let swept_general = warehouse::reservation::sweep_expired_in(&mut tx, later, 500).await.unwrap();
                 tx.commit().await.unwrap();

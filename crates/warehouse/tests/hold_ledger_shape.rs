@@ -21,6 +21,18 @@ fn hold(units: i64, warehouse: &str) -> HoldCommand {
     }
 }
 
+/// The first 100 movements, oldest first.
+async fn movements(db: &store::Db) -> kernel::Page<warehouse::ledger::Movement> {
+    warehouse::ledger::movements_list(
+        db.reader(),
+        &Default::default(),
+        0,
+        &kernel::PageRequest { after: None, limit: 100 },
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn a_batch_of_holds_shares_one_movement_per_stock_row_and_every_hold_names_it() {
     for backend in testdb::backends() {
@@ -69,14 +81,7 @@ async fn a_batch_of_holds_shares_one_movement_per_stock_row_and_every_hold_names
             .unwrap();
         assert_eq!(read.hold_batch.as_deref(), Some(batch_id.as_str()), "stored and read back");
 
-        let page = warehouse::ledger::movements_list(
-            db.reader(),
-            &Default::default(),
-            0,
-            &kernel::PageRequest { after: None, limit: 100 },
-        )
-        .await
-        .unwrap();
+        let page = movements(&db).await;
         let reserves: Vec<Reserve> = page
             .items
             .iter()
@@ -94,14 +99,7 @@ async fn a_batch_of_holds_shares_one_movement_per_stock_row_and_every_hold_names
         tx.commit().await.unwrap();
         let alone = alone.into_iter().next().unwrap().unwrap();
         assert_eq!(alone.hold_batch, None);
-        let page = warehouse::ledger::movements_list(
-            db.reader(),
-            &Default::default(),
-            0,
-            &kernel::PageRequest { after: None, limit: 100 },
-        )
-        .await
-        .unwrap();
+        let page = movements(&db).await;
         let last = page.items.last().unwrap();
         assert_eq!((last.reference.as_deref(), last.reservations), (Some(alone.id.as_str()), Some(1)));
 

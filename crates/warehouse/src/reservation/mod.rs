@@ -144,9 +144,7 @@ pub struct HoldCommand {
 /// those of applying them in order), and then each touched row gets one guarded `UPDATE` with
 /// its net change, and reservations, movements and events go in with multi-row inserts.
 pub async fn hold_batch(tx: &mut Tx, commands: Vec<HoldCommand>, now: Timestamp) -> Result<Vec<Result<Reservation>>> {
-    let mut distinct: Vec<&SkuCode> = commands.iter().flat_map(|c| c.lines.iter().map(|l| &l.sku)).collect();
-    distinct.sort();
-    distinct.dedup();
+    let mut distinct = distinct_skus(&commands);
     let known_items = crate::item::items_known(tx, &distinct).await?;
     let known: HashSet<String> = known_items.iter().map(|(s, _)| s.clone()).collect();
     let lot_tracked: HashSet<String> = known_items.iter().filter(|(_, lots)| *lots).map(|(s, _)| s.clone()).collect();
@@ -193,9 +191,7 @@ pub fn hold_batch_direct(
     commands: Vec<HoldCommand>,
     now: Timestamp,
 ) -> Result<Option<Vec<Result<Reservation>>>> {
-    let mut distinct: Vec<&SkuCode> = commands.iter().flat_map(|c| c.lines.iter().map(|l| &l.sku)).collect();
-    distinct.sort();
-    distinct.dedup();
+    let mut distinct = distinct_skus(&commands);
     let known_items = direct::items_known(tx, &distinct)?;
     if known_items.iter().any(|(_, lots)| *lots) {
         return Ok(None);
@@ -219,6 +215,13 @@ pub fn hold_batch_direct(
     journal.flush_direct(tx, now)?;
     metrics::counter!("stockroom_reservations_held_total").increment(planned.created.len() as u64);
     Ok(Some(planned.outcomes))
+}
+
+fn distinct_skus(commands: &[HoldCommand]) -> Vec<&SkuCode> {
+    let mut distinct: Vec<&SkuCode> = commands.iter().flat_map(|c| c.lines.iter().map(|l| &l.sku)).collect();
+    distinct.sort();
+    distinct.dedup();
+    distinct
 }
 
 fn named_warehouses(commands: &[HoldCommand]) -> Vec<&WarehouseCode> {
@@ -442,7 +445,7 @@ async fn expire_reservations(tx: &mut Tx, journal: &mut Journal, ids: &[String],
     // returned them in, which depends on its plan; the direct path writes the same order.
     let expired: Vec<String> = ids.iter().filter(|id| returned.contains(*id)).cloned().collect();
     let mut lines = store::lines_of(tx, &expired).await?;
-    lines.sort_by(|a, b| (&a.1.sku, &a.1.warehouse, &a.0).cmp(&(&b.1.sku, &b.1.warehouse, &b.0)));
+    lines.sort_by(by_stock_row);
     // Lines of lot-tracked items give back lot by lot; the others (every line of other items)
     // all at once, one statement for all their stock rows.
     let (with_lots, plain): (Vec<_>, Vec<_>) = lines.iter().partition(|(_, line)| !line.lots.is_empty());
@@ -450,14 +453,24 @@ async fn expire_reservations(tx: &mut Tx, journal: &mut Journal, ids: &[String],
         give_back(tx, journal, reservation_id, line, MovementKind::Expire).await?;
     }
     unhold_many(tx, journal, &plain, MovementKind::Expire).await?;
-    for id in &expired {
+    journal_expired(journal, &expired);
+    Ok(expired.len())
+}
+
+/// Lines in stock-row order (then by reservation), the order their movements are journaled in.
+fn by_stock_row(a: &(String, ReservationLine), b: &(String, ReservationLine)) -> std::cmp::Ordering {
+    (&a.1.sku, &a.1.warehouse, &a.0).cmp(&(&b.1.sku, &b.1.warehouse, &b.0))
+}
+
+/// The `reservation.expired` event of each of `expired`, in order, and the count.
+fn journal_expired(journal: &mut Journal, expired: &[String]) {
+    for id in expired {
         journal.event(NewEvent::of(
             format!("reservation:{id}"),
             &events::ReservationExpired { id: id.clone(), status: Status::Expired },
         ));
     }
     metrics::counter!("stockroom_reservations_expired_total").increment(expired.len() as u64);
-    Ok(expired.len())
 }
 
 /// Gives back the held units of `lines` (sorted by stock row, none holding lots) with one
@@ -893,7 +906,7 @@ pub async fn sweep_expired_in(tx: &mut Tx, now: Timestamp, batch_max: i64) -> Re
 /// [`sweep_expired`] on SQLite's direct writer: the same rows through cached single-row
 /// statements. `None` (nothing written) when a due reservation holds lots: the general path
 /// gives those back lot by lot.
-fn sweep_expired_direct(tx: &rusqlite::Transaction<'_>, now: Timestamp, batch_max: i64) -> Result<Option<usize>> {
+pub fn sweep_expired_direct(tx: &rusqlite::Transaction<'_>, now: Timestamp, batch_max: i64) -> Result<Option<usize>> {
     let due = direct::reservations_due(tx, now, batch_max)?;
     if due.is_empty() {
         return Ok(Some(0));
@@ -903,19 +916,13 @@ fn sweep_expired_direct(tx: &rusqlite::Transaction<'_>, now: Timestamp, batch_ma
     };
     direct::reservations_expire(tx, &due, now)?;
     let mut lines: Vec<&(String, ReservationLine)> = lines.iter().collect();
-    lines.sort_by(|a, b| (&a.1.sku, &a.1.warehouse, &a.0).cmp(&(&b.1.sku, &b.1.warehouse, &b.0)));
+    lines.sort_by(|a, b| by_stock_row(a, b));
     let per_row = units_per_row(&lines);
     let after = direct::stock_rows_unhold(tx, &per_row)?;
     let mut journal = Journal::new();
     journal_unheld(&mut journal, &lines, &per_row, &after, MovementKind::Expire)?;
-    for id in &due {
-        journal.event(NewEvent::of(
-            format!("reservation:{id}"),
-            &events::ReservationExpired { id: id.clone(), status: Status::Expired },
-        ));
-    }
+    journal_expired(&mut journal, &due);
     journal.flush_direct(tx, now)?;
-    metrics::counter!("stockroom_reservations_expired_total").increment(due.len() as u64);
     Ok(Some(due.len()))
 }
 
