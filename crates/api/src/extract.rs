@@ -220,14 +220,10 @@ impl QueryParse<'_> {
         field: &str,
         code: Option<&kernel::WarehouseCode>,
     ) -> Result<(), ApiError> {
-        if let Some(code) = code {
-            match warehouse::site::warehouse_get(pool, code).await {
-                Ok(_) => {}
-                Err(warehouse::WarehouseError::NotFound { .. }) => {
-                    self.refuse(field, format!("unknown warehouse {code}"))
-                }
-                Err(e) => return Err(e.into()),
-            }
+        if let Some(code) = code
+            && !warehouse::site::warehouse_exists(pool, code).await?
+        {
+            self.refuse(field, format!("unknown warehouse {code}"))
         }
         Ok(())
     }

@@ -47,7 +47,8 @@ impl Default for ViewIntervals {
 }
 
 /// The context's background workers, for the binary to supervise: the view's event
-/// follower, its verifier and its warmer (which also saves the most-read SKUs).
+/// follower (which also refreshes what it dropped and what is read close to expiry), its
+/// verifier and its warmer (which also saves the most-read SKUs).
 pub fn workers(view: &AvailabilityView, intervals: &ViewIntervals) -> Vec<Worker> {
     let follower = {
         let view = view.clone();
@@ -55,7 +56,9 @@ pub fn workers(view: &AvailabilityView, intervals: &ViewIntervals) -> Vec<Worker
             let view = view.clone();
             async move {
                 let read = view.follow().await?;
-                Ok::<_, CatalogError>(Progress { done: read, more: read >= 1_000 })
+                // After the invalidations, so a refreshed entry reflects them.
+                let refreshed = view.refresh_queued().await;
+                Ok::<_, CatalogError>(Progress { done: read + refreshed, more: read >= 1_000 })
             }
         })
     };

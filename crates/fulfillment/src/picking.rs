@@ -90,7 +90,7 @@ pub async fn picklist_create(
     if !(1..=FULFILLMENTS_MAX).contains(&max_fulfillments) {
         return Err(FulfillmentError::invalid("max_fulfillments", format!("must be from 1 to {FULFILLMENTS_MAX}")));
     }
-    warehouse::site::warehouse_in_tx(tx, warehouse).await?;
+    warehouse::site::warehouse_found(tx, warehouse).await?;
     let lock = store::sql::Lock::ForUpdate.clause(store::db::backend_of(tx));
     let candidates: Vec<(String, String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT id, order_id, lines FROM fulfillments WHERE warehouse = $1 AND status = 'pending' ORDER BY id LIMIT $2{lock}"

@@ -256,9 +256,12 @@ pub async fn prepare(pool: &sqlx::AnyPool, request: CheckoutRequest, now: Timest
     })
 }
 
-/// The customer's orders that were not cancelled.
+/// The customer's orders that were not cancelled, counted up to 1: promotions ask only
+/// whether there is one, and a full count grows with the customer's history.
 async fn prior_orders(conn: impl sqlx::Executor<'_, Database = sqlx::Any>, customer: &str) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT CAST(COUNT(*) AS BIGINT) FROM orders WHERE customer = $1 AND status <> 'cancelled'")
+    Ok(sqlx::query_scalar(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM (SELECT 1 FROM orders WHERE customer = $1 AND status <> 'cancelled' LIMIT 1) AS o",
+    )
         .bind(customer.to_owned())
         .fetch_one(conn)
         .await?)

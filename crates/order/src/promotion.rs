@@ -223,7 +223,7 @@ impl PricedLine {
 }
 
 /// Why a promotion does not apply to an order, or `None` when it does. `prior_orders`: the
-/// customer's orders not cancelled (`None`: no customer).
+/// customer's orders not cancelled, counted up to 1 (`None`: no customer).
 pub fn ineligibility(
     promotion: &Promotion,
     channel: &str,

@@ -243,6 +243,32 @@ async fn a_stock_change_shows_in_the_view_within_a_second() {
 }
 
 #[tokio::test]
+async fn an_entry_a_change_dropped_is_read_again_before_anyone_asks() {
+    each_backend(|app| async move {
+        shop(&app).await;
+        assert_eq!(available(&app, "web-de", "TEE-BLUE").await["available"], 3);
+        let before = app.get("/v1/availability/status").await.expect(200);
+        app.receive("MUC-1", "TEE-BLUE", 1).await;
+        // The follower drops the entry and reads it again in the same run.
+        let started = Instant::now();
+        let refreshed = loop {
+            let status = app.get("/v1/availability/status").await.expect(200);
+            if status["refreshes"].as_u64() > before["refreshes"].as_u64() {
+                break status;
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "[{}] no refresh: {status}", app.label());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        // The next read is a hit, and shows the change.
+        assert_eq!(available(&app, "web-de", "TEE-BLUE").await["available"], 4);
+        let after = app.get("/v1/availability/status").await.expect(200);
+        assert_eq!(after["misses"], refreshed["misses"], "[{}] {after}", app.label());
+        assert_eq!(after["hits"].as_u64(), refreshed["hits"].as_u64().map(|h| h + 1), "[{}] {after}", app.label());
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn bad_catalog_input_is_refused_and_changes_nothing() {
     each_backend(|app| async move {
         shop(&app).await;

@@ -67,7 +67,7 @@ pub async fn rule_put(
             .map_err(|_| WarehouseError::NotFound { what: "item", key: sku.to_string() })?;
     }
     if let Some(code) = warehouse {
-        crate::site::warehouse_in_tx(tx, code).await?;
+        crate::site::warehouse_found(tx, code).await?;
     }
     let scope = match (sku, warehouse) {
         (None, _) => "default".to_owned(),

@@ -33,7 +33,7 @@ pub struct Bin {
 }
 
 pub async fn bin_create(tx: &mut Tx, warehouse: &WarehouseCode, new: NewBin, now: Timestamp) -> Result<Bin> {
-    crate::site::warehouse_in_tx(tx, warehouse).await?;
+    crate::site::warehouse_found(tx, warehouse).await?;
     let inserted = sqlx::query(
         "INSERT INTO bins (warehouse, code, zone, x, y, capacity_units, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
          ON CONFLICT (warehouse, code) DO NOTHING",

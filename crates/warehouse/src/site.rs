@@ -187,14 +187,32 @@ pub async fn warehouse_in_tx(tx: &mut Tx, code: &WarehouseCode) -> Result<Wareho
         .ok_or_else(|| WarehouseError::NotFound { what: "warehouse", key: code.to_string() })
 }
 
+/// Fails with [`WarehouseError::NotFound`] when the warehouse does not exist. Only the key is
+/// read: the full row sums the warehouse's stock, which a path that merely names the
+/// warehouse must not pay for.
+pub async fn warehouse_found(tx: &mut Tx, code: &WarehouseCode) -> Result<()> {
+    let found: Option<String> =
+        sqlx::query_scalar(WAREHOUSE_KEY).bind(code.as_str().to_owned()).fetch_optional(&mut **tx).await?;
+    found.map(|_| ()).ok_or_else(|| WarehouseError::NotFound { what: "warehouse", key: code.to_string() })
+}
+
+const WAREHOUSE_KEY: &str = "SELECT code FROM warehouses WHERE code = $1";
+
 /// Fails with [`WarehouseError::Invalid`] on `field` when the warehouse does not exist.
-pub async fn require_warehouse(tx: &mut Tx, field: &str, code: &WarehouseCode) -> Result<Warehouse> {
-    match warehouse_in_tx(tx, code).await {
+pub async fn require_warehouse(tx: &mut Tx, field: &str, code: &WarehouseCode) -> Result<()> {
+    match warehouse_found(tx, code).await {
         Err(WarehouseError::NotFound { .. }) => {
             Err(WarehouseError::invalid(field, format!("unknown warehouse {code}")))
         }
         other => other,
     }
+}
+
+/// Whether the warehouse exists (its key only, as [`require_warehouse`]).
+pub async fn warehouse_exists(pool: &AnyPool, code: &WarehouseCode) -> Result<bool> {
+    let found: Option<String> =
+        sqlx::query_scalar(WAREHOUSE_KEY).bind(code.as_str().to_owned()).fetch_optional(pool).await?;
+    Ok(found.is_some())
 }
 
 /// Warehouses ordered by code, after the code `after`.

@@ -33,8 +33,8 @@ use crate::{CatalogError, Result};
 use kernel::{ChannelCode, Clock, SkuCode, Timestamp};
 use keys::{CacheKey, Keyer};
 use serde::Serialize;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use store::Db;
@@ -62,6 +62,10 @@ pub struct ViewSettings {
     pub verify_sample: usize,
     /// Most-read SKUs the warmer keeps fresh (and saves for the next start).
     pub warm_top: usize,
+    /// Most entries the follower re-reads per run: those an event dropped while they were
+    /// cached, and those read past three quarters of their TTL. The rest are read when asked,
+    /// so a bulk change never turns into a herd of reads.
+    pub refresh_per_run: usize,
     /// False: every read goes to the database (the benchmark's baseline; nothing stale can
     /// be served then, so an outage is a 503).
     pub cache: bool,
@@ -81,6 +85,7 @@ impl Default for ViewSettings {
             max_entries: 1_000_000,
             verify_sample: 64,
             warm_top: 1_000,
+            refresh_per_run: 2_000,
             cache: true,
         }
     }
@@ -126,6 +131,22 @@ struct Entry {
     snapshot: Snapshot,
     /// Until when it may be served without reading the database; 0: only as a fallback.
     fresh_until_ms: i64,
+    /// A read after this queues a refresh ahead of expiry, so an entry in use never expires.
+    refresh_after_ms: i64,
+    /// Queued for a refresh already (each entry once).
+    refresh_queued: AtomicBool,
+}
+
+impl Entry {
+    fn new(channel: &str, snapshot: Snapshot, fresh_until_ms: i64, refresh_after_ms: i64) -> Self {
+        Self {
+            channel: channel.to_owned(),
+            snapshot,
+            fresh_until_ms,
+            refresh_after_ms,
+            refresh_queued: AtomicBool::new(false),
+        }
+    }
 }
 
 /// What an event invalidates.
@@ -233,6 +254,8 @@ struct Inner {
     caught_up_at_ms: AtomicI64,
     fetches: tokio::sync::Semaphore,
     hot: Mutex<HotCounter>,
+    /// Per channel, SKUs the follower re-reads on its next run.
+    refresh_due: Mutex<HashMap<String, BTreeSet<String>>>,
     reads: AtomicU64,
     stats: Stats,
     shared: Option<shared::SharedTier>,
@@ -245,6 +268,7 @@ struct Stats {
     stale: AtomicU64,
     repairs: AtomicU64,
     invalidations: AtomicU64,
+    refreshes: AtomicU64,
     shared_hits: AtomicU64,
     shared_rejected: AtomicU64,
 }
@@ -264,6 +288,9 @@ pub struct ViewStatus {
     /// Entries the verifier found wrong and repaired (lost invalidations).
     pub repairs: u64,
     pub invalidations: u64,
+    /// Entries re-read in the background: dropped by an event while cached, or read close to
+    /// their expiry.
+    pub refreshes: u64,
     /// Whether a shared tier (Redis) is in use.
     pub shared: bool,
     /// SKU lookups answered from the shared tier, and its values rejected (forged, moved
@@ -325,6 +352,7 @@ impl AvailabilityView {
                 caught_up_at_ms: AtomicI64::new(clock.now().millis()),
                 fetches: tokio::sync::Semaphore::new(settings.fetch_concurrency.max(1)),
                 hot: Mutex::new(HotCounter::default()),
+                refresh_due: Mutex::new(HashMap::new()),
                 reads: AtomicU64::new(0),
                 stats: Stats::default(),
                 shared,
@@ -357,6 +385,7 @@ impl AvailabilityView {
             stale: stats.stale.load(Ordering::Relaxed),
             repairs: stats.repairs.load(Ordering::Relaxed),
             invalidations: stats.invalidations.load(Ordering::Relaxed),
+            refreshes: stats.refreshes.load(Ordering::Relaxed),
             shared: self.inner.shared.is_some(),
             shared_hits: stats.shared_hits.load(Ordering::Relaxed),
             shared_rejected: stats.shared_rejected.load(Ordering::Relaxed),
@@ -415,7 +444,12 @@ impl AvailabilityView {
         for sku in &asked {
             let key = self.inner.keys.key(&channel.code, sku);
             match self.inner.entries.get(&key).filter(|_| self.inner.settings.cache) {
-                Some(entry) if self.is_fresh(&entry, now_ms, trust_all) => found.push(Some((entry, false))),
+                Some(entry) if self.is_fresh(&entry, now_ms, trust_all) => {
+                    if now_ms >= entry.refresh_after_ms && !entry.refresh_queued.swap(true, Ordering::Relaxed) {
+                        self.queue_refresh(&channel.code, sku);
+                    }
+                    found.push(Some((entry, false)))
+                }
                 other => {
                     misses.push((*sku).to_owned());
                     found.push(other.map(|e| (e, true)));
@@ -522,7 +556,7 @@ impl AvailabilityView {
                         }
                         ready.push(entry);
                     } else {
-                        ready.push(Arc::new(Entry { channel: channel.code.clone(), snapshot, fresh_until_ms: 0 }));
+                        ready.push(Arc::new(Entry::new(&channel.code, snapshot, 0, i64::MAX)));
                     }
                 }
                 if let Some(tier) = &self.inner.shared {
@@ -606,10 +640,10 @@ impl AvailabilityView {
         }
         let invalidated_after = snapshot.seq < self.inner.all_invalidated_seq.load(Ordering::Acquire)
             || self.inner.tombstones.get(&key).is_some_and(|t| t > snapshot.seq);
-        let entry = Arc::new(Entry {
-            channel: channel.to_owned(),
-            fresh_until_ms: if invalidated_after { 0 } else { now_ms + ttl },
-            snapshot,
+        let entry = Arc::new(if invalidated_after {
+            Entry::new(channel, snapshot, 0, i64::MAX)
+        } else {
+            Entry::new(channel, snapshot, now_ms + ttl, now_ms + ttl * 3 / 4)
         });
         self.inner.entries.insert(key, entry.clone());
         entry
@@ -667,14 +701,18 @@ impl AvailabilityView {
                     Touch::Sku(sku) => {
                         for channel in &all_channels {
                             let key = self.inner.keys.key(channel, sku);
-                            self.drop_key(key, *seq);
+                            if self.drop_key(key, *seq) {
+                                self.queue_refresh(channel, sku);
+                            }
                             dropped_keys.push(key);
                             dropped += 1;
                         }
                     }
                     Touch::ChannelSku(channel, sku) => {
                         let key = self.inner.keys.key(channel, sku);
-                        self.drop_key(key, *seq);
+                        if self.drop_key(key, *seq) {
+                            self.queue_refresh(channel, sku);
+                        }
                         dropped_keys.push(key);
                         dropped += 1;
                     }
@@ -698,12 +736,59 @@ impl AvailabilityView {
         Ok(events.len())
     }
 
-    fn drop_key(&self, key: CacheKey, seq: i64) {
+    /// Drops `key`'s entry; true if it was being served as fresh (then it is worth reading
+    /// again before anyone asks).
+    fn drop_key(&self, key: CacheKey, seq: i64) -> bool {
         let newer = self.inner.tombstones.get(&key).is_none_or(|t| t < seq);
         if newer {
             self.inner.tombstones.insert(key, seq);
         }
-        self.inner.entries.invalidate(&key);
+        self.inner.entries.remove(&key).is_some_and(|e| e.fresh_until_ms > 0)
+    }
+
+    fn queue_refresh(&self, channel: &str, sku: &str) {
+        if !self.inner.settings.cache {
+            return;
+        }
+        let mut due = self.inner.refresh_due.lock().expect("refresh queue lock");
+        let queued: usize = due.values().map(BTreeSet::len).sum();
+        // Past a few runs' worth, what is dropped is read when asked.
+        if queued < self.inner.settings.refresh_per_run * 4 {
+            due.entry(channel.to_owned()).or_default().insert(sku.to_owned());
+        }
+    }
+
+    /// Re-reads up to `refresh_per_run` queued entries (one snapshot per channel and 1,000
+    /// SKUs); returns how many. A failed read leaves them to be read when asked.
+    pub async fn refresh_queued(&self) -> usize {
+        let mut take: HashMap<String, Vec<String>> = HashMap::new();
+        {
+            let mut due = self.inner.refresh_due.lock().expect("refresh queue lock");
+            let mut left = self.inner.settings.refresh_per_run;
+            for (channel, skus) in due.iter_mut() {
+                while left > 0
+                    && let Some(sku) = skus.pop_first()
+                {
+                    take.entry(channel.clone()).or_default().push(sku);
+                    left -= 1;
+                }
+            }
+            due.retain(|_, skus| !skus.is_empty());
+        }
+        if take.is_empty() {
+            return 0;
+        }
+        match self.refresh(take, self.inner.clock.now()).await {
+            Ok(read) => {
+                self.inner.stats.refreshes.fetch_add(read as u64, Ordering::Relaxed);
+                metrics::counter!("stockroom_availability_refreshes_total").increment(read as u64);
+                read
+            }
+            Err(error) => {
+                tracing::warn!(%error, "availability refresh failed; the entries are read when asked");
+                0
+            }
+        }
     }
 
     /// One verifier run: re-reads a sample of the cached entries and repairs any that differ
