@@ -4,6 +4,7 @@ use crate::StoreError;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, ConnectOptions, Executor, Transaction};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The one transaction type of every use case.
@@ -69,6 +70,33 @@ pub struct Db {
     backend: Backend,
     /// SQLite files only: the writer thread hot batches run on ([`crate::direct`]).
     direct: Option<crate::direct::DirectWriter>,
+    /// Foreground jobs on the direct writer, queued or running: background work (the expiry
+    /// sweep) waits for a gap in them.
+    foreground: Arc<Foreground>,
+}
+
+#[derive(Debug, Default)]
+struct Foreground {
+    busy: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// Counts one foreground job from its queueing to its end.
+struct ForegroundTurn(Arc<Foreground>);
+
+impl ForegroundTurn {
+    fn start(foreground: &Arc<Foreground>) -> Self {
+        foreground.busy.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Self(foreground.clone())
+    }
+}
+
+impl Drop for ForegroundTurn {
+    fn drop(&mut self) {
+        if self.0.busy.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 impl Db {
@@ -88,7 +116,7 @@ impl Db {
                 Some(path) => Some(crate::direct::DirectWriter::open(path, options)?),
                 None => None,
             };
-            Ok(Self { write, read, backend: Backend::Sqlite, direct })
+            Ok(Self { write, read, backend: Backend::Sqlite, direct, foreground: Arc::default() })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let connect = AnyConnectOptions::from_str(url)?
                 .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
@@ -97,7 +125,13 @@ impl Db {
                 .acquire_timeout(options.acquire_timeout)
                 .connect_with(connect)
                 .await?;
-            Ok(Self { write: pool.clone(), read: pool, backend: Backend::Postgres, direct: None })
+            Ok(Self {
+                write: pool.clone(),
+                read: pool,
+                backend: Backend::Postgres,
+                direct: None,
+                foreground: Arc::default(),
+            })
         } else {
             Err(StoreError::UnsupportedUrl(url.to_owned()))
         }
@@ -170,6 +204,50 @@ impl Db {
     /// answers `Ok(Some(_))` to commit, `Ok(None)` to roll back and leave the batch to the
     /// general path, an error to roll back.
     pub async fn write_direct<T, E>(
+        &self,
+        work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<Option<T>, E> + Send + 'static,
+    ) -> Option<Result<Option<T>, E>>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        self.direct.as_ref()?;
+        let _turn = ForegroundTurn::start(&self.foreground);
+        self.run_direct(work).await
+    }
+
+    /// [`Db::write_direct`] for work that can wait (the expiry sweep): it first waits, at most
+    /// `patience`, for a moment when no foreground job is queued or running, so a foreground
+    /// batch waits for at most one background job, never for a train of them.
+    pub async fn write_direct_background<T, E>(
+        &self,
+        patience: Duration,
+        work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<Option<T>, E> + Send + 'static,
+    ) -> Option<Result<Option<T>, E>>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        self.direct.as_ref()?;
+        let _ = tokio::time::timeout(patience, async {
+            loop {
+                let idle = self.foreground.idle.notified();
+                if self.foreground.busy.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        })
+        .await;
+        self.run_direct(work).await
+    }
+
+    /// Whether a foreground job is queued for or running on the direct writer now.
+    pub fn foreground_busy(&self) -> bool {
+        self.foreground.busy.load(std::sync::atomic::Ordering::Acquire) > 0
+    }
+
+    async fn run_direct<T, E>(
         &self,
         work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<Option<T>, E> + Send + 'static,
     ) -> Option<Result<Option<T>, E>>
