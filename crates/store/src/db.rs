@@ -81,6 +81,15 @@ struct Foreground {
     idle: tokio::sync::Notify,
 }
 
+/// A job for the direct writer: it answers `Ok(Some(_))` to commit, `Ok(None)` to roll back
+/// and leave the work to the general path, an error to roll back.
+pub trait DirectJob<T, E>: FnOnce(&rusqlite::Transaction<'_>) -> Result<Option<T>, E> + Send + 'static {}
+
+impl<T, E, F> DirectJob<T, E> for F where F: FnOnce(&rusqlite::Transaction<'_>) -> Result<Option<T>, E> + Send + 'static {}
+
+/// What a direct-writer call answers: `None` where there is no direct writer.
+pub type DirectOutcome<T, E> = Option<Result<Option<T>, E>>;
+
 /// Counts one foreground job from its queueing to its end.
 struct ForegroundTurn(Arc<Foreground>);
 
@@ -203,14 +212,10 @@ impl Db {
     /// ([`crate::direct`]); `None` where there is none (PostgreSQL, in-memory SQLite). `work`
     /// answers `Ok(Some(_))` to commit, `Ok(None)` to roll back and leave the batch to the
     /// general path, an error to roll back.
-    pub async fn write_direct<T, E>(
+    pub async fn write_direct<T: Send + 'static, E: From<StoreError> + Send + 'static>(
         &self,
-        work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<Option<T>, E> + Send + 'static,
-    ) -> Option<Result<Option<T>, E>>
-    where
-        T: Send + 'static,
-        E: From<StoreError> + Send + 'static,
-    {
+        work: impl DirectJob<T, E>,
+    ) -> DirectOutcome<T, E> {
         self.direct.as_ref()?;
         let _turn = ForegroundTurn::start(&self.foreground);
         self.run_direct(work).await
@@ -219,15 +224,11 @@ impl Db {
     /// [`Db::write_direct`] for work that can wait (the expiry sweep): it first waits, at most
     /// `patience`, for a moment when no foreground job is queued or running, so a foreground
     /// batch waits for at most one background job, never for a train of them.
-    pub async fn write_direct_background<T, E>(
+    pub async fn write_direct_background<T: Send + 'static, E: From<StoreError> + Send + 'static>(
         &self,
         patience: Duration,
-        work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<Option<T>, E> + Send + 'static,
-    ) -> Option<Result<Option<T>, E>>
-    where
-        T: Send + 'static,
-        E: From<StoreError> + Send + 'static,
-    {
+        work: impl DirectJob<T, E>,
+    ) -> DirectOutcome<T, E> {
         self.direct.as_ref()?;
         let _ = tokio::time::timeout(patience, async {
             loop {
@@ -247,14 +248,10 @@ impl Db {
         self.foreground.busy.load(std::sync::atomic::Ordering::Acquire) > 0
     }
 
-    async fn run_direct<T, E>(
+    async fn run_direct<T: Send + 'static, E: From<StoreError> + Send + 'static>(
         &self,
-        work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<Option<T>, E> + Send + 'static,
-    ) -> Option<Result<Option<T>, E>>
-    where
-        T: Send + 'static,
-        E: From<StoreError> + Send + 'static,
-    {
+        work: impl DirectJob<T, E>,
+    ) -> DirectOutcome<T, E> {
         let writer = self.direct.as_ref()?;
         let outcome = async {
             // The sqlx writer's one connection is the in-process write lock: holding it keeps
