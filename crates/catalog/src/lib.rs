@@ -56,8 +56,9 @@ pub fn workers(view: &AvailabilityView, intervals: &ViewIntervals) -> Vec<Worker
             let view = view.clone();
             async move {
                 let read = view.follow().await?;
-                // After the invalidations, so a refreshed entry reflects them.
-                let refreshed = view.refresh_queued().await;
+                // After the invalidations, so a refreshed entry reflects them; not while
+                // catching up on a backlog, which comes first.
+                let refreshed = if read >= 1_000 { 0 } else { view.refresh_queued().await };
                 Ok::<_, CatalogError>(Progress { done: read + refreshed, more: read >= 1_000 })
             }
         })

@@ -445,8 +445,11 @@ impl AvailabilityView {
             let key = self.inner.keys.key(&channel.code, sku);
             match self.inner.entries.get(&key).filter(|_| self.inner.settings.cache) {
                 Some(entry) if self.is_fresh(&entry, now_ms, trust_all) => {
-                    if now_ms >= entry.refresh_after_ms && !entry.refresh_queued.swap(true, Ordering::Relaxed) {
-                        self.queue_refresh(&channel.code, sku);
+                    if now_ms >= entry.refresh_after_ms
+                        && !entry.refresh_queued.load(Ordering::Relaxed)
+                        && self.queue_refresh(&channel.code, sku)
+                    {
+                        entry.refresh_queued.store(true, Ordering::Relaxed);
                     }
                     found.push(Some((entry, false)))
                 }
@@ -701,7 +704,7 @@ impl AvailabilityView {
                     Touch::Sku(sku) => {
                         for channel in &all_channels {
                             let key = self.inner.keys.key(channel, sku);
-                            if self.drop_key(key, *seq) {
+                            if self.drop_key(key, *seq, now_ms) {
                                 self.queue_refresh(channel, sku);
                             }
                             dropped_keys.push(key);
@@ -710,7 +713,7 @@ impl AvailabilityView {
                     }
                     Touch::ChannelSku(channel, sku) => {
                         let key = self.inner.keys.key(channel, sku);
-                        if self.drop_key(key, *seq) {
+                        if self.drop_key(key, *seq, now_ms) {
                             self.queue_refresh(channel, sku);
                         }
                         dropped_keys.push(key);
@@ -736,26 +739,29 @@ impl AvailabilityView {
         Ok(events.len())
     }
 
-    /// Drops `key`'s entry; true if it was being served as fresh (then it is worth reading
-    /// again before anyone asks).
-    fn drop_key(&self, key: CacheKey, seq: i64) -> bool {
+    /// Drops `key`'s entry; true if it was being served as fresh at `now_ms` (then it is worth
+    /// reading again before anyone asks; a stale fallback is not).
+    fn drop_key(&self, key: CacheKey, seq: i64, now_ms: i64) -> bool {
         let newer = self.inner.tombstones.get(&key).is_none_or(|t| t < seq);
         if newer {
             self.inner.tombstones.insert(key, seq);
         }
-        self.inner.entries.remove(&key).is_some_and(|e| e.fresh_until_ms > 0)
+        self.inner.entries.remove(&key).is_some_and(|e| e.fresh_until_ms > now_ms)
     }
 
-    fn queue_refresh(&self, channel: &str, sku: &str) {
+    /// Queues a refresh; false when the queue is full (then the entry is read when asked).
+    fn queue_refresh(&self, channel: &str, sku: &str) -> bool {
         if !self.inner.settings.cache {
-            return;
+            return false;
         }
         let mut due = self.inner.refresh_due.lock().expect("refresh queue lock");
         let queued: usize = due.values().map(BTreeSet::len).sum();
         // Past a few runs' worth, what is dropped is read when asked.
-        if queued < self.inner.settings.refresh_per_run * 4 {
-            due.entry(channel.to_owned()).or_default().insert(sku.to_owned());
+        if queued >= self.inner.settings.refresh_per_run * 4 {
+            return false;
         }
+        due.entry(channel.to_owned()).or_default().insert(sku.to_owned());
+        true
     }
 
     /// Re-reads up to `refresh_per_run` queued entries (one snapshot per channel and 1,000
@@ -778,7 +784,12 @@ impl AvailabilityView {
         if take.is_empty() {
             return 0;
         }
-        match self.refresh(take, self.inner.clock.now()).await {
+        // Bounded like a request's read, so the follower is never held up for long.
+        let refreshed =
+            tokio::time::timeout(self.inner.settings.fetch_timeout, self.refresh(take, self.inner.clock.now()))
+                .await
+                .unwrap_or_else(|_| Err(CatalogError::Unavailable("the refresh did not finish in time".into())));
+        match refreshed {
             Ok(read) => {
                 self.inner.stats.refreshes.fetch_add(read as u64, Ordering::Relaxed);
                 metrics::counter!("stockroom_availability_refreshes_total").increment(read as u64);
@@ -883,11 +894,8 @@ impl AvailabilityView {
                         .await?;
                 read += snapshots.len();
                 for snapshot in snapshots {
-                    let key = self.inner.keys.key(&code, &snapshot.sku);
-                    {
-                        let _exclusive = self.inner.gate.write().expect("gate lock");
-                        self.inner.entries.invalidate(&key);
-                    }
+                    // `insert` replaces anything older and keeps a newer fresh entry (a request
+                    // may have read one meanwhile), so the version never goes back.
                     self.insert(&code, snapshot, now.millis());
                 }
             }

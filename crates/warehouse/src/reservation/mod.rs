@@ -894,7 +894,16 @@ pub async fn sweep_expired(db: &Db, now: Timestamp, batch_max: i64) -> Result<us
         else {
             break;
         };
-        match swept? {
+        let swept = match swept {
+            Ok(swept) => swept,
+            // What earlier jobs expired is committed: count it; the next run retries the rest.
+            Err(error) if expired > 0 => {
+                tracing::warn!(%error, expired, "an expiry sweep job failed after earlier ones committed");
+                return Ok(expired);
+            }
+            Err(error) => return Err(error),
+        };
+        match swept {
             Some(n) => {
                 expired += n;
                 if (n as i64) < chunk {
