@@ -879,8 +879,9 @@ pub async fn extend(tx: &mut Tx, id: &ReservationId, ttl_seconds: i64, now: Time
     })
 }
 
-/// One sweeper run: expires up to `batch_max` due reservations in one transaction; returns
-/// how many.
+/// One sweeper run: expires up to `batch_max` due reservations; returns how many. One
+/// transaction, except on SQLite's direct writer while holds are queued: there it goes in
+/// jobs of [`SWEEP_CHUNK_UNDER_LOAD`], each its own transaction.
 pub async fn sweep_expired(db: &Db, now: Timestamp, batch_max: i64) -> Result<usize> {
     // On SQLite the batch runs on the direct writer unless it meets lots, yielding to the
     // foreground: while holds are being written it goes in short jobs, each in a gap between
