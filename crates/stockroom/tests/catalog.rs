@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use testkit::{TestApp, each_backend};
+use testkit::{AppOptions, TestApp, backends, each_backend, spawn_app_with};
 
 /// Two warehouses, three items with stock, two channels that share BER-1, a product with
 /// two variants and prices in both channels.
@@ -269,6 +269,30 @@ async fn an_entry_a_change_dropped_is_read_again_before_anyone_asks() {
         assert_eq!(after["hits"].as_u64(), refreshed["hits"].as_u64().map(|h| h + 1), "[{}] {after}", app.label());
     })
     .await;
+}
+
+#[tokio::test]
+async fn an_entry_in_use_is_refreshed_before_it_expires() {
+    for backend in backends() {
+        // A stable TTL of 2 s (each entry's drawn from 1 to 2 s): read every 50 ms for 3 s,
+        // the entry would expire at least once without a refresh ahead of its expiry.
+        let mut options = AppOptions::default();
+        options.catalog.view.ttl_stable = Duration::from_millis(2_000);
+        let app = spawn_app_with(backend, options).await;
+        shop(&app).await;
+        app.availability_caught_up().await;
+        assert_eq!(available(&app, "web-de", "TEE-RED").await["available"], 15);
+        let before = app.get("/v1/availability/status").await.expect(200);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(3) {
+            assert_eq!(available(&app, "web-de", "TEE-RED").await["available"], 15);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let after = app.get("/v1/availability/status").await.expect(200);
+        assert_eq!(after["misses"], before["misses"], "[{}] the entry expired while in use: {after}", app.label());
+        assert!(after["refreshes"].as_u64() > before["refreshes"].as_u64(), "[{}] no refresh: {after}", app.label());
+        app.shutdown().await;
+    }
 }
 
 #[tokio::test]
