@@ -232,6 +232,10 @@ impl From<catalog::CatalogError> for ApiError {
             ),
             CatalogError::Conflict(detail) => ApiError::new(StatusCode::CONFLICT, "conflict", detail),
             CatalogError::Unavailable(detail) => ApiError::unavailable(detail),
+            CatalogError::SearchIndex(detail) => {
+                tracing::error!(%detail, "search index failed");
+                ApiError::internal()
+            }
             CatalogError::Store(e) => ApiError::from(e),
             CatalogError::Warehouse(e) => ApiError::from(e),
         }

@@ -45,6 +45,8 @@ pub struct AppState {
     pub workers: store::workers::Workers,
     /// The catalog's availability view and its cache.
     pub availability: catalog::AvailabilityView,
+    /// The catalog's search index (in process, following the database's search rows).
+    pub search: catalog::search::SearchIndex,
     /// The order context's write path and settings.
     pub orders: OrderSettings,
     /// Every context's event types (`GET /v1/event-types`).

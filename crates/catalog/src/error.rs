@@ -25,6 +25,9 @@ pub enum CatalogError {
     /// The stock source did not answer in time and nothing cached could stand in for it.
     #[error("{0}")]
     Unavailable(String),
+    /// The in-process search index failed (tantivy); the database is untouched.
+    #[error("search index: {0}")]
+    SearchIndex(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

@@ -33,6 +33,8 @@ pub struct ViewIntervals {
     pub warm: Duration,
     /// The search index's subscriber runs this often.
     pub search: Duration,
+    /// Each process's search index reads what the subscriber wrote this often.
+    pub search_follow: Duration,
 }
 
 impl Default for ViewIntervals {
@@ -42,14 +44,16 @@ impl Default for ViewIntervals {
             verify: Duration::from_secs(1),
             warm: Duration::from_secs(5),
             search: Duration::from_millis(200),
+            search_follow: Duration::from_millis(50),
         }
     }
 }
 
 /// The context's background workers, for the binary to supervise: the view's event
 /// follower (which also refreshes what it dropped and what is read close to expiry), its
-/// verifier and its warmer (which also saves the most-read SKUs).
-pub fn workers(view: &AvailabilityView, intervals: &ViewIntervals) -> Vec<Worker> {
+/// verifier and its warmer (which also saves the most-read SKUs); and the search index's
+/// follower of the search rows.
+pub fn workers(view: &AvailabilityView, search: &search::SearchIndex, intervals: &ViewIntervals) -> Vec<Worker> {
     let follower = {
         let view = view.clone();
         Worker::new("availability-follower", intervals.follow, move || {
@@ -85,7 +89,17 @@ pub fn workers(view: &AvailabilityView, intervals: &ViewIntervals) -> Vec<Worker
             }
         })
     };
-    vec![follower, verifier, warmer]
+    let search_follower = {
+        let search = search.clone();
+        Worker::new("search-follower", intervals.search_follow, move || {
+            let search = search.clone();
+            async move {
+                let read = search.catch_up().await?;
+                Ok::<_, CatalogError>(Progress { done: read, more: false })
+            }
+        })
+    };
+    vec![follower, verifier, warmer, search_follower]
 }
 
 /// The context's subscribers to the outbox: the search index.

@@ -164,7 +164,10 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
     if let Err(error) = availability.load_hot().await {
         tracing::warn!(%error, "could not warm the availability cache");
     }
-    context_workers.extend(catalog::workers(&availability, &config.catalog.intervals));
+    let search = catalog::search::SearchIndex::new(db.clone()).context("creating the search index")?;
+    let loaded = search.catch_up().await.context("loading the search index")?;
+    tracing::info!(rows = loaded, "loaded the search index");
+    context_workers.extend(catalog::workers(&availability, &search, &config.catalog.intervals));
     context_workers.extend(order::workers(&db, &clock, config.orders.saga_interval));
 
     let shutdown = CancellationToken::new();
@@ -182,6 +185,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
         reservations,
         workers: registry.clone(),
         availability: availability.clone(),
+        search,
         orders: api::OrderSettings { checkouts, max_stale_seconds: config.orders.max_stale_seconds },
         event_types: Arc::new(event_types),
         shutdown: shutdown.clone(),

@@ -44,20 +44,7 @@ const ALLOWED_DIFFERENCES: &[(&str, &str)] = &[
     ("table reservations: column id: nullable on sqlite, NOT NULL on postgres", SQLITE_NULLABLE_TEXT_KEY),
     ("table warehouses: column code: nullable on sqlite, NOT NULL on postgres", SQLITE_NULLABLE_TEXT_KEY),
     ("table worker_offsets: column worker: nullable on sqlite, NOT NULL on postgres", SQLITE_NULLABLE_TEXT_KEY),
-    ("table search_products: column document: on postgres only", FULL_TEXT_IS_THE_DIALECTS),
-    ("table search_products: index (document) on postgres only", FULL_TEXT_IS_THE_DIALECTS),
-    ("table search_text: on sqlite only", FULL_TEXT_IS_THE_DIALECTS),
-    ("table search_text_config: on sqlite only", FULL_TEXT_IS_THE_DIALECTS),
-    ("table search_text_content: on sqlite only", FULL_TEXT_IS_THE_DIALECTS),
-    ("table search_text_data: on sqlite only", FULL_TEXT_IS_THE_DIALECTS),
-    ("table search_text_docsize: on sqlite only", FULL_TEXT_IS_THE_DIALECTS),
-    ("table search_text_idx: on sqlite only", FULL_TEXT_IS_THE_DIALECTS),
 ];
-
-/// The search index's full-text part is each engine's own (0009_search.sql): PostgreSQL keeps
-/// a generated `tsvector` column with a GIN index on `search_products`; SQLite an FTS5 virtual
-/// table `search_text` and the shadow tables FTS5 makes for it.
-const FULL_TEXT_IS_THE_DIALECTS: &str = "full-text search is each engine's own: tsvector + GIN, or FTS5";
 
 type Failure = Box<dyn std::error::Error>;
 

@@ -899,5 +899,5 @@ pub async fn search(
         offset,
         limit: page.limit,
     };
-    Ok(Json(catalog::search::search(state.db.reader(), state.db.backend(), &search, &channel.currency).await?))
+    Ok(Json(state.search.search(&search, &channel.currency).await?))
 }

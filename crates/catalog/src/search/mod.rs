@@ -1,12 +1,21 @@
 //! Search: full-text over products' name, category, description and attributes, with
 //! relevance ranking, filters (category, in stock, price range), sorting and pagination.
 //!
-//! The index lives in the database, in each dialect's own full-text engine (SQLite FTS5 with
-//! BM25, PostgreSQL `tsvector` with a GIN index and `ts_rank`), beside one offer row per
-//! channel and product (lowest price, in stock or not). It is kept by the `search-index`
-//! subscriber, so an index change and the subscriber's offset commit together: nothing is
-//! indexed twice or skipped, every replica sees the same index, and `as_of_seq` is that offset.
-//! At start an empty index over a non-empty catalog is rebuilt from the tables.
+//! Two parts:
+//! - In the database, one document per product and one offer per channel and product (lowest
+//!   price, in stock or not), kept by the `search-index` subscriber, so an index change and the
+//!   subscriber's offset commit together: nothing is indexed twice or skipped, every replica
+//!   reads the same rows, and each row says which run wrote it (`indexed_seq`). At start an
+//!   empty set of rows over a non-empty catalog is rebuilt from the tables.
+//! - In each process, a tantivy index over those rows ([`text::SearchIndex`]) that ranks, filters
+//!   and sorts. It reads only rows written after what it has applied, in one snapshot with the
+//!   subscriber's offset, so a page's `as_of_seq` is exact. The databases' own full-text
+//!   engines ranked every match of a common word (seconds over 100k products); tantivy keeps
+//!   only the top of the page.
+
+pub mod text;
+
+pub use text::SearchIndex;
 
 use crate::{CatalogError, Result};
 use kernel::{ChannelCode, Timestamp};
@@ -16,7 +25,7 @@ use sqlx::{AnyPool, Row};
 use std::collections::{BTreeSet, HashMap};
 use store::outbox::StoredEvent;
 use store::subscriber::Subscriber;
-use store::{Backend, Db, Tx};
+use store::{Db, Tx};
 
 /// The subscriber's name (its offset is the index's `as_of_seq`).
 pub const SEARCH_SUBSCRIBER: &str = "search-index";
@@ -85,125 +94,13 @@ pub struct SearchPage {
     pub as_of_seq: i64,
 }
 
-/// A value bound to a search statement built for its filters.
-enum Bind {
-    Text(String),
-    Int(i64),
-}
-
-/// The words of `text` (letters and digits), at most 16.
-fn words(text: &str) -> Vec<String> {
+/// The words of `text` (letters and digits, lower case), at most 16.
+pub(crate) fn words(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).take(16).map(str::to_lowercase).collect()
 }
 
-/// Runs a search in the channel (which must exist: the caller checks it).
-pub async fn search(
-    pool: &AnyPool,
-    backend: Backend,
-    query: &SearchQuery,
-    currency: &kernel::Currency,
-) -> Result<SearchPage> {
-    let words = query.text.as_deref().map(words).unwrap_or_default();
-    let text_match = !words.is_empty();
-    // Only the filters asked for go into the statement (no `$n IS NULL OR ...`): a generic
-    // plan for every combination picked sequential scans on PostgreSQL.
-    let mut binds: Vec<Bind> = Vec::new();
-    let mut param = |value: Bind| {
-        binds.push(value);
-        format!("${}", binds.len())
-    };
-    let channel = param(Bind::Text(query.channel.as_str().to_owned()));
-    // Each word as a prefix, all of them required.
-    let matching = text_match.then(|| {
-        param(Bind::Text(match backend {
-            Backend::Sqlite => words.iter().map(|w| format!("\"{w}\"*")).collect::<Vec<_>>().join(" "),
-            Backend::Postgres => words.iter().map(|w| format!("{w}:*")).collect::<Vec<_>>().join(" & "),
-        }))
-    });
-    // SQLite takes `CROSS JOIN` as "this order": the full-text match drives (a join that
-    // evaluated MATCH per product took seconds), and without words the offers in price order do.
-    let mut sql = String::from("SELECT p.handle, p.name, p.category, o.price_from_minor, o.in_stock");
-    match (backend, &matching) {
-        (Backend::Sqlite, Some(m)) => sql.push_str(&format!(
-            // BM25 is lower for better matches; weights: handle, name, description, category, attributes.
-            ", bm25(search_text, 0.0, 10.0, 2.0, 4.0, 1.0) AS score \
-             FROM search_text t CROSS JOIN search_products p ON p.rowid = t.rowid \
-             CROSS JOIN search_offers o ON o.channel = {channel} AND o.handle = p.handle \
-             WHERE search_text MATCH {m}"
-        )),
-        (Backend::Postgres, Some(m)) => sql.push_str(&format!(
-            ", -ts_rank(p.document, to_tsquery('simple', {m})) AS score \
-             FROM search_products p JOIN search_offers o ON o.channel = {channel} AND o.handle = p.handle \
-             WHERE p.document @@ to_tsquery('simple', {m})"
-        )),
-        (Backend::Sqlite, None) => sql.push_str(&format!(
-            " FROM search_offers o CROSS JOIN search_products p ON p.handle = o.handle WHERE o.channel = {channel}"
-        )),
-        (Backend::Postgres, None) => sql.push_str(&format!(
-            " FROM search_offers o JOIN search_products p ON p.handle = o.handle WHERE o.channel = {channel}"
-        )),
-    }
-    if let Some(category) = &query.category {
-        let exact = param(Bind::Text(category.clone()));
-        let below =
-            param(Bind::Text(format!("{}/%", category.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))));
-        sql.push_str(&format!(" AND (p.category = {exact} OR p.category LIKE {below} ESCAPE '\\')"));
-    }
-    if query.in_stock {
-        sql.push_str(" AND o.in_stock = 1");
-    }
-    if let Some(min) = query.min_price_minor {
-        sql.push_str(&format!(" AND o.price_from_minor >= {}", param(Bind::Int(min))));
-    }
-    if let Some(max) = query.max_price_minor {
-        sql.push_str(&format!(" AND o.price_from_minor <= {}", param(Bind::Int(max))));
-    }
-    // Sorting by price lists what has a price (what has none cannot be bought anyway), in the
-    // index's order: ties by handle, ascending or descending with the price.
-    sql.push_str(match query.sort {
-        Sort::Relevance if text_match => " ORDER BY score, p.handle",
-        Sort::Relevance => " ORDER BY o.handle",
-        Sort::PriceAsc => " AND o.price_from_minor IS NOT NULL ORDER BY o.price_from_minor, o.handle",
-        Sort::PriceDesc => " AND o.price_from_minor IS NOT NULL ORDER BY o.price_from_minor DESC, o.handle DESC",
-    });
-    let limit = param(Bind::Int(i64::from(query.limit) + 1));
-    let offset = param(Bind::Int(query.offset as i64));
-    sql.push_str(&format!(" LIMIT {limit} OFFSET {offset}"));
-    let mut statement = store::sql::dynamic(sql);
-    for bind in binds {
-        statement = match bind {
-            Bind::Text(t) => statement.bind(t),
-            Bind::Int(i) => statement.bind(i),
-        };
-    }
-    let rows = statement.fetch_all(pool).await?;
-    let mut hits = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let price: Option<i64> = row.try_get(3)?;
-        let in_stock: i64 = row.try_get(4)?;
-        hits.push(SearchHit {
-            handle: row.try_get(0)?,
-            name: row.try_get(1)?,
-            category: row.try_get(2)?,
-            price_from: price.map(|p| currency.format_amount(p)),
-            in_stock: in_stock != 0,
-            variants: Vec::new(),
-        });
-    }
-    let more = hits.len() > query.limit as usize;
-    hits.truncate(query.limit as usize);
-    let handles: Vec<String> = hits.iter().map(|h| h.handle.clone()).collect();
-    let mut variants = variants_of(pool, &handles).await?;
-    for hit in &mut hits {
-        hit.variants = variants.remove(&hit.handle).unwrap_or_default();
-    }
-    let next_offset = query.offset + hits.len();
-    let next =
-        (more && next_offset <= SEARCH_OFFSET_MAX).then(|| kernel::page::encode_cursor(&next_offset.to_string()));
-    Ok(SearchPage { items: hits, next, as_of_seq: as_of_seq(pool).await? })
-}
-
-async fn variants_of(pool: &AnyPool, handles: &[String]) -> Result<HashMap<String, Vec<SearchVariant>>> {
+/// The variants of `handles`, in their products' order, for a page of hits.
+pub(crate) async fn variants_of(pool: &AnyPool, handles: &[String]) -> Result<HashMap<String, Vec<SearchVariant>>> {
     let mut map: HashMap<String, Vec<SearchVariant>> = HashMap::new();
     if handles.is_empty() {
         return Ok(map);
@@ -226,11 +123,11 @@ async fn variants_of(pool: &AnyPool, handles: &[String]) -> Result<HashMap<Strin
     Ok(map)
 }
 
-/// The last `seq` the index has applied.
-pub async fn as_of_seq(pool: &AnyPool) -> Result<i64> {
+/// The last `seq` the subscriber has applied to the rows.
+pub(crate) async fn rows_seq(tx: &mut sqlx::Transaction<'static, sqlx::Any>) -> Result<i64> {
     let seq: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM worker_offsets WHERE worker = $1")
         .bind(SEARCH_SUBSCRIBER)
-        .fetch_optional(pool)
+        .fetch_optional(&mut **tx)
         .await?;
     Ok(seq.unwrap_or(0))
 }
@@ -251,26 +148,14 @@ fn attribute_words(attributes: &str) -> String {
 }
 
 /// Re-indexes `handles` (their documents and every channel's offer) from the catalog's tables
-/// and the warehouse's sellable stock, in `tx`. A handle that no longer names a product is
-/// removed.
-pub async fn reindex(tx: &mut Tx, handles: &[String], now: Timestamp) -> Result<()> {
+/// and the warehouse's sellable stock, in `tx`, marking them written by the run that applies
+/// events up to `seq`. A handle that no longer names a product is removed.
+pub async fn reindex(tx: &mut Tx, handles: &[String], seq: i64, now: Timestamp) -> Result<()> {
     if handles.is_empty() {
         return Ok(());
     }
-    let backend = store::db::backend_of(tx);
     for chunk in handles.chunks(kernel::limits::INSERT_ROWS_MAX) {
         let list = store::sql::list_placeholders(chunk.len(), 1);
-        if backend == Backend::Sqlite {
-            // By rowid (the document's): FTS5 finds rows by rowid at once, by an unindexed
-            // column only by scanning the whole index.
-            let mut delete = store::sql::dynamic(format!(
-                "DELETE FROM search_text WHERE rowid IN (SELECT rowid FROM search_products WHERE handle IN ({list}))"
-            ));
-            for h in chunk {
-                delete = delete.bind(h.clone());
-            }
-            delete.execute(&mut **tx).await?;
-        }
         for table in ["search_offers", "search_products"] {
             let mut delete = store::sql::dynamic(format!("DELETE FROM {table} WHERE handle IN ({list})"));
             for h in chunk {
@@ -288,7 +173,7 @@ pub async fn reindex(tx: &mut Tx, handles: &[String], now: Timestamp) -> Result<
         if products.is_empty() {
             continue;
         }
-        let mut documents = store::sql::Values::new(tx, 5);
+        let mut documents = store::sql::Values::new(tx, 6);
         let mut found = Vec::with_capacity(products.len());
         for row in &products {
             let handle: String = row.try_get(0)?;
@@ -301,24 +186,13 @@ pub async fn reindex(tx: &mut Tx, handles: &[String], now: Timestamp) -> Result<
                 .text(row.try_get::<String, _>(1)?)
                 .opt_text(description)
                 .opt_text(category)
-                .text(attribute_words(&attributes));
+                .text(attribute_words(&attributes))
+                .int(seq);
             found.push(handle);
         }
-        let documents_sql =
-            "INSERT INTO search_products (handle, name, description, category, attributes_text) VALUES {values}";
+        let documents_sql = "INSERT INTO search_products (handle, name, description, category, attributes_text, \
+             indexed_seq) VALUES {values}";
         documents.query(documents_sql).execute(&mut **tx).await?;
-        if backend == Backend::Sqlite {
-            let list = store::sql::list_placeholders(found.len(), 1);
-            let mut copy = store::sql::dynamic(format!(
-                "INSERT INTO search_text (rowid, handle, name, description, category, attributes) \
-                 SELECT rowid, handle, name, description, category, attributes_text FROM search_products \
-                 WHERE handle IN ({list})"
-            ));
-            for h in &found {
-                copy = copy.bind(h.clone());
-            }
-            copy.execute(&mut **tx).await?;
-        }
         offers(tx, &found, now).await?;
     }
     Ok(())
@@ -399,7 +273,7 @@ pub async fn rebuild_if_missing(db: &Db, now: Timestamp) -> Result<usize> {
     let head: i64 = sqlx::query_scalar("SELECT last_seq FROM event_sequence WHERE id = 1").fetch_one(&mut *tx).await?;
     let handles: Vec<String> =
         sqlx::query_scalar("SELECT handle FROM products ORDER BY handle").fetch_all(&mut *tx).await?;
-    reindex(&mut tx, &handles, now).await?;
+    reindex(&mut tx, &handles, head, now).await?;
     sqlx::query(
         "INSERT INTO worker_offsets (worker, last_seq, updated_at_ms) VALUES ($1, $2, $3) \
          ON CONFLICT (worker) DO UPDATE SET last_seq = excluded.last_seq, updated_at_ms = excluded.updated_at_ms",
@@ -410,11 +284,6 @@ pub async fn rebuild_if_missing(db: &Db, now: Timestamp) -> Result<usize> {
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    // PostgreSQL plans from statistics that autovacuum gathers only a minute or so later; until
-    // then a freshly filled index is planned as if empty (sequential scans, sorts of every row).
-    if db.backend() == Backend::Postgres {
-        sqlx::query("ANALYZE search_products, search_offers").execute(db.reader()).await?;
-    }
     Ok(handles.len())
 }
 
@@ -473,6 +342,7 @@ impl Subscriber for SearchIndexer {
             }
             handles.into_iter().collect()
         };
-        reindex(tx, &handles, now).await
+        let seq = events.last().map_or(0, |e| e.seq);
+        reindex(tx, &handles, seq, now).await
     }
 }
