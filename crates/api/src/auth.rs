@@ -23,10 +23,11 @@ pub enum Scope {
     CatalogWrite,
     OrdersRead,
     OrdersWrite,
+    WebhooksAdmin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 7] = [
+    pub const ALL: [Scope; 8] = [
         Scope::Admin,
         Scope::InventoryRead,
         Scope::InventoryWrite,
@@ -34,6 +35,7 @@ impl Scope {
         Scope::CatalogWrite,
         Scope::OrdersRead,
         Scope::OrdersWrite,
+        Scope::WebhooksAdmin,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +47,7 @@ impl Scope {
             Scope::CatalogWrite => "catalog:write",
             Scope::OrdersRead => "orders:read",
             Scope::OrdersWrite => "orders:write",
+            Scope::WebhooksAdmin => "webhooks:admin",
         }
     }
 
@@ -140,6 +143,13 @@ fn is_order_path(path: &str) -> bool {
         .any(|prefix| path == *prefix || path.starts_with(&format!("{prefix}/")))
 }
 
+/// Webhook endpoints and their deliveries need `webhooks:admin`, reads included: an endpoint
+/// names where events go.
+fn is_webhook_path(path: &str) -> bool {
+    let path = path.strip_prefix("/v1").unwrap_or(path);
+    path == "/webhooks" || path.starts_with("/webhooks/")
+}
+
 /// Middleware for `/v1`: reads need `inventory:read` (catalog routes `catalog:read`),
 /// everything else `inventory:write` (`catalog:write`, order routes `orders:read` and
 /// `orders:write`); `admin` allows all.
@@ -162,6 +172,7 @@ pub async fn require_key(
     let read = matches!(*request.method(), Method::GET | Method::HEAD);
     let path = request.uri().path();
     let needed = match (is_catalog_path(path), is_order_path(path), read) {
+        _ if is_webhook_path(path) => Scope::WebhooksAdmin,
         (true, _, true) => Scope::CatalogRead,
         (true, _, false) => Scope::CatalogWrite,
         (_, true, true) => Scope::OrdersRead,

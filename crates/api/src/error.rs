@@ -267,3 +267,17 @@ impl From<sqlx::Error> for ApiError {
         ApiError::from(store::StoreError::Database(error))
     }
 }
+
+impl From<events::EventsError> for ApiError {
+    fn from(error: events::EventsError) -> Self {
+        use events::EventsError;
+        match error {
+            EventsError::NotFound { what, key } => ApiError::not_found(format!("{what} {key} does not exist")),
+            EventsError::Invalid(problems) => ApiError::validation_many(
+                problems.into_iter().map(|p| FieldError { field: p.field, message: p.message }).collect(),
+            ),
+            EventsError::Conflict(detail) => ApiError::new(StatusCode::CONFLICT, "conflict", detail),
+            EventsError::Store(e) => ApiError::from(e),
+        }
+    }
+}

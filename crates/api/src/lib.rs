@@ -47,6 +47,8 @@ pub struct AppState {
     pub availability: catalog::AvailabilityView,
     /// The catalog's search index (in process, following the database's search rows).
     pub search: catalog::search::SearchIndex,
+    /// The webhook relay (its settings are the routes' too).
+    pub webhooks: events::Relay,
     /// The order context's write path and settings.
     pub orders: OrderSettings,
     /// Every context's event types (`GET /v1/event-types`).

@@ -2,7 +2,7 @@
 
 use crate::AppState;
 use crate::routes::{
-    alerts, catalog, counts, fulfillment, health, inventory, ledger, locations, orders, reservations, reviews,
+    alerts, catalog, counts, fulfillment, health, inventory, ledger, locations, orders, reservations, reviews, webhooks,
 };
 use axum::routing::get;
 use axum::{Json, Router};
@@ -44,12 +44,14 @@ use utoipa_swagger_ui::SwaggerUi;
         fulfillment::fulfillment_pack, fulfillment::fulfillment_qc, fulfillment::picklist_create, fulfillment::picklist_get, fulfillment::picklist_complete,
         fulfillment::return_create, fulfillment::return_get, fulfillment::return_receive, fulfillment::settings_put, fulfillment::settings_get,
         reviews::review_create, reviews::review_list,
+        webhooks::webhook_create, webhooks::webhook_list, webhooks::webhook_get, webhooks::webhook_delete,
+        webhooks::webhook_rotate_secret, webhooks::webhook_replay, webhooks::delivery_list, webhooks::delivery_retry,
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError, warehouse::ShortLine)),
     modifiers(&BearerAuth, &CommonAnswers),
     tags(
         (name = "items"), (name = "warehouses"), (name = "stock"), (name = "reservations"),
-        (name = "ledger"), (name = "alerts"), (name = "counts"), (name = "channels"), (name = "catalog"), (name = "carts"), (name = "orders"), (name = "promotions"), (name = "fulfillment"), (name = "reviews"), (name = "operations")
+        (name = "ledger"), (name = "alerts"), (name = "counts"), (name = "channels"), (name = "catalog"), (name = "carts"), (name = "orders"), (name = "promotions"), (name = "fulfillment"), (name = "reviews"), (name = "webhooks"), (name = "operations")
     )
 )]
 pub struct ApiDoc;

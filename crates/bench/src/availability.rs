@@ -96,6 +96,7 @@ pub fn run(args: &AvailabilityArgs) -> anyhow::Result<()> {
         let mut freshness = Vec::new();
         let mut in_process = Vec::new();
         let mut searches = Vec::new();
+        let mut ceilings = Vec::new();
         for backend in backends {
             for cache in [true, false] {
                 if !cache && !args.baseline {
@@ -121,6 +122,7 @@ pub fn run(args: &AvailabilityArgs) -> anyhow::Result<()> {
                     freshness.push((backend, report.freshness));
                     in_process.push((backend, report.in_process));
                     searches.push((backend, report.search));
+                    ceilings.extend(report.http_ceiling.map(|c| (backend, c)));
                 }
             }
         }
@@ -137,6 +139,22 @@ pub fn run(args: &AvailabilityArgs) -> anyhow::Result<()> {
         for (backend, (r, rate)) in &in_process {
             let l = r.latency();
             println!("| {} | {:.3} | {:.3} | {:.3} | {:.0} |", label(*backend), l.p50_ms, l.p99_ms, l.p999_ms, rate);
+        }
+        println!();
+        println!(
+            "| backend | HTTP ceiling: GET /health, {} clients | requests/s | p50 ms | p99 ms | errors |",
+            args.clients
+        );
+        println!("|---|---|---|---|---|---|");
+        for (backend, (r, rate)) in &ceilings {
+            let l = r.latency();
+            println!(
+                "| {} | same load generator, no key, no database | {rate:.0} | {:.2} | {:.2} | {} |",
+                label(*backend),
+                l.p50_ms,
+                l.p99_ms,
+                r.errors.total()
+            );
         }
         println!();
         println!(
@@ -178,6 +196,8 @@ struct Report {
     in_process: (Recorder, f64),
     /// Per query kind: its name and what it measured.
     search: Vec<(&'static str, Recorder, f64)>,
+    /// `GET /health` under the same clients, and its rate.
+    http_ceiling: Option<(Recorder, f64)>,
 }
 
 /// Seeds the catalog tables beside the warehouse's: one product per SKU `{prefix}{n}`, priced
@@ -261,6 +281,7 @@ async fn one_run(args: &AvailabilityArgs, backend: Backend, cache: bool) -> anyh
         group_commit: warehouse::reservation::group_commit::GroupCommitConfig::default(),
         catalog,
         orders: ::stockroom::OrderConfig::default(),
+        events: events::EventsSettings::default(),
     };
     let running = ::stockroom::start(config, Arc::new(SystemClock), crate::probe::handle()).await?;
     let base = format!("http://{}", running.addr);
@@ -373,6 +394,8 @@ async fn one_run(args: &AvailabilityArgs, backend: Backend, cache: bool) -> anyh
     };
     let search =
         if extras { measure_search(&client, &base, &authorization, skus, args.duration()).await } else { Vec::new() };
+    let http_ceiling =
+        if extras { Some(measure_http_ceiling(&client, &base, args.clients, args.duration()).await) } else { None };
     running.stop().await?;
     database.drop_database().await;
     Ok(Report {
@@ -385,7 +408,49 @@ async fn one_run(args: &AvailabilityArgs, backend: Backend, cache: bool) -> anyh
         freshness,
         in_process,
         search,
+        http_ceiling,
     })
+}
+
+/// The same clients, client library and server asking `GET /health` (no key, no database, a
+/// constant answer): what HTTP alone reaches on this machine with this load generator, the
+/// ceiling any route's reads/s sit under.
+async fn measure_http_ceiling(
+    client: &reqwest::Client,
+    base: &str,
+    clients: usize,
+    duration: Duration,
+) -> (Recorder, f64) {
+    let stop = Instant::now() + duration;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (client, url) = (client.clone(), format!("{base}/health"));
+        tasks.push(tokio::spawn(async move {
+            let mut recorder = Recorder::new();
+            while Instant::now() < stop {
+                let sent = Instant::now();
+                let outcome = match client.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => match r.bytes().await {
+                        Ok(_) => Outcome::Ok,
+                        Err(e) => Outcome::other(e),
+                    },
+                    Ok(r) => Outcome::other(format!("HTTP {}", r.status())),
+                    Err(e) => Outcome::other(e),
+                };
+                recorder.record(&outcome, sent.elapsed());
+            }
+            recorder
+        }));
+    }
+    let mut recorder = Recorder::new();
+    for task in tasks {
+        if let Ok(r) = task.await {
+            recorder.merge(&r);
+        }
+    }
+    let rate = recorder.ok as f64 / started.elapsed().as_secs_f64();
+    (recorder, rate)
 }
 
 /// A kind of search: its name, and the query string for a random number.

@@ -145,6 +145,7 @@ async fn one_run(args: &FulfilmentArgs, backend: Backend, batch: i64) -> anyhow:
         group_commit: Default::default(),
         catalog: ::stockroom::CatalogConfig::default(),
         orders: ::stockroom::OrderConfig::default(),
+        events: events::EventsSettings::default(),
     };
     let running = ::stockroom::start(config, Arc::new(SystemClock), crate::probe::handle()).await?;
     let api = Api::new(&running, SETUP_CLIENTS.max(WAREHOUSES))?;

@@ -404,6 +404,7 @@ async fn one_run(args: &OrdersArgs, backend: Backend, variant: Variant) -> anyho
         group_commit: variant.group_commit(),
         catalog: ::stockroom::CatalogConfig::default(),
         orders: ::stockroom::OrderConfig::default(),
+        events: events::EventsSettings::default(),
     };
     let running = ::stockroom::start(config, Arc::new(SystemClock), crate::probe::handle()).await?;
     let api = Api::new(&running, FLASH_IN_FLIGHT.max(args.clients))?;

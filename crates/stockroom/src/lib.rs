@@ -31,6 +31,8 @@ pub struct ServeConfig {
     pub group_commit: GroupCommitConfig,
     pub catalog: CatalogConfig,
     pub orders: OrderConfig,
+    /// Webhooks: who may be called, retries, timeouts, breakers.
+    pub events: events::EventsSettings,
 }
 
 /// The order context's settings.
@@ -169,6 +171,18 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
     tracing::info!(rows = loaded, "loaded the search index");
     context_workers.extend(catalog::workers(&availability, &search, &config.catalog.intervals));
     context_workers.extend(order::workers(&db, &clock, config.orders.saga_interval));
+    let webhooks =
+        events::Relay::new(db.clone(), clock.clone(), config.events.clone()).context("starting the webhook relay")?;
+    context_workers.push({
+        let relay = webhooks.clone();
+        store::workers::Worker::new("webhook-relay", config.events.interval, move || {
+            let relay = relay.clone();
+            async move {
+                let started = relay.tick().await?;
+                Ok::<_, events::EventsError>(store::workers::Progress { done: started, more: false })
+            }
+        })
+    });
 
     let shutdown = CancellationToken::new();
     let registry = store::workers::Workers::new();
@@ -186,6 +200,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
         workers: registry.clone(),
         availability: availability.clone(),
         search,
+        webhooks,
         orders: api::OrderSettings { checkouts, max_stale_seconds: config.orders.max_stale_seconds },
         event_types: Arc::new(event_types),
         shutdown: shutdown.clone(),

@@ -155,6 +155,32 @@ impl OrderArgs {
     }
 }
 
+/// Events out: webhooks.
+#[derive(clap::Args, Clone)]
+struct EventsArgs {
+    /// Allow webhook URLs on loopback and private addresses (refused by default, so a key
+    /// holder cannot make Stockroom call internal services).
+    #[arg(long, env = "STOCKROOM_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    webhook_allow_private: bool,
+    /// A failing webhook delivery is retried (with backoff) this long before it is dead-lettered, seconds.
+    #[arg(long, env = "STOCKROOM_WEBHOOK_RETRY_WINDOW_SECONDS", default_value_t = 86_400)]
+    webhook_retry_window_seconds: u64,
+    /// One webhook attempt's time limit, ms.
+    #[arg(long, env = "STOCKROOM_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
+    webhook_timeout_ms: u64,
+}
+
+impl EventsArgs {
+    fn config(&self) -> events::EventsSettings {
+        events::EventsSettings {
+            allow_private: self.webhook_allow_private,
+            retry_window: Duration::from_secs(self.webhook_retry_window_seconds.max(1)),
+            request_timeout: Duration::from_millis(self.webhook_timeout_ms.max(1)),
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Serve the HTTP API and run the workers.
@@ -174,6 +200,8 @@ enum Command {
         availability: AvailabilityArgs,
         #[command(flatten)]
         orders: OrderArgs,
+        #[command(flatten)]
+        events: EventsArgs,
     },
     /// Apply pending migrations and exit.
     Migrate {
@@ -278,7 +306,16 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { listen, database, admin_key, sweep_interval_ms, group_commit, availability, orders } => {
+        Command::Serve {
+            listen,
+            database,
+            admin_key,
+            sweep_interval_ms,
+            group_commit,
+            availability,
+            orders,
+            events,
+        } => {
             let metrics = PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
             let config = stockroom::ServeConfig {
                 listen,
@@ -289,6 +326,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 group_commit: group_commit.config(),
                 catalog: availability.config(),
                 orders: orders.config(),
+                events: events.config(),
             };
             let running = stockroom::start(config, Arc::new(SystemClock), metrics).await?;
             if let Some(key) = &running.bootstrap_key {

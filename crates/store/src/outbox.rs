@@ -153,6 +153,11 @@ pub async fn committed_head(pool: &AnyPool) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar("SELECT last_seq FROM event_sequence WHERE id = 1").fetch_one(pool).await?)
 }
 
+/// [`committed_head`] inside `tx`.
+pub async fn committed_head_in(tx: &mut Tx) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar("SELECT last_seq FROM event_sequence WHERE id = 1").fetch_one(&mut **tx).await?)
+}
+
 /// The latest committed `seq` (0 when there is none). Appends take their `seq`s in commit
 /// order (see the module docs), so every event up to it is visible once it is.
 pub async fn events_head(pool: &AnyPool) -> Result<i64, StoreError> {

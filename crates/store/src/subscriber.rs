@@ -159,7 +159,7 @@ pub async fn run_once<S: Subscriber>(
     // Every seq up to the committed head is committed (see `outbox`), so events up to it can
     // be scanned without a gap. A run scans at most `batch_max` seqs, wanted or not, so the
     // transaction (and on SQLite the write lock) stays short however the types are mixed.
-    let head = committed_head(&mut tx).await?;
+    let head = crate::outbox::committed_head_in(&mut tx).await?;
     let upto = head.min(offset.saturating_add(batch_max.max(1)));
     let types = subscriber.event_types();
     let sql = format!(
@@ -195,10 +195,6 @@ pub async fn run_once<S: Subscriber>(
     metrics::gauge!("stockroom_subscriber_lag", "subscriber" => name).set(lag as f64);
     metrics::counter!("stockroom_subscriber_events_total", "subscriber" => name).increment(events.len() as u64);
     Ok(RunReport { handled: events.len(), offset: new_offset, lag })
-}
-
-async fn committed_head(tx: &mut Tx) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar("SELECT last_seq FROM event_sequence WHERE id = 1").fetch_one(&mut **tx).await?)
 }
 
 /// A subscriber's offset and lag, for operators.

@@ -26,6 +26,7 @@ pub struct AppOptions {
     pub clock: Arc<dyn Clock>,
     pub catalog: stockroom::CatalogConfig,
     pub orders: stockroom::OrderConfig,
+    pub events: events::EventsSettings,
     /// Connect to the PostgreSQL test database through this address (a [`proxy::TcpProxy`]
     /// in front of it) instead of directly.
     pub database_proxy: Option<std::net::SocketAddr>,
@@ -45,6 +46,8 @@ impl Default for AppOptions {
             clock: Arc::new(SystemClock),
             catalog: stockroom::CatalogConfig::default(),
             orders: stockroom::OrderConfig::default(),
+            // Tests' receivers listen on loopback.
+            events: events::EventsSettings { allow_private: true, ..Default::default() },
             database_proxy: None,
         }
     }
@@ -89,6 +92,7 @@ pub async fn spawn_app_with(backend: Backend, options: AppOptions) -> TestApp {
         group_commit: GroupCommitConfig { workers: 0, ..GroupCommitConfig::default() },
         catalog: options.catalog,
         orders: options.orders,
+        events: options.events,
     };
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle();
     let running = stockroom::start(config, options.clock, metrics).await.expect("start the app");

@@ -11,6 +11,7 @@ pub mod locations;
 pub mod orders;
 pub mod reservations;
 pub mod reviews;
+pub mod webhooks;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -32,6 +33,7 @@ pub fn v1_routes() -> Router<AppState> {
         .merge(orders::routes())
         .merge(fulfillment::routes())
         .merge(reviews::routes())
+        .merge(webhooks::routes())
 }
 
 pub async fn not_found() -> ApiError {

@@ -151,6 +151,7 @@ pub async fn start_server(
         group_commit: overrides.apply(GroupCommitConfig { workers: 0, ..GroupCommitConfig::default() }),
         catalog: ::stockroom::CatalogConfig::default(),
         orders: ::stockroom::OrderConfig::default(),
+        events: events::EventsSettings::default(),
     };
     ::stockroom::start(config, Arc::new(SystemClock), crate::probe::handle())
         .await
