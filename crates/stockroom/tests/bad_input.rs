@@ -96,6 +96,8 @@ struct Seeded {
     /// A receipt of 10 SHIRT into BER-1, and a transfer of 1 SHIRT from MUC-1 in transit.
     receipt: String,
     transfer: String,
+    /// A webhook to a closed loopback port, for `lot.expired` only (nothing the sweeps emit).
+    webhook: String,
 }
 
 /// Checks out `quantity` SHIRT, pays and waits for the order's fulfilment; answers the order's
@@ -210,7 +212,10 @@ async fn seed_every_resource(app: &TestApp) -> Seeded {
         assert!(std::time::Instant::now() < deadline, "[{}] the search index stayed behind", app.label());
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    let hook = json!({"url": "http://127.0.0.1:9/hook", "events": ["lot.expired"]});
+    let webhook = app.post("/v1/webhooks", hook).await.expect(201)["id"].as_str().expect("an id").to_owned();
     Seeded {
+        webhook,
         reservation,
         count: count["id"].as_str().expect("a count id").to_owned(),
         alert,
@@ -368,6 +373,10 @@ fn path_value(template: &str, collection: &str, name: &str, seeded: &Seeded) -> 
         ("returns", "id") => seeded.return_id.clone(),
         ("receipts", "id") => seeded.receipt.clone(),
         ("transfers", "id") => seeded.transfer.clone(),
+        ("webhooks", "id") => seeded.webhook.clone(),
+        // No delivery exists (the webhook matches nothing the sweeps emit): its routes are
+        // swept for everything decided before the delivery is looked up.
+        ("deliveries", "delivery") => "no-such-delivery".to_owned(),
         _ => panic!(
             "{template}: no seeded value for the path parameter {{{name}}} after /{collection}/; \
              seed one in seed_every_resource and map it in path_value"
@@ -468,6 +477,8 @@ fn valid_bodies(seeded: &Seeded) -> Vec<(Method, &'static str, Value)> {
         ),
         (Method::POST, "/v1/fulfillments/{id}/ship", json!({"carrier": "dhl", "tracking": "JJD1"})),
         (Method::POST, "/v1/picklists", json!({"warehouse": BER, "max_fulfillments": 5})),
+        (Method::POST, "/v1/webhooks", json!({"url": "http://127.0.0.1:9/other", "events": ["lot.expired"]})),
+        (Method::POST, "/v1/webhooks/{id}/replay", json!({"from_seq": 1})),
         (
             Method::POST,
             "/v1/reservations/{id}/reduce",
@@ -1679,11 +1690,30 @@ async fn a_key_without_the_scope_is_forbidden_on_every_endpoint() {
             api::auth::key_create(&app.db, &[Scope::OrdersRead], "test", now).await.expect("create a key");
         let orders_write =
             api::auth::key_create(&app.db, &[Scope::OrdersWrite], "test", now).await.expect("create a key");
+        let webhooks_admin =
+            api::auth::key_create(&app.db, &[Scope::WebhooksAdmin], "test", now).await.expect("create a key");
         let before = snapshot(&app, &reads(&operations)).await;
         let mut v = Verdicts::new(&app);
         for (operation, body) in secured_requests(&operations, &seeded) {
             let (method, path) = (&operation.method, &operation.path);
             let bytes = body.as_ref().map(|b| (JSON, serde_json::to_vec(b).expect("serialize")));
+            // Webhook routes, reads included, take `webhooks:admin` only.
+            if operation.template.starts_with("/v1/webhooks") {
+                for (what, key) in [
+                    ("inventory:read", &read),
+                    ("inventory:write", &write),
+                    ("catalog:write", &catalog_write),
+                    ("orders:write", &orders_write),
+                ] {
+                    let reply = app.request(method.clone(), path, bytes.clone(), Some(&key.secret), &[]).await;
+                    v.refused(&format!("{method} {path} with an {what} key"), reply, 403, "forbidden", &[]);
+                }
+                if *method == Method::GET {
+                    let reply = app.request(method.clone(), path, None, Some(&webhooks_admin.secret), &[]).await;
+                    v.accepted(&format!("{method} {path} with a webhooks:admin key"), reply, 200);
+                }
+                continue;
+            }
             // Catalog routes take the catalog scopes, order routes the order ones, every other
             // route the inventory ones.
             let (read_key, write_key, other_read, area) = if is_catalog_route(&operation.template) {

@@ -21,7 +21,7 @@ use crate::{CatalogError, Result};
 use kernel::{ChannelCode, Timestamp};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{AnyPool, Row};
+use sqlx::Row;
 use std::collections::{BTreeSet, HashMap};
 use store::outbox::StoredEvent;
 use store::subscriber::Subscriber;
@@ -68,7 +68,7 @@ pub struct SearchQuery {
     pub limit: u32,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct SearchVariant {
     pub sku: String,
     #[schema(value_type = Object)]
@@ -99,26 +99,28 @@ pub(crate) fn words(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).take(16).map(str::to_lowercase).collect()
 }
 
-/// The variants of `handles`, in their products' order, for a page of hits.
-pub(crate) async fn variants_of(pool: &AnyPool, handles: &[String]) -> Result<HashMap<String, Vec<SearchVariant>>> {
+/// The variants of `handles`, in their products' order, read in `tx`'s snapshot.
+pub(crate) async fn variants_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    handles: &[String],
+) -> Result<HashMap<String, Vec<SearchVariant>>> {
     let mut map: HashMap<String, Vec<SearchVariant>> = HashMap::new();
-    if handles.is_empty() {
-        return Ok(map);
-    }
-    let sql = format!(
-        "SELECT product, sku, options FROM product_variants WHERE product IN ({}) ORDER BY product, position",
-        store::sql::list_placeholders(handles.len(), 1)
-    );
-    let mut query = sqlx::query_as::<_, (String, String, String)>(sqlx::AssertSqlSafe(sql));
-    for handle in handles {
-        query = query.bind(handle.clone());
-    }
-    for (product, sku, options) in query.fetch_all(pool).await? {
-        let options = match serde_json::from_str(&options) {
-            Ok(Value::Object(map)) => map,
-            _ => return Err(store::StoreError::Corrupt(format!("variant {sku} options")).into()),
-        };
-        map.entry(product).or_default().push(SearchVariant { sku, options });
+    for chunk in handles.chunks(kernel::limits::INSERT_ROWS_MAX) {
+        let sql = format!(
+            "SELECT product, sku, options FROM product_variants WHERE product IN ({}) ORDER BY product, position",
+            store::sql::list_placeholders(chunk.len(), 1)
+        );
+        let mut query = sqlx::query_as::<_, (String, String, String)>(sqlx::AssertSqlSafe(sql));
+        for handle in chunk {
+            query = query.bind(handle.clone());
+        }
+        for (product, sku, options) in query.fetch_all(&mut **tx).await? {
+            let options = match serde_json::from_str(&options) {
+                Ok(Value::Object(map)) => map,
+                _ => return Err(store::StoreError::Corrupt(format!("variant {sku} options")).into()),
+            };
+            map.entry(product).or_default().push(SearchVariant { sku, options });
+        }
     }
     Ok(map)
 }

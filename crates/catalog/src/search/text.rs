@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use store::{Backend, Db};
 use tantivy::collector::TopDocs;
-use tantivy::collector::sort_key::{SortBySimilarityScore, SortByStaticFastValue, SortByString};
+use tantivy::collector::sort_key::{SortByStaticFastValue, SortByString};
 use tantivy::query::{BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery};
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
@@ -60,6 +60,8 @@ struct Fields {
     in_stock: Field,
     name: Field,
     category: Field,
+    /// The product's variants as JSON, for the page: a search reads nothing from the database.
+    variants: Field,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -77,6 +79,7 @@ fn schema() -> (Schema, Fields) {
         in_stock: builder.add_u64_field("in_stock", INDEXED | STORED),
         name: builder.add_text_field("name", STORED),
         category: builder.add_text_field("category", STORED),
+        variants: builder.add_text_field("variants", STORED),
     };
     (builder.build(), fields)
 }
@@ -169,10 +172,12 @@ impl SearchIndex {
         .bind(upto)
         .fetch_all(&mut *tx)
         .await?;
+        let handles: Vec<String> = rows.iter().map(|r| r.handle.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+        let variants = super::variants_in(&mut tx, &handles).await?;
         tx.rollback().await?;
         let read = rows.len();
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.apply(rows, upto))
+        tokio::task::spawn_blocking(move || inner.apply(rows, variants, upto))
             .await
             .map_err(|e| CatalogError::SearchIndex(format!("the indexing task failed: {e}")))??;
         metrics::gauge!("stockroom_search_applied_seq").set(upto as f64);
@@ -188,7 +193,7 @@ impl SearchIndex {
             .await
             .map_err(|e| CatalogError::SearchIndex(format!("the search task failed: {e}")))??;
         let more = found.len() > query.limit as usize;
-        let mut items: Vec<SearchHit> = found
+        let items: Vec<SearchHit> = found
             .into_iter()
             .take(query.limit as usize)
             .map(|f| SearchHit {
@@ -197,14 +202,9 @@ impl SearchIndex {
                 category: f.category,
                 price_from: f.price_minor.map(|p| currency.format_amount(p)),
                 in_stock: f.in_stock,
-                variants: Vec::new(),
+                variants: f.variants,
             })
             .collect();
-        let handles: Vec<String> = items.iter().map(|h| h.handle.clone()).collect();
-        let mut variants = super::variants_of(self.inner.db.reader(), &handles).await?;
-        for item in &mut items {
-            item.variants = variants.remove(&item.handle).unwrap_or_default();
-        }
         let next_offset = query.offset + items.len();
         let next = (more && next_offset <= super::SEARCH_OFFSET_MAX)
             .then(|| kernel::page::encode_cursor(&next_offset.to_string()));
@@ -219,10 +219,16 @@ struct Found {
     category: Option<String>,
     price_minor: Option<i64>,
     in_stock: bool,
+    variants: Vec<super::SearchVariant>,
 }
 
 impl Inner {
-    fn apply(&self, rows: Vec<Row>, upto: i64) -> Result<()> {
+    fn apply(
+        &self,
+        rows: Vec<Row>,
+        variants: std::collections::HashMap<String, Vec<super::SearchVariant>>,
+        upto: i64,
+    ) -> Result<()> {
         if !rows.is_empty() {
             let f = self.fields;
             let mut writer =
@@ -243,7 +249,7 @@ impl Inner {
                     row.description.as_deref(),
                     Some(row.attributes_text.as_str()),
                 ]
-                .map(|text| text.map(prefixes).unwrap_or_default());
+                .map(|text| text.map(|t| prefixes(channel, t)).unwrap_or_default());
                 for (field, text) in f.sources.iter().zip(sources) {
                     doc.add_text(*field, text);
                 }
@@ -260,6 +266,8 @@ impl Inner {
                 }
                 doc.add_u64(f.in_stock, u64::from(row.in_stock == Some(1)));
                 doc.add_text(f.name, &row.name);
+                let of_product = variants.get(&row.handle).map(Vec::as_slice).unwrap_or_default();
+                doc.add_text(f.variants, serde_json::to_string(of_product).expect("variants serialize"));
                 writer.add_document(doc)?;
             }
             writer.commit()?;
@@ -279,12 +287,15 @@ impl Inner {
         let filter =
             |q: Box<dyn Query>| -> (Occur, Box<dyn Query>) { (Occur::Must, Box::new(ConstScoreQuery::new(q, 0.0))) };
         let term = |t: Term| -> Box<dyn Query> { Box::new(TermQuery::new(t, IndexRecordOption::Basic)) };
-        let mut clauses = vec![filter(term(Term::from_field_text(f.channel, query.channel.as_str())))];
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         let mut analyzer = self.index.tokenizer_for_field(f.sources[0])?;
         let mut ranked = false;
         for word in query.text.as_deref().map(super::words).unwrap_or_default() {
             let cut: String = word.chars().take(PREFIX_CHARS_MAX).collect();
-            let mut stream = analyzer.token_stream(&cut);
+            // The channel is part of every indexed word: one word's query is a pure
+            // disjunction of terms, which tantivy scores with block-max WAND.
+            let qualified = format!("{}{CHANNEL_MARK}{cut}", query.channel.as_str());
+            let mut stream = analyzer.token_stream(&qualified);
             while let Some(token) = stream.next() {
                 // Each word must match, in any source; its sources add up, by weight.
                 let either: Vec<(Occur, Box<dyn Query>)> = f
@@ -301,6 +312,9 @@ impl Inner {
                 ranked = true;
             }
         }
+        if !ranked {
+            clauses.push(filter(term(Term::from_field_text(f.channel, query.channel.as_str()))));
+        }
         if let Some(category) = &query.category {
             clauses.push(filter(term(Term::from_field_text(f.category_path, category))));
         }
@@ -316,19 +330,26 @@ impl Inner {
         if query.sort != Sort::Relevance {
             clauses.push(filter(term(Term::from_field_u64(f.priced, 1))));
         }
-        let wanted = BooleanQuery::new(clauses);
+        // One clause alone is the query itself, so a single word stays a pure disjunction.
+        let wanted: Box<dyn Query> = if clauses.len() == 1 {
+            clauses.pop().expect("one clause").1
+        } else {
+            Box::new(BooleanQuery::new(clauses))
+        };
         let top = TopDocs::with_limit(query.limit as usize + 1).and_offset(query.offset);
         let by_handle = |order| (SortByString::for_field("handle"), order);
         let by_price = |order| (SortByStaticFastValue::<i64>::for_field("price"), order);
         let addresses: Vec<DocAddress> = match query.sort {
-            Sort::Relevance if ranked => searcher
-                .search(&wanted, &top.order_by(((SortBySimilarityScore, Order::Desc), by_handle(Order::Asc))))?
+            // Equal scores keep the index's order: a tie-break on the handle would cost the
+            // pruning that makes a common word fast.
+            Sort::Relevance if ranked => {
+                searcher.search(wanted.as_ref(), &top.order_by_score())?.into_iter().map(|(_, a)| a).collect()
+            }
+            Sort::Relevance => searcher
+                .search(wanted.as_ref(), &top.order_by(by_handle(Order::Asc)))?
                 .into_iter()
                 .map(|(_, a)| a)
                 .collect(),
-            Sort::Relevance => {
-                searcher.search(&wanted, &top.order_by(by_handle(Order::Asc)))?.into_iter().map(|(_, a)| a).collect()
-            }
             Sort::PriceAsc => searcher
                 .search(&wanted, &top.order_by((by_price(Order::Asc), by_handle(Order::Asc))))?
                 .into_iter()
@@ -350,18 +371,24 @@ impl Inner {
                 category: text(f.category),
                 price_minor: doc.get_first(f.price).and_then(|v| v.as_i64()),
                 in_stock: doc.get_first(f.in_stock).and_then(|v| v.as_u64()) == Some(1),
+                variants: text(f.variants).and_then(|v| serde_json::from_str(&v).ok()).unwrap_or_default(),
             });
         }
         Ok((found, as_of_seq))
     }
 }
 
-/// Every prefix of every word of `text` (up to [`PREFIX_CHARS_MAX`] characters), separated by
-/// spaces.
-fn prefixes(text: &str) -> String {
+/// Between a channel and a word in an indexed term (never in either).
+const CHANNEL_MARK: char = '\u{1f}';
+
+/// Every prefix of every word of `text` (up to [`PREFIX_CHARS_MAX`] characters), each after
+/// the channel, separated by spaces.
+fn prefixes(channel: &str, text: &str) -> String {
     let mut out = String::new();
     for word in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
         for (at, c) in word.char_indices().take(PREFIX_CHARS_MAX) {
+            out.push_str(channel);
+            out.push(CHANNEL_MARK);
             out.push_str(&word[..at + c.len_utf8()]);
             out.push(' ');
         }
@@ -375,9 +402,12 @@ mod tests {
 
     #[test]
     fn every_prefix_of_every_word_is_indexed_up_to_the_cap() {
-        assert_eq!(prefixes("Tee-shirt"), "T Te Tee s sh shi shir shirt ");
-        assert_eq!(prefixes("café"), "c ca caf café ");
+        assert_eq!(
+            prefixes("w", "Tee-shirt"),
+            "w\u{1f}T w\u{1f}Te w\u{1f}Tee w\u{1f}s w\u{1f}sh w\u{1f}shi w\u{1f}shir w\u{1f}shirt "
+        );
+        assert_eq!(prefixes("w", "café"), "w\u{1f}c w\u{1f}ca w\u{1f}caf w\u{1f}café ");
         let long = "a".repeat(40);
-        assert_eq!(prefixes(&long).split(' ').filter(|p| !p.is_empty()).count(), super::PREFIX_CHARS_MAX);
+        assert_eq!(prefixes("w", &long).split(' ').filter(|p| !p.is_empty()).count(), super::PREFIX_CHARS_MAX);
     }
 }
