@@ -277,6 +277,7 @@ impl From<events::EventsError> for ApiError {
                 problems.into_iter().map(|p| FieldError { field: p.field, message: p.message }).collect(),
             ),
             EventsError::Conflict(detail) => ApiError::new(StatusCode::CONFLICT, "conflict", detail),
+            EventsError::Unavailable(detail) => ApiError::unavailable(detail),
             EventsError::Store(e) => ApiError::from(e),
         }
     }

@@ -9,6 +9,7 @@
 //! Every outcome is recorded on the delivery row. Endpoints progress independently: a slow
 //! one never holds up another.
 
+pub mod nats;
 pub mod relay;
 pub mod signature;
 pub mod webhook;
@@ -45,6 +46,8 @@ pub struct EventsSettings {
     pub secret_overlap: Duration,
     /// How often the relay looks for work.
     pub interval: Duration,
+    /// NATS JetStream (`--nats-url`); `None`: no NATS.
+    pub nats: Option<nats::NatsSettings>,
 }
 
 impl Default for EventsSettings {
@@ -61,6 +64,7 @@ impl Default for EventsSettings {
             breaker_cooldown: Duration::from_secs(30),
             secret_overlap: Duration::from_secs(24 * 3600),
             interval: Duration::from_millis(50),
+            nats: None,
         }
     }
 }
@@ -80,6 +84,9 @@ pub enum EventsError {
     Invalid(Vec<FieldProblem>),
     #[error("{0}")]
     Conflict(String),
+    /// A destination (NATS) did not answer; nothing moved past it.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -173,6 +173,23 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
     context_workers.extend(order::workers(&db, &clock, config.orders.saga_interval));
     let webhooks =
         events::Relay::new(db.clone(), clock.clone(), config.events.clone()).context("starting the webhook relay")?;
+    if let Some(nats) = &config.events.nats {
+        let relay = events::nats::NatsRelay::connect(db.clone(), clock.clone(), nats.clone())
+            .await
+            .with_context(|| format!("connecting to NATS at {}", redact(&nats.url)))?;
+        context_workers.push(store::workers::Worker::new(
+            events::nats::NATS_RELAY,
+            config.events.interval,
+            move || {
+                let relay = relay.clone();
+                async move {
+                    let published = relay.run_once().await?;
+                    let more = published >= relay.settings().batch as usize;
+                    Ok::<_, events::EventsError>(store::workers::Progress { done: published, more })
+                }
+            },
+        ));
+    }
     context_workers.push({
         let relay = webhooks.clone();
         store::workers::Worker::new("webhook-relay", config.events.interval, move || {

@@ -165,6 +165,9 @@ struct EventsArgs {
     /// A failing webhook delivery is retried (with backoff) this long before it is dead-lettered, seconds.
     #[arg(long, env = "STOCKROOM_WEBHOOK_RETRY_WINDOW_SECONDS", default_value_t = 86_400)]
     webhook_retry_window_seconds: u64,
+    /// NATS with JetStream: every event is also published to `stockroom.<type>`, e.g. nats://127.0.0.1:4222.
+    #[arg(long, env = "STOCKROOM_NATS_URL")]
+    nats_url: Option<String>,
     /// One webhook attempt's time limit, ms.
     #[arg(long, env = "STOCKROOM_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
     webhook_timeout_ms: u64,
@@ -176,6 +179,7 @@ impl EventsArgs {
             allow_private: self.webhook_allow_private,
             retry_window: Duration::from_secs(self.webhook_retry_window_seconds.max(1)),
             request_timeout: Duration::from_millis(self.webhook_timeout_ms.max(1)),
+            nats: self.nats_url.clone().filter(|u| !u.is_empty()).map(events::nats::NatsSettings::new),
             ..Default::default()
         }
     }
