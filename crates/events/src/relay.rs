@@ -64,6 +64,8 @@ fn client(settings: &EventsSettings) -> Result<reqwest::Client> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        // A proxy would resolve the receiver itself, past the address check.
+        .no_proxy()
         .timeout(settings.request_timeout)
         .connect_timeout(settings.request_timeout)
         .pool_max_idle_per_host(settings.per_endpoint_concurrency)
@@ -91,7 +93,20 @@ struct Due {
     id: String,
     event_seq: i64,
     attempts: i64,
-    window_started_ms: i64,
+    /// `None` before the first try of the window.
+    window_started_ms: Option<i64>,
+}
+
+/// Takes an endpoint out of the in-flight set when its task ends, panics included.
+struct InFlight {
+    set: Arc<Mutex<HashSet<String>>>,
+    id: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.set.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+    }
 }
 
 impl Relay {
@@ -124,9 +139,10 @@ impl Relay {
             }
             started += 1;
             let relay = self.clone();
+            let guard = InFlight { set: self.in_flight.clone(), id: id.clone() };
             tokio::spawn(async move {
+                let _guard = guard;
                 let outcome = relay.serve(&id, head).await;
-                relay.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
                 if let Err(error) = outcome {
                     tracing::warn!(webhook = %id, %error, "webhook relay turn failed; retried next tick");
                 }
@@ -186,7 +202,7 @@ impl Relay {
             store::outbox::events_matching(self.db.reader(), row.cursor_seq, upto, &filter, QUEUE_BATCH).await?;
         let through = if events.len() == QUEUE_BATCH as usize { events.last().map_or(upto, |e| e.seq) } else { upto };
         for chunk in events.chunks(kernel::limits::INSERT_ROWS_MAX / 2) {
-            let mut values = store::sql::Values::new(&tx, 12);
+            let mut values = store::sql::Values::new(&tx, 11);
             for e in chunk {
                 values
                     .row()
@@ -200,14 +216,12 @@ impl Relay {
                     .text("pending")
                     .int(0)
                     .int(now.millis())
-                    .int(now.millis())
                     .int(now.millis());
             }
             values
                 .query(
                     "INSERT INTO webhook_deliveries (id, webhook, event_seq, event_id, event_type, aggregate, \
-                     aggregate_seq, status, attempts, window_started_ms, next_attempt_at_ms, created_at_ms) \
-                     VALUES {values}",
+                     aggregate_seq, status, attempts, next_attempt_at_ms, created_at_ms) VALUES {values}",
                 )
                 .execute(&mut *tx)
                 .await?;
@@ -260,8 +274,8 @@ impl Relay {
             .collect();
         let attempts = due.iter().map(|d| {
             let event = events.iter().find(|e| e.seq == d.event_seq).cloned();
-            let (url, secrets, client, overall) =
-                (row.url.clone(), secrets.clone(), self.client.clone(), self.overall.clone());
+            let (url, secrets, client, overall, clock) =
+                (row.url.clone(), secrets.clone(), self.client.clone(), self.overall.clone(), self.clock.clone());
             async move {
                 let Some(event) = event else {
                     return Attempt::Failed { status: None, error: "the event is no longer in the outbox".into() };
@@ -269,7 +283,8 @@ impl Relay {
                 let Ok(_permit) = overall.acquire_owned().await else {
                     return Attempt::Failed { status: None, error: "the relay is stopping".into() };
                 };
-                attempt(&client, &url, &secrets, &event, now.millis() / 1000).await
+                // Signed after the wait for a permit, so the timestamp is the sending time.
+                attempt(&client, &url, &secrets, &event, clock.now().millis() / 1000).await
             }
         });
         let outcomes = futures::future::join_all(attempts).await;
@@ -317,7 +332,8 @@ impl Relay {
                     if failures >= s.breaker_failures {
                         open_until = Some(now.millis() + s.breaker_cooldown.as_millis() as i64);
                     }
-                    let over = now.millis() - d.window_started_ms >= s.retry_window.as_millis() as i64;
+                    let started = d.window_started_ms.unwrap_or(now.millis());
+                    let over = now.millis() - started >= s.retry_window.as_millis() as i64;
                     let status_now = if over { "dead" } else { "failed" };
                     (status_now, *status, Some(error.clone()), now.millis() + backoff(s, attempts))
                 }
@@ -326,7 +342,8 @@ impl Relay {
             metrics::counter!("stockroom_webhook_deliveries_total", "outcome" => outcome_label).increment(1);
             sqlx::query(
                 "UPDATE webhook_deliveries SET status = $1, attempts = $2, last_attempt_at_ms = $3, last_status = $4, \
-                 last_error = $5, next_attempt_at_ms = $6, delivered_at_ms = $7 WHERE id = $8",
+                 last_error = $5, next_attempt_at_ms = $6, delivered_at_ms = $7, \
+                 window_started_ms = COALESCE(window_started_ms, $3) WHERE id = $8",
             )
             .bind(status)
             .bind(attempts)
@@ -396,8 +413,8 @@ async fn attempt(
     match sent {
         Ok(response) => {
             let status = response.status().as_u16();
-            // Read (and drop) the answer so the connection can be reused.
-            let _ = response.bytes().await;
+            // The answer's body is not read: a receiver could send an endless one.
+            drop(response);
             match status {
                 200..=299 => Attempt::Delivered(status),
                 410 => Attempt::Gone,

@@ -167,16 +167,33 @@ pub fn is_private(ip: IpAddr) -> bool {
                 || v4.is_unspecified()
                 || v4.is_broadcast()
                 || v4.is_documentation()
+                || v4.is_multicast()
                 || o[0] == 0
+                || o[0] >= 240
                 || (o[0] == 100 && (o[1] & 0xC0) == 64)
+                || (o[0] == 198 && (o[1] & 0xFE) == 18)
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
         }
         IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
+            let s = v6.segments();
+            // An IPv4 address inside (mapped, compatible, NAT64, 6to4) is judged as itself.
+            let embedded = match s {
+                [0, 0, 0, 0, 0, 0xffff, hi, lo] | [0, 0, 0, 0, 0, 0, hi, lo] | [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => {
+                    Some((hi, lo))
+                }
+                [0x2002, hi, lo, ..] => Some((hi, lo)),
+                _ => None,
+            };
             v6.is_loopback()
                 || v6.is_unspecified()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || v6.to_ipv4_mapped().is_some_and(|v4| is_private(IpAddr::V4(v4)))
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0
+                || embedded.is_some_and(|(hi, lo)| {
+                    let v4 = std::net::Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+                    is_private(IpAddr::V4(v4))
+                })
         }
     }
 }
@@ -382,7 +399,7 @@ pub async fn rotate_secret(db: &Db, id: &str, settings: &EventsSettings, now: Ti
 /// are; receivers see repeats with the same `webhook-id`).
 pub async fn replay(db: &Db, id: &str, from_seq: i64, settings: &EventsSettings, now: Timestamp) -> Result<Webhook> {
     let mut tx = db.begin().await?;
-    row_in(&mut tx, id).await?;
+    let row = row_in(&mut tx, id).await?;
     let head = store::outbox::committed_head_in(&mut tx).await?;
     if from_seq < 1 || from_seq > head + 1 {
         return Err(EventsError::Invalid(vec![FieldProblem {
@@ -390,8 +407,9 @@ pub async fn replay(db: &Db, id: &str, from_seq: i64, settings: &EventsSettings,
             message: format!("must be between 1 and {} (the next event)", head + 1),
         }]));
     }
+    // Never forward: events the cursor has not reached yet are still to be queued.
     sqlx::query("UPDATE webhooks SET cursor_seq = $1, updated_at_ms = $2 WHERE id = $3")
-        .bind(from_seq - 1)
+        .bind((from_seq - 1).min(row.cursor_seq))
         .bind(now.millis())
         .bind(id.to_owned())
         .execute(&mut *tx)
@@ -507,7 +525,7 @@ pub async fn retry(db: &Db, webhook: &str, delivery: &str, now: Timestamp) -> Re
         )));
     }
     sqlx::query(
-        "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at_ms = $1, window_started_ms = $1 \
+        "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at_ms = $1, window_started_ms = NULL \
          WHERE id = $2",
     )
     .bind(now.millis())
@@ -522,4 +540,44 @@ pub async fn retry(db: &Db, webhook: &str, delivery: &str, now: Timestamp) -> Re
     .await?;
     tx.commit().await?;
     Ok(updated.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_private;
+
+    #[test]
+    fn private_and_special_addresses_are_refused_public_ones_are_not() {
+        for private in [
+            "127.0.0.1",
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "240.0.0.1",
+            "198.18.0.1",
+            "192.0.0.8",
+            "192.0.2.1",
+            "::1",
+            "::",
+            "fc00::1",
+            "fe80::1",
+            "fec0::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::a00:1",
+            "2002:a00:1::",
+            "::a00:1",
+        ] {
+            assert!(is_private(private.parse().unwrap()), "{private} passed as public");
+        }
+        for public in ["93.184.215.14", "8.8.8.8", "2606:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"] {
+            assert!(!is_private(public.parse().unwrap()), "{public} refused as private");
+        }
+    }
 }

@@ -819,7 +819,7 @@ pub async fn availability_status(
            ("in_stock" = Option<bool>, Query, description = "`true`: only products that can be bought now"),
            ("min_price" = Option<String>, Query, description = "Lowest `price_from`, in the channel's currency"),
            ("max_price" = Option<String>, Query, description = "Highest `price_from`, in the channel's currency"),
-           ("sort" = Option<String>, Query, description = "`relevance` (default; by handle without `q`), `price_asc` or `price_desc` (products with a price only; ties by handle, in the price's direction)"),
+           ("sort" = Option<String>, Query, description = "`relevance` (default; by handle without `q`), `price_asc` or `price_desc` (products with a price only; ties by the handle's first 8 bytes, in the price's direction)"),
            ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 100)"),
            ("next" = Option<String>, Query, description = "Cursor from the previous page")),
     responses((status = 200, body = catalog::search::SearchPage, description = "A page of products and the index's `as_of_seq`"),

@@ -56,6 +56,8 @@ struct Fields {
     /// The category and each of its ancestors (`apparel`, `apparel/tops`).
     category_path: Field,
     price: Field,
+    /// The handle's first 8 bytes, big-endian: a tie-break that costs a number compare.
+    handle_key: Field,
     priced: Field,
     in_stock: Field,
     name: Field,
@@ -75,6 +77,7 @@ fn schema() -> (Schema, Fields) {
         sources: SOURCES.map(|(name, _)| builder.add_text_field(name, words.clone())),
         category_path: builder.add_text_field("category_path", STRING),
         price: builder.add_i64_field("price", INDEXED | FAST | STORED),
+        handle_key: builder.add_u64_field("handle_key", FAST),
         priced: builder.add_u64_field("priced", INDEXED),
         in_stock: builder.add_u64_field("in_stock", INDEXED | STORED),
         name: builder.add_text_field("name", STORED),
@@ -242,6 +245,7 @@ impl Inner {
                 let Some(channel) = &row.channel else { continue };
                 let mut doc = TantivyDocument::new();
                 doc.add_text(f.handle, &row.handle);
+                doc.add_u64(f.handle_key, handle_key(&row.handle));
                 doc.add_text(f.channel, channel);
                 let sources = [
                     Some(row.name.as_str()),
@@ -249,7 +253,7 @@ impl Inner {
                     row.description.as_deref(),
                     Some(row.attributes_text.as_str()),
                 ]
-                .map(|text| text.map(|t| prefixes(channel, t)).unwrap_or_default());
+                .map(|text| text.map(|t| prefixes(&channel_tag(channel), t)).unwrap_or_default());
                 for (field, text) in f.sources.iter().zip(sources) {
                     doc.add_text(*field, text);
                 }
@@ -294,7 +298,7 @@ impl Inner {
             let cut: String = word.chars().take(PREFIX_CHARS_MAX).collect();
             // The channel is part of every indexed word: one word's query is a pure
             // disjunction of terms, which tantivy scores with block-max WAND.
-            let qualified = format!("{}{CHANNEL_MARK}{cut}", query.channel.as_str());
+            let qualified = format!("{}{CHANNEL_MARK}{cut}", channel_tag(query.channel.as_str()));
             let mut stream = analyzer.token_stream(&qualified);
             while let Some(token) = stream.next() {
                 // Each word must match, in any source; its sources add up, by weight.
@@ -339,6 +343,9 @@ impl Inner {
         let top = TopDocs::with_limit(query.limit as usize + 1).and_offset(query.offset);
         let by_handle = |order| (SortByString::for_field("handle"), order);
         let by_price = |order| (SortByStaticFastValue::<i64>::for_field("price"), order);
+        // Price sorts visit every match: ties by the handle's first 8 bytes (a number), then
+        // by index order, instead of by the handle itself (a string per match).
+        let by_handle_key = |order| (SortByStaticFastValue::<u64>::for_field("handle_key"), order);
         let addresses: Vec<DocAddress> = match query.sort {
             // Equal scores keep the index's order: a tie-break on the handle would cost the
             // pruning that makes a common word fast.
@@ -351,12 +358,12 @@ impl Inner {
                 .map(|(_, a)| a)
                 .collect(),
             Sort::PriceAsc => searcher
-                .search(&wanted, &top.order_by((by_price(Order::Asc), by_handle(Order::Asc))))?
+                .search(&wanted, &top.order_by((by_price(Order::Asc), by_handle_key(Order::Asc))))?
                 .into_iter()
                 .map(|(_, a)| a)
                 .collect(),
             Sort::PriceDesc => searcher
-                .search(&wanted, &top.order_by((by_price(Order::Desc), by_handle(Order::Desc))))?
+                .search(&wanted, &top.order_by((by_price(Order::Desc), by_handle_key(Order::Desc))))?
                 .into_iter()
                 .map(|(_, a)| a)
                 .collect(),
@@ -376,6 +383,22 @@ impl Inner {
         }
         Ok((found, as_of_seq))
     }
+}
+
+/// The first 8 bytes of `handle`, big-endian, zero-padded: orders as the handles do up to
+/// their eighth byte.
+fn handle_key(handle: &str) -> u64 {
+    let mut bytes = [0u8; 8];
+    for (slot, b) in bytes.iter_mut().zip(handle.bytes()) {
+        *slot = b;
+    }
+    u64::from_be_bytes(bytes)
+}
+
+/// The channel in an indexed term: its bytes in hex, which lower-casing and folding leave
+/// as they are (codes are case-sensitive: `WEB` is not `web`).
+fn channel_tag(channel: &str) -> String {
+    kernel::page::encode_cursor(channel)
 }
 
 /// Between a channel and a word in an indexed term (never in either).
@@ -399,6 +422,15 @@ fn prefixes(channel: &str, text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::prefixes;
+
+    #[test]
+    fn handle_keys_order_as_the_handles_up_to_eight_bytes() {
+        use super::handle_key;
+        assert!(handle_key("a") < handle_key("ab"));
+        assert!(handle_key("mug") < handle_key("tee"));
+        assert!(handle_key("abcdefgh") < handle_key("abcdefgi"));
+        assert_eq!(handle_key("abcdefgh1"), handle_key("abcdefgh2"));
+    }
 
     #[test]
     fn every_prefix_of_every_word_is_indexed_up_to_the_cap() {

@@ -32,8 +32,9 @@ CREATE TABLE webhook_deliveries (
     status              TEXT NOT NULL CONSTRAINT webhook_deliveries_status
                             CHECK (status IN ('pending', 'delivered', 'failed', 'dead')),
     attempts            BIGINT NOT NULL,
-    -- Retries stop (dead letter) once a failure comes this long after the first try window opened.
-    window_started_ms   BIGINT NOT NULL,
+    -- The first try of the current retry window (NULL until tried): a failure this long after
+    -- it is dead-lettered. A manual retry opens a new window.
+    window_started_ms   BIGINT,
     next_attempt_at_ms  BIGINT NOT NULL,
     last_attempt_at_ms  BIGINT,
     last_status         BIGINT,

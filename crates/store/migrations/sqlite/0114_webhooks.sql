@@ -32,8 +32,9 @@ CREATE TABLE webhook_deliveries (
     status              TEXT NOT NULL CONSTRAINT webhook_deliveries_status
                             CHECK (status IN ('pending', 'delivered', 'failed', 'dead')),
     attempts            INTEGER NOT NULL,
-    -- Retries stop (dead letter) once a failure comes this long after the first try window opened.
-    window_started_ms   INTEGER NOT NULL,
+    -- The first try of the current retry window (NULL until tried): a failure this long after
+    -- it is dead-lettered. A manual retry opens a new window.
+    window_started_ms   INTEGER,
     next_attempt_at_ms  INTEGER NOT NULL,
     last_attempt_at_ms  INTEGER,
     last_status         INTEGER,
