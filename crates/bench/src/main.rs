@@ -31,6 +31,7 @@ mod workloads;
 use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
+    events::install_tls();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(

@@ -20,6 +20,13 @@ pub use webhook::{Delivery, Webhook, WebhookWithSecret};
 use std::time::Duration;
 use store::StoreError;
 
+/// Installs the TLS crypto provider (ring, the one sqlx links) for every HTTP client of the
+/// process. Webhooks need TLS, and reqwest's rustls then wants a provider before any client
+/// is built, the tests' and the bench's included. A second call changes nothing.
+pub fn install_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The relay's settings.
 #[derive(Debug, Clone)]
 pub struct EventsSettings {

@@ -60,8 +60,7 @@ impl reqwest::dns::Resolve for PublicOnly {
 /// ring provider (the one sqlx links), and the public-only resolver unless private addresses
 /// are allowed.
 fn client(settings: &EventsSettings) -> Result<reqwest::Client> {
-    // A second install (another server in the same process) is refused, harmlessly.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::install_tls();
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         // A proxy would resolve the receiver itself, past the address check.

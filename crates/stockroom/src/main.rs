@@ -288,6 +288,7 @@ enum KeysCommand {
 }
 
 fn main() -> ExitCode {
+    events::install_tls();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")))
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))

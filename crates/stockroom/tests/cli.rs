@@ -75,6 +75,7 @@ async fn serve_logs_its_address_honours_scoped_keys_and_stops_on_sigterm() {
         assert_ne!(stockroom(&["keys", "create", "--scope", "root"], &database.url).await.status.code(), Some(0));
 
         let (child, url, _) = serve(&database.url, Some("cli-admin"));
+        events::install_tls();
         let client = reqwest::Client::new();
         let status = |r: reqwest::Response| r.status().as_u16();
         let get = client.get(format!("{url}/v1/warehouses")).bearer_auth(&reader_key).send().await.unwrap();
@@ -106,6 +107,7 @@ async fn the_first_start_without_a_key_prints_an_admin_key_once() {
         let database = TestDatabase::create(backend).await;
         let (child, url, lines) = serve(&database.url, None);
         let printed = lines.iter().find_map(|l| l.split("store it now): ").nth(1)).expect("the key is printed");
+        events::install_tls();
         let reply = reqwest::Client::new()
             .get(format!("{url}/v1/warehouses"))
             .bearer_auth(printed.trim())

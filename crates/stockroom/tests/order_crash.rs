@@ -104,6 +104,7 @@ type Answer = Result<(u16, Value), reqwest::Error>;
 
 impl Api {
     fn new(url: String) -> Self {
+        events::install_tls();
         let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
         Self { http, url }
     }

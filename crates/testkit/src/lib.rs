@@ -98,6 +98,7 @@ pub async fn spawn_app_with(backend: Backend, options: AppOptions) -> TestApp {
     let running = stockroom::start(config, options.clock, metrics).await.expect("start the app");
     let base_url = format!("http://{}", running.addr);
     let db = running.db.clone();
+    events::install_tls();
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("build the HTTP client");
     TestApp { base_url, backend, db, client, database, running: Arc::new(Mutex::new(Some(running))) }
 }
