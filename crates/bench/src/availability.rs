@@ -421,16 +421,27 @@ async fn measure_http_ceiling(
     clients: usize,
     duration: Duration,
 ) -> (Recorder, f64) {
+    let (client, url) = (client.clone(), format!("{base}/health"));
+    closed_loop(clients as u64, duration, move |_| client.get(&url)).await
+}
+
+/// `clients` tasks each sending `request` back to back for `duration` (each with its own
+/// random numbers); a 200 whose body was read counts. Returns the outcomes and the rate.
+async fn closed_loop<F>(clients: u64, duration: Duration, request: F) -> (Recorder, f64)
+where
+    F: Fn(&mut Rng) -> reqwest::RequestBuilder + Clone + Send + 'static,
+{
     let stop = Instant::now() + duration;
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (client, url) = (client.clone(), format!("{base}/health"));
+    for c in 0..clients {
+        let request = request.clone();
         tasks.push(tokio::spawn(async move {
+            let mut rng = Rng::for_request(500 + c, 0);
             let mut recorder = Recorder::new();
             while Instant::now() < stop {
                 let sent = Instant::now();
-                let outcome = match client.get(&url).send().await {
+                let outcome = match request(&mut rng).send().await {
                     Ok(r) if r.status() == 200 => match r.bytes().await {
                         Ok(_) => Outcome::Ok,
                         Err(e) => Outcome::other(e),
@@ -472,38 +483,12 @@ async fn measure_search(
     ];
     let mut results = Vec::new();
     for (name, query) in kinds {
-        let stop = Instant::now() + duration / 2;
-        let started = Instant::now();
-        let mut tasks = Vec::new();
-        for c in 0..8u64 {
-            let (client, base, authorization) = (client.clone(), base.to_owned(), authorization.to_owned());
-            tasks.push(tokio::spawn(async move {
-                let mut rng = Rng::for_request(500 + c, 0);
-                let mut recorder = Recorder::new();
-                while Instant::now() < stop {
-                    let url = format!("{base}/v1/search?channel={CHANNEL}&{}", query(rng.below(skus as u64) as usize));
-                    let sent = Instant::now();
-                    let outcome =
-                        match client.get(url).header(reqwest::header::AUTHORIZATION, &authorization).send().await {
-                            Ok(r) if r.status() == 200 => match r.bytes().await {
-                                Ok(_) => Outcome::Ok,
-                                Err(e) => Outcome::other(e),
-                            },
-                            Ok(r) => Outcome::other(format!("HTTP {}", r.status())),
-                            Err(e) => Outcome::other(e),
-                        };
-                    recorder.record(&outcome, sent.elapsed());
-                }
-                recorder
-            }));
-        }
-        let mut recorder = Recorder::new();
-        for task in tasks {
-            if let Ok(r) = task.await {
-                recorder.merge(&r);
-            }
-        }
-        let rate = recorder.ok as f64 / started.elapsed().as_secs_f64();
+        let (client, base, authorization) = (client.clone(), base.to_owned(), authorization.to_owned());
+        let request = move |rng: &mut Rng| {
+            let url = format!("{base}/v1/search?channel={CHANNEL}&{}", query(rng.below(skus as u64) as usize));
+            client.get(url).header(reqwest::header::AUTHORIZATION, &authorization)
+        };
+        let (recorder, rate) = closed_loop(8, duration / 2, request).await;
         results.push((name, recorder, rate));
     }
     results

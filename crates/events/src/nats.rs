@@ -1,5 +1,5 @@
 //! NATS JetStream: every event of the outbox published to `<prefix>.<type>` (`stockroom.<type>`
-//! by default) with `Nats-Msg-Id` set to the event's id, in `seq` order, each acknowledged by
+//! by default) with `Nats-Msg-Id` set to the event's id, sent in `seq` order, each acknowledged by
 //! JetStream before the relay's offset moves past it.
 //!
 //! The offset is `worker_offsets` row `nats-relay`, like every subscriber's, but it is moved
