@@ -31,9 +31,27 @@ use tower_http::trace::TraceLayer;
 /// It leaves room for a long poll of the event feed (`wait_ms` up to 30 s).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(35);
 
-/// What every handler can reach.
+/// What every handler can reach: one shared allocation, so the clone axum makes for every
+/// extractor and middleware of every request is one reference count, not a dozen.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The services behind [`AppState`].
+pub struct Services {
     pub db: Db,
     pub clock: Arc<dyn Clock>,
     /// SHA-256 of the admin key given by flag or environment, if any.

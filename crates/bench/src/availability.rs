@@ -253,7 +253,8 @@ pub(crate) async fn seed_catalog(
     Ok(())
 }
 
-/// Writes acknowledged per SKU index: (when acknowledged, available after it at least).
+/// Writes acknowledged per SKU index, in time order: (when acknowledged, the highest figure
+/// any write acknowledged by then guarantees).
 type Acked = Mutex<HashMap<usize, Vec<(Instant, i64)>>>;
 
 async fn one_run(args: &AvailabilityArgs, backend: Backend, cache: bool) -> anyhow::Result<Report> {
@@ -332,7 +333,12 @@ async fn one_run(args: &AvailabilityArgs, backend: Backend, cache: bool) -> anyh
                             Some(on_hand) => {
                                 writes += 1;
                                 // The other warehouse keeps STOCK; nothing is reserved.
-                                acked.lock().unwrap().entry(n).or_default().push((Instant::now(), on_hand + STOCK));
+                                // Acknowledged in time order per SKU (the clock is read under
+                                // the lock); each entry keeps the highest figure so far.
+                                let mut acked = acked.lock().unwrap();
+                                let list = acked.entry(n).or_default();
+                                let highest = list.last().map_or(i64::MIN, |(_, v)| *v).max(on_hand + STOCK);
+                                list.push((Instant::now(), highest));
                             }
                             None => write_errors += 1,
                         }
@@ -344,10 +350,10 @@ async fn one_run(args: &AvailabilityArgs, backend: Backend, cache: bool) -> anyh
                     match answer {
                         Ok(available) => {
                             recorder.record(&Outcome::Ok, latency);
-                            let floor =
-                                acked.lock().unwrap().get(&n).and_then(|w| {
-                                    w.iter().filter(|(at, _)| *at + bound <= sent).map(|(_, v)| *v).max()
-                                });
+                            let floor = acked.lock().unwrap().get(&n).and_then(|w| {
+                                let settled = w.partition_point(|(at, _)| *at + bound <= sent);
+                                settled.checked_sub(1).map(|last| w[last].1)
+                            });
                             if floor.is_some_and(|f| available < f) {
                                 stale.fetch_add(1, Ordering::Relaxed);
                             }

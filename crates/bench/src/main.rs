@@ -28,6 +28,10 @@ mod stats;
 mod systems;
 mod workloads;
 
+/// mimalloc: glibc malloc was 8% of the availability read path's profile (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 
 fn main() -> anyhow::Result<()> {

@@ -208,7 +208,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
     let (checkouts, checkout_workers) =
         order::Checkouts::start(db.clone(), clock.clone(), group_config, registry.clone());
     group_workers.extend(checkout_workers);
-    let state = api::AppState {
+    let state = api::AppState::new(api::Services {
         db: db.clone(),
         clock: clock.clone(),
         admin_key_hash,
@@ -221,7 +221,7 @@ pub async fn start(config: ServeConfig, clock: Arc<dyn Clock>, metrics: Promethe
         orders: api::OrderSettings { checkouts, max_stale_seconds: config.orders.max_stale_seconds },
         event_types: Arc::new(event_types),
         shutdown: shutdown.clone(),
-    };
+    });
     let listener =
         tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;

@@ -11,6 +11,10 @@ use store::{Db, DbOptions, SqliteSync};
 use tracing_subscriber::EnvFilter;
 use warehouse::reservation::group_commit::GroupCommitConfig;
 
+/// mimalloc: glibc malloc was 8% of the availability read path's profile (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "stockroom", version, about = "Inventory, order and fulfillment backbone")]
 struct Cli {

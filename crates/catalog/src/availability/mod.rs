@@ -206,30 +206,52 @@ pub const FOLLOWED_EVENT_TYPES: &[&str] = &[
 const FOLLOW_BATCH_MAX: u32 = 1_000;
 
 /// Counts reads per (channel, SKU), bounded: when full, every count is halved and the zeros
-/// dropped, so it tracks what is read most lately.
+/// dropped, so it tracks what is read most lately. A hit on a counted SKU allocates nothing,
+/// and the top is picked without copying the rest: the lock is on the read path.
 #[derive(Debug, Default)]
 struct HotCounter {
-    counts: HashMap<(String, String), u64>,
+    counts: HashMap<String, HashMap<String, u64>>,
+    len: usize,
 }
 
 const HOT_COUNTER_MAX: usize = 50_000;
 
 impl HotCounter {
     fn hit(&mut self, channel: &str, sku: &str) {
-        if self.counts.len() >= HOT_COUNTER_MAX && !self.counts.contains_key(&(channel.to_owned(), sku.to_owned())) {
-            self.counts.retain(|_, c| {
-                *c /= 2;
-                *c > 0
-            });
+        if let Some(count) = self.counts.get_mut(channel).and_then(|skus| skus.get_mut(sku)) {
+            *count += 1;
+            return;
         }
-        *self.counts.entry((channel.to_owned(), sku.to_owned())).or_default() += 1;
+        if self.len >= HOT_COUNTER_MAX {
+            self.len = 0;
+            for skus in self.counts.values_mut() {
+                skus.retain(|_, c| {
+                    *c /= 2;
+                    *c > 0
+                });
+                self.len += skus.len();
+            }
+            self.counts.retain(|_, skus| !skus.is_empty());
+        }
+        self.counts.entry(channel.to_owned()).or_default().insert(sku.to_owned(), 1);
+        self.len += 1;
     }
 
+    /// The `n` most-read, most first (ties by channel and SKU).
     fn top(&self, n: usize) -> Vec<((String, String), u64)> {
-        let mut all: Vec<_> = self.counts.iter().map(|(k, c)| (k.clone(), *c)).collect();
-        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let mut all: Vec<(u64, &str, &str)> = self
+            .counts
+            .iter()
+            .flat_map(|(channel, skus)| skus.iter().map(move |(sku, c)| (*c, channel.as_str(), sku.as_str())))
+            .collect();
+        let order =
+            |a: &(u64, &str, &str), b: &(u64, &str, &str)| b.0.cmp(&a.0).then_with(|| (a.1, a.2).cmp(&(b.1, b.2)));
+        if all.len() > n && n > 0 {
+            all.select_nth_unstable_by(n - 1, order);
+        }
         all.truncate(n);
-        all
+        all.sort_unstable_by(order);
+        all.into_iter().map(|(c, channel, sku)| ((channel.to_owned(), sku.to_owned()), c)).collect()
     }
 }
 
