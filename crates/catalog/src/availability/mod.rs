@@ -135,16 +135,19 @@ struct Entry {
     refresh_after_ms: i64,
     /// Queued for a refresh already (each entry once).
     refresh_queued: AtomicBool,
+    /// `read_at_ms` as RFC 3339, formatted once rather than on every read.
+    as_of: String,
 }
 
 impl Entry {
     fn new(channel: &str, snapshot: Snapshot, fresh_until_ms: i64, refresh_after_ms: i64) -> Self {
         Self {
             channel: channel.to_owned(),
-            snapshot,
             fresh_until_ms,
             refresh_after_ms,
             refresh_queued: AtomicBool::new(false),
+            as_of: Timestamp::from_millis(snapshot.read_at_ms).to_rfc3339(),
+            snapshot,
         }
     }
 }
@@ -201,6 +204,10 @@ pub const FOLLOWED_EVENT_TYPES: &[&str] = &[
     "channel.updated",
     "warehouse.updated",
 ];
+
+/// Longest the follower waits to read ahead what it is about to drop: the drop (and so the
+/// freshness of every read) waits for it, and past this a miss is the cheaper outcome.
+const READ_AHEAD_BUDGET: Duration = Duration::from_millis(20);
 
 /// Most events one follower run applies.
 const FOLLOW_BATCH_MAX: u32 = 1_000;
@@ -530,7 +537,7 @@ impl AvailabilityView {
                     compare_at: compare_at.map(|c| currency.format_amount(c)),
                 }),
                 version: s.seq,
-                as_of: Timestamp::from_millis(s.read_at_ms).to_rfc3339(),
+                as_of: entry.as_of.clone(),
                 stale,
             });
         }
@@ -708,6 +715,8 @@ impl AvailabilityView {
             Some(list) => list.iter().map(|c| c.code.clone()).collect(),
             None => self.inner.channels.read().expect("channels lock").keys().cloned().collect(),
         };
+        let read_ahead =
+            if channels.is_none() { self.read_ahead(&plan, &all_channels, now_ms).await } else { Vec::new() };
         let dropped_keys = {
             let _exclusive = self.inner.gate.write().expect("gate lock");
             if let Some(list) = channels {
@@ -748,6 +757,21 @@ impl AvailabilityView {
             self.inner.stats.invalidations.fetch_add(dropped, Ordering::Relaxed);
             dropped_keys
         };
+        if !read_ahead.is_empty() {
+            let mut due = self.inner.refresh_due.lock().expect("refresh queue lock");
+            for (channel, snapshot) in &read_ahead {
+                if let Some(skus) = due.get_mut(channel) {
+                    skus.remove(&snapshot.sku);
+                }
+            }
+            due.retain(|_, skus| !skus.is_empty());
+        }
+        let read = read_ahead.len() as u64;
+        for (channel, snapshot) in read_ahead {
+            self.insert(&channel, snapshot, now_ms);
+        }
+        self.inner.stats.refreshes.fetch_add(read, Ordering::Relaxed);
+        metrics::counter!("stockroom_availability_refreshes_total").increment(read);
         // Everything invalidated at once is not deleted in Redis (no key list): the `seq`
         // check on read rejects what an invalidation of everything left behind.
         if let Some(tier) = &self.inner.shared {
@@ -759,6 +783,63 @@ impl AvailabilityView {
             self.inner.caught_up_at_ms.store(now_ms, Ordering::Release);
         }
         Ok(events.len())
+    }
+
+    /// Reads again, before they are dropped, the entries `plan` touches that are being served
+    /// as fresh (at most `refresh_per_run`): dropped and then read, a hot SKU would miss for a
+    /// database round trip and send every read in that window to the database. Until the
+    /// drop the old figure is served, for one read's time, well inside the freshness bound.
+    /// A failed read returns nothing: the entries are then dropped and read when asked.
+    async fn read_ahead(&self, plan: &[(i64, Touch)], all_channels: &[String], now_ms: i64) -> Vec<(String, Snapshot)> {
+        let mut wanted: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+        let mut left = self.inner.settings.refresh_per_run;
+        for (_, touch) in plan {
+            let pairs: Vec<(&str, &str)> = match touch {
+                Touch::All => return Vec::new(),
+                Touch::Sku(sku) => all_channels.iter().map(|c| (c.as_str(), sku.as_str())).collect(),
+                Touch::ChannelSku(channel, sku) => vec![(channel.as_str(), sku.as_str())],
+            };
+            for (channel, sku) in pairs {
+                let fresh = self
+                    .inner
+                    .entries
+                    .get(&self.inner.keys.key(channel, sku))
+                    .is_some_and(|e| e.fresh_until_ms > now_ms);
+                if fresh && left > 0 && wanted.entry(channel).or_default().insert(sku) {
+                    left -= 1;
+                }
+            }
+        }
+        let now = self.inner.clock.now();
+        let work = async {
+            let mut read = Vec::new();
+            for (code, skus) in wanted {
+                let Some(channel) = self.inner.channels.read().expect("channels lock").get(code).cloned() else {
+                    continue;
+                };
+                let skus: Vec<String> = skus.into_iter().map(str::to_owned).collect();
+                // No fetch permit: the follower's one read per run must not queue behind
+                // requests' misses, since the invalidations wait for it.
+                for chunk in skus.chunks(kernel::limits::STOCK_BATCH_SKUS_MAX) {
+                    let snapshots =
+                        snapshot::read_snapshots(self.inner.db.reader(), self.inner.db.backend(), &channel, chunk, now)
+                            .await?;
+                    read.extend(snapshots.into_iter().map(|s| (code.to_owned(), s)));
+                }
+            }
+            Ok::<_, CatalogError>(read)
+        };
+        match tokio::time::timeout(READ_AHEAD_BUDGET, work).await {
+            Ok(Ok(read)) => read,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "availability read-ahead failed; the entries are dropped and read when asked");
+                Vec::new()
+            }
+            Err(_) => {
+                tracing::warn!("availability read-ahead timed out; the entries are dropped and read when asked");
+                Vec::new()
+            }
+        }
     }
 
     /// Drops `key`'s entry; true if it was being served as fresh at `now_ms` (then it is worth
