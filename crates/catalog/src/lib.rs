@@ -60,10 +60,21 @@ pub fn workers(view: &AvailabilityView, search: &search::SearchIndex, intervals:
             let view = view.clone();
             async move {
                 let read = view.follow().await?;
-                // After the invalidations, so a refreshed entry reflects them; not while
-                // catching up on a backlog, which comes first.
-                let refreshed = if read >= 1_000 { 0 } else { view.refresh_queued().await };
-                Ok::<_, CatalogError>(Progress { done: read + refreshed, more: read >= 1_000 })
+                Ok::<_, CatalogError>(Progress { done: read, more: read >= 1_000 })
+            }
+        })
+    };
+    // Apart from the follower: a refresh waits for fetch permits and may take up to the fetch
+    // timeout, and the follower's invalidations (what keeps every read inside the freshness
+    // bound) must never wait behind it.
+    let refresher = {
+        let view = view.clone();
+        Worker::new("availability-refresher", intervals.follow, move || {
+            let view = view.clone();
+            async move {
+                // Not while the follower catches up on a backlog, which comes first.
+                let refreshed = if view.follower_behind() { 0 } else { view.refresh_queued().await };
+                Ok::<_, CatalogError>(Progress { done: refreshed, more: false })
             }
         })
     };
@@ -99,7 +110,7 @@ pub fn workers(view: &AvailabilityView, search: &search::SearchIndex, intervals:
             }
         })
     };
-    vec![follower, verifier, warmer, search_follower]
+    vec![follower, refresher, verifier, warmer, search_follower]
 }
 
 /// The context's subscribers to the outbox: the search index.

@@ -281,6 +281,8 @@ struct Inner {
     channels: RwLock<HashMap<String, Arc<ChannelConfig>>>,
     applied_seq: AtomicI64,
     caught_up_at_ms: AtomicI64,
+    /// The follower's last run read a full batch: it is catching up on a backlog.
+    backlog: AtomicBool,
     fetches: tokio::sync::Semaphore,
     hot: Mutex<HotCounter>,
     /// Per channel, SKUs the follower re-reads on its next run.
@@ -379,6 +381,7 @@ impl AvailabilityView {
                 channels: RwLock::new(channels.into_iter().map(|c| (c.code.clone(), Arc::new(c))).collect()),
                 applied_seq: AtomicI64::new(head),
                 caught_up_at_ms: AtomicI64::new(clock.now().millis()),
+                backlog: AtomicBool::new(false),
                 fetches: tokio::sync::Semaphore::new(settings.fetch_concurrency.max(1)),
                 hot: Mutex::new(HotCounter::default()),
                 refresh_due: Mutex::new(HashMap::new()),
@@ -443,6 +446,12 @@ impl AvailabilityView {
     fn is_fresh(&self, entry: &Entry, now_ms: i64, trust_all: bool) -> bool {
         let bound = self.inner.settings.trust_bound.as_millis() as i64;
         entry.fresh_until_ms > now_ms && (trust_all || entry.snapshot.read_at_ms >= now_ms - bound)
+    }
+
+    /// The follower's last run read a full batch (a refresh now would read what it is about
+    /// to drop).
+    pub fn follower_behind(&self) -> bool {
+        self.inner.backlog.load(Ordering::Acquire)
     }
 
     fn follower_trusted(&self, now_ms: i64) -> bool {
@@ -687,6 +696,7 @@ impl AvailabilityView {
         let after = self.applied_seq();
         let events = store::outbox::events_after(self.inner.db.reader(), after, FOLLOW_BATCH_MAX).await?;
         let now_ms = self.inner.clock.now().millis();
+        self.inner.backlog.store(events.len() >= FOLLOW_BATCH_MAX as usize, Ordering::Release);
         let Some(last) = events.last().map(|e| e.seq) else {
             self.inner.caught_up_at_ms.store(now_ms, Ordering::Release);
             return Ok(0);
