@@ -1090,8 +1090,30 @@ mod tests {
         for i in 0..HOT_COUNTER_MAX * 2 {
             hot.hit("web", &format!("COLD-{i}"));
         }
-        assert!(hot.counts.len() <= HOT_COUNTER_MAX);
+        let counted: usize = hot.counts.values().map(HashMap::len).sum();
+        assert_eq!(counted, hot.len);
+        assert!(counted <= HOT_COUNTER_MAX);
         assert_eq!(hot.top(1)[0].0.1, "HOT");
+    }
+
+    #[test]
+    fn the_hot_counters_top_is_the_full_sorts_prefix() {
+        let mut hot = HotCounter::default();
+        for i in 0..500u64 {
+            let channel = if i % 3 == 0 { "app" } else { "web" };
+            for _ in 0..(i * 7919 % 13) {
+                hot.hit(channel, &format!("S{i}"));
+            }
+        }
+        let mut all: Vec<((String, String), u64)> = hot
+            .counts
+            .iter()
+            .flat_map(|(c, skus)| skus.iter().map(move |(s, n)| ((c.clone(), s.clone()), *n)))
+            .collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        for n in [0, 1, 10, 37, all.len(), all.len() + 5] {
+            assert_eq!(hot.top(n), all[..n.min(all.len())].to_vec(), "top {n}");
+        }
     }
 
     #[test]
