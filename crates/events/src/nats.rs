@@ -138,7 +138,7 @@ impl NatsRelay {
             .await?;
         let head = store::outbox::committed_head(self.db.reader()).await?;
         if head <= offset {
-            metrics::gauge!("stockroom_subscriber_lag", "subscriber" => NATS_RELAY).set(0.0);
+            store::subscriber::report_lag(NATS_RELAY, 0, Some(0));
             return Ok(0);
         }
         let events = store::outbox::events_after(self.db.reader(), offset, self.settings.batch).await?;
@@ -186,7 +186,11 @@ impl NatsRelay {
         }
         let published = events.iter().filter(|e| e.seq <= through).count();
         metrics::counter!("stockroom_nats_published_total").increment(published as u64);
-        metrics::gauge!("stockroom_subscriber_lag", "subscriber" => NATS_RELAY).set((head - through).max(0) as f64);
+        let lag = (head - through).max(0);
+        let lag_ms = if lag > 0 { store::subscriber::lag_ms(&self.db, through, self.clock.now()).await } else { Ok(0) };
+        let lag_ms =
+            lag_ms.inspect_err(|error| tracing::warn!(%error, "nats relay: the lag in time could not be read")).ok();
+        store::subscriber::report_lag(NATS_RELAY, lag, lag_ms);
         match failure {
             Some(error) => Err(error),
             None => Ok(published),

@@ -86,11 +86,27 @@ async fn a_subscriber_gets_bounded_batches_in_order_once_each_and_resumes_from_i
         let recorder = Recorder::new("recorder");
         let mut runs = 0;
         loop {
-            let report = run_once(&db, &recorder, 3, now()).await.unwrap();
+            // Read a minute after the first event was committed: the lag in time is the age
+            // of the oldest event past the offset, at the run's clock.
+            let first_at = store::outbox::events_after(db.reader(), 0, 1).await.unwrap()[0].at.clone();
+            let first_ms = time::OffsetDateTime::parse(&first_at, &time::format_description::well_known::Rfc3339)
+                .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+                .unwrap();
+            let later = kernel::Timestamp::from_millis(first_ms + 60_000);
+            let report = run_once(&db, &recorder, 3, later).await.unwrap();
             runs += 1;
             assert!(report.handled <= 3, "[{backend:?}] a run handles at most its batch: {report:?}");
+            if report.lag > 0 {
+                let next = store::outbox::events_after(db.reader(), report.offset, 1).await.unwrap();
+                let next_ms = time::OffsetDateTime::parse(&next[0].at, &time::format_description::well_known::Rfc3339)
+                    .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+                    .unwrap();
+                assert_eq!(report.lag_ms, Some(first_ms + 60_000 - next_ms), "[{backend:?}] {report:?}");
+                assert!(report.lag_ms.unwrap() > 0, "[{backend:?}] {report:?}");
+            }
             if report.handled == 0 {
                 assert_eq!(report.lag, 0, "[{backend:?}] {report:?}");
+                assert_eq!(report.lag_ms, Some(0), "[{backend:?}] caught up: no lag in time");
                 break;
             }
         }

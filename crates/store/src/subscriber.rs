@@ -52,6 +52,9 @@ pub struct RunReport {
     pub offset: i64,
     /// Committed events past the offset after the run.
     pub lag: i64,
+    /// How long, at the run's `now`, the oldest of them has waited, ms (0 when none; `None`
+    /// when it could not be read, which does not fail a run that has committed).
+    pub lag_ms: Option<i64>,
 }
 
 impl RunReport {
@@ -192,9 +195,36 @@ pub async fn run_once<S: Subscriber>(
     }
     tx.commit().await.map_err(StoreError::from)?;
     let lag = (head - new_offset).max(0);
-    metrics::gauge!("stockroom_subscriber_lag", "subscriber" => name).set(lag as f64);
+    let lag_ms = if lag > 0 { lag_ms(db, new_offset, now).await } else { Ok(0) };
+    let lag_ms =
+        lag_ms.inspect_err(|error| tracing::warn!(%error, subscriber = name, "the lag in time could not be read")).ok();
+    report_lag(name, lag, lag_ms);
     metrics::counter!("stockroom_subscriber_events_total", "subscriber" => name).increment(events.len() as u64);
-    Ok(RunReport { handled: events.len(), offset: new_offset, lag })
+    Ok(RunReport { handled: events.len(), offset: new_offset, lag, lag_ms })
+}
+
+/// How long, at `now`, the first committed event past `offset` has waited, ms (0 when none):
+/// the lag in time beside the lag in events.
+pub async fn lag_ms(db: &Db, offset: i64, now: Timestamp) -> Result<i64, StoreError> {
+    let at: Option<String> = sqlx::query_scalar("SELECT at FROM events WHERE seq > $1 ORDER BY seq LIMIT 1")
+        .bind(offset)
+        .fetch_optional(db.reader())
+        .await?;
+    let Some(at) = at else { return Ok(0) };
+    let at = time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| StoreError::Corrupt(format!("event after {offset}: at {at:?}: {e}")))?;
+    let at_ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
+    Ok((now.millis() - at_ms).max(0))
+}
+
+/// Sets a consumer's lag gauges: `stockroom_subscriber_lag` (events) and
+/// `stockroom_subscriber_lag_seconds`, the same pair for every consumer of the outbox.
+/// A lag in time that could not be read leaves the seconds gauge as it was.
+pub fn report_lag(name: &'static str, lag: i64, lag_ms: Option<i64>) {
+    metrics::gauge!("stockroom_subscriber_lag", "subscriber" => name).set(lag as f64);
+    if let Some(ms) = lag_ms {
+        metrics::gauge!("stockroom_subscriber_lag_seconds", "subscriber" => name).set(ms as f64 / 1000.0);
+    }
 }
 
 /// A subscriber's offset and lag, for operators.
