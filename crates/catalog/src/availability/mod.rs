@@ -820,25 +820,13 @@ impl AvailabilityView {
                 }
             }
         }
-        let now = self.inner.clock.now();
-        let work = async {
-            let mut read = Vec::new();
-            for (code, skus) in wanted {
-                let Some(channel) = self.inner.channels.read().expect("channels lock").get(code).cloned() else {
-                    continue;
-                };
-                let skus: Vec<String> = skus.into_iter().map(str::to_owned).collect();
-                // No fetch permit: the follower's one read per run must not queue behind
-                // requests' misses, since the invalidations wait for it.
-                for chunk in skus.chunks(kernel::limits::STOCK_BATCH_SKUS_MAX) {
-                    let snapshots =
-                        snapshot::read_snapshots(self.inner.db.reader(), self.inner.db.backend(), &channel, chunk, now)
-                            .await?;
-                    read.extend(snapshots.into_iter().map(|s| (code.to_owned(), s)));
-                }
-            }
-            Ok::<_, CatalogError>(read)
-        };
+        let wanted: HashMap<String, Vec<String>> = wanted
+            .into_iter()
+            .map(|(code, skus)| (code.to_owned(), skus.into_iter().map(str::to_owned).collect()))
+            .collect();
+        // No fetch permit: the follower's one read per run must not queue behind requests'
+        // misses, since the invalidations wait for it.
+        let work = self.read_due(wanted, self.inner.clock.now(), false);
         match tokio::time::timeout(READ_AHEAD_BUDGET, work).await {
             Ok(Ok(read)) => read,
             Ok(Err(error)) => {
@@ -995,23 +983,40 @@ impl AvailabilityView {
     }
 
     async fn refresh(&self, due: HashMap<String, Vec<String>>, now: Timestamp) -> Result<usize> {
-        let mut read = 0;
+        let read = self.read_due(due, now, true).await?;
+        let count = read.len();
+        for (code, snapshot) in read {
+            // `insert` replaces anything older and keeps a newer fresh entry (a request may
+            // have read one meanwhile), so the version never goes back.
+            self.insert(&code, snapshot, now.millis());
+        }
+        Ok(count)
+    }
+
+    /// Reads `due` (SKUs per channel code; unknown channels skipped) in snapshots of at most
+    /// 1,000 SKUs; with `permit`, each read waits for a fetch permit first.
+    async fn read_due(
+        &self,
+        due: HashMap<String, Vec<String>>,
+        now: Timestamp,
+        permit: bool,
+    ) -> Result<Vec<(String, Snapshot)>> {
+        let mut read = Vec::new();
         for (code, skus) in due {
             let Some(channel) = self.inner.channels.read().expect("channels lock").get(&code).cloned() else {
                 continue;
             };
             for chunk in skus.chunks(kernel::limits::STOCK_BATCH_SKUS_MAX) {
-                let _permit =
-                    self.inner.fetches.acquire().await.map_err(|_| CatalogError::Unavailable("closing".into()))?;
+                let _permit = match permit {
+                    true => Some(
+                        self.inner.fetches.acquire().await.map_err(|_| CatalogError::Unavailable("closing".into()))?,
+                    ),
+                    false => None,
+                };
                 let snapshots =
                     snapshot::read_snapshots(self.inner.db.reader(), self.inner.db.backend(), &channel, chunk, now)
                         .await?;
-                read += snapshots.len();
-                for snapshot in snapshots {
-                    // `insert` replaces anything older and keeps a newer fresh entry (a request
-                    // may have read one meanwhile), so the version never goes back.
-                    self.insert(&code, snapshot, now.millis());
-                }
+                read.extend(snapshots.into_iter().map(|s| (code.clone(), s)));
             }
         }
         Ok(read)
